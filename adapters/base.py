@@ -1,0 +1,54 @@
+"""The one small interface every delivery profile implements.
+
+An adapter turns a validated application into a delivery at one kind of endpoint (XTA 2 today,
+OSCI 1.2 / FIT-Connect later). It knows nothing of RabbitMQ: the hub's worker calls ``deliver``
+from a worker thread and acks, retries or dead-letters according to the outcome.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from cryptography import x509
+
+from transport.content import Content
+from transport.xta.metadata import BusinessScenario, MessageType, Party
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One application to deliver: ``message_id`` is the hub's id (the payload's nachrichtenUUID)."""
+
+    message_id: str
+    content: Content
+    author: Party
+    reader: Party
+    reader_certificate: x509.Certificate
+    service: str
+    message_type: MessageType
+    business_scenario: BusinessScenario
+    test: bool = False
+
+
+@dataclass(frozen=True)
+class DeliveryReceipt:
+    """What the endpoint accepted: the transport's message id (XTA MessageID)."""
+
+    transport_message_id: str
+
+
+class Adapter(Protocol):
+    """A delivery profile bound to one configured endpoint. Implementations must be thread-safe:
+    the worker calls ``deliver`` from several threads at once."""
+
+    name: str
+
+    def check(self) -> None:
+        """Raise a ``HubError`` if the endpoint cannot take deliveries (readiness)."""
+
+    def deliver(self, delivery: Delivery) -> DeliveryReceipt:
+        """Deliver or raise a ``HubError`` whose ``transient`` flag says whether to retry."""
+
+    def close(self) -> None:
+        """Release connections."""

@@ -1,0 +1,23 @@
+"""Finding the adapter class for a profile name: built-ins plus the ``hub.adapters`` entry points,
+so a vendor profile can ship as its own package."""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Any
+
+from hub.errors import ConfigError
+
+BUILTIN_PROFILES = {"xta2": "adapters.xta2:Xta2Adapter"}
+
+
+def profile_class(profile: str) -> Any:
+    """Return the adapter class registered for ``profile`` or raise ConfigError listing the known ones."""
+    targets = dict(BUILTIN_PROFILES)
+    for ep in entry_points(group="hub.adapters"):
+        targets.setdefault(ep.name, ep.value)
+    if profile not in targets:
+        raise ConfigError(f"unknown adapter profile '{profile}' (known: {', '.join(sorted(targets))})")
+    module_name, _, attr = targets[profile].partition(":")
+    module = __import__(module_name, fromlist=[attr])
+    return getattr(module, attr)

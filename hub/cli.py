@@ -1,0 +1,207 @@
+"""The ``hub`` command line (also ``python -m hub``).
+
+Every HubError ends the command with a one-line explanation and a non-zero exit code, never a
+traceback: operators should be told what to do, not shown a stack.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from hub.config import HubConfig, load_config
+from hub.errors import BrokerUnavailable, ConfigError, HubError
+
+EXIT_CONFIG = 2
+EXIT_BROKER = 3
+EXIT_FAILED = 1
+DEFAULT_CONFIG = "hub.toml"
+
+
+def _fail(exc: HubError) -> None:
+    code = EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_BROKER if isinstance(exc, BrokerUnavailable) else EXIT_FAILED
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(code)
+
+
+def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except HubError as exc:
+            _fail(exc)
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+def _config(ctx: click.Context) -> HubConfig:
+    obj = ctx.ensure_object(dict)
+    if "config" not in obj:
+        obj["config"] = load_config(obj["config_path"])
+        logging.getLogger().setLevel(obj["config"].log_level)
+    return obj["config"]
+
+
+@click.group()
+@click.option("--config", "config_path", envvar="HUB_CONFIG", default=DEFAULT_CONFIG, show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="Config file (TOML); env HUB_CONFIG.")
+@click.pass_context
+def main(ctx: click.Context, config_path: Path) -> None:
+    """Integration hub: portals -> RabbitMQ -> adapters -> XTA 2 endpoints."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.ensure_object(dict)["config_path"] = config_path
+
+
+@main.group()
+def topology() -> None:
+    """Broker topology (exchanges, queues, bindings from the directory)."""
+
+
+@topology.command("apply")
+@click.pass_context
+@_guard
+def topology_apply(ctx: click.Context) -> None:
+    """Declare the topology idempotently; remove bindings of authorities no longer configured."""
+    from hub.broker import connect
+    from hub.topology import apply_topology, plan_topology
+
+    config = _config(ctx)
+    connection = connect(config.broker, "hub-topology")
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        report = apply_topology(channel, plan_topology(config))
+    finally:
+        connection.close()
+    for b in report.added:
+        click.echo(f"+ bind {b.exchange} --{b.routing_key}--> {b.queue}")
+    for b in report.removed:
+        click.echo(f"- unbind {b.exchange} --{b.routing_key}--> {b.queue}")
+    click.echo(report.summary())
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--to", "destination", required=True, help="Behördenkennung, e.g. azr:000100")
+@click.option("--message-type", default="OZG.Antrag.130101", show_default=True)
+@click.option("--portal", default="hub-cli", show_default=True, help="app_id of the sending portal")
+@click.option("--message-id", help="Defaults to the payload's nachrichtenUUID, else a new UUID.")
+@click.option("--attach", "attachments", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_context
+@_guard
+def publish(ctx: click.Context, file: Path, destination: str, message_type: str, portal: str,
+            message_id: str | None, attachments: tuple[Path, ...]) -> None:
+    """Publish FILE to DESTINATION; returns after the broker confirmed it."""
+    import mimetypes
+
+    from hub.envelope import new_envelope
+    from hub.publisher import ConfirmingPublisher, publish_envelope
+    from transport.content import ContentPart
+
+    config = _config(ctx)
+    data = file.read_bytes()
+    parts = tuple(
+        ContentPart(p.read_bytes(), mimetypes.guess_type(p.name)[0] or "application/octet-stream", p.name)
+        for p in attachments)
+    envelope = new_envelope(destination=destination, message_type=message_type, message=data, portal=portal,
+                            message_id=message_id or _nachrichten_uuid(data), filename=file.name,
+                            attachments=parts)
+    with ConfirmingPublisher(config.broker, f"hub-publish-{portal}") as publisher:
+        publish_envelope(publisher, envelope).result(timeout=60)
+    click.echo(f"published {envelope.message_id} to {destination} (confirmed)")
+
+
+def _nachrichten_uuid(data: bytes) -> str:
+    """The XÖV nachrichtenUUID of the payload (the idempotency key), or a fresh UUID."""
+    from transport.security.xml import parse_xml
+
+    try:
+        root = parse_xml(data)
+    except HubError:
+        return str(uuid.uuid4())
+    found = root.find(".//{*}nachrichtenUUID")
+    return found.text.strip() if found is not None and found.text else str(uuid.uuid4())
+
+
+@main.command()
+@click.argument("adapter")
+@click.option("--http-port", type=int, help="Port for /metrics and health (default: config http.port).")
+@click.pass_context
+@_guard
+def worker(ctx: click.Context, adapter: str, http_port: int | None) -> None:
+    """Run the worker of ADAPTER until SIGTERM/SIGINT."""
+    from prometheus_client import CollectorRegistry
+
+    from hub.http import OpsServer
+    from hub.metrics import WorkerMetrics
+    from hub.runtime import build_pipeline
+    from hub.worker import AdapterWorker
+
+    config = _config(ctx)
+    pipeline = build_pipeline(config, adapter)
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry)
+    hub_worker = AdapterWorker(config, adapter, pipeline, metrics)
+
+    def ready() -> tuple[bool, str]:
+        ok = hub_worker.connected.is_set() and hub_worker.publisher is not None and hub_worker.publisher.is_open
+        return ok, "ready" if ok else "not connected to the broker"
+
+    port = config.http.port if http_port is None else http_port
+    ops = OpsServer(registry, ready, config.http.host, port).start()
+    click.echo(f"worker {adapter}: metrics at {ops.url}/metrics", err=True)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: hub_worker.stop())
+    try:
+        hub_worker.run()
+    finally:
+        ops.stop()
+        pipeline.adapter.close()
+
+
+@main.command()
+@click.option("--port", type=int, help="Listen port (default: config simulator.port).")
+@click.option("--latency", type=float, help="Seconds added to every response.")
+@click.pass_context
+@_guard
+def simulator(ctx: click.Context, port: int | None, latency: float | None) -> None:
+    """Run the XTA 2 endpoint simulator until SIGTERM/SIGINT."""
+    import threading
+
+    from hub.simulation import simulator_config
+    from transport.xta.simulator import serve
+
+    config = _config(ctx)
+    sim_config = simulator_config(config, latency=latency)
+    running = serve(sim_config, host=config.simulator.host, port=config.simulator.port if port is None else port)
+    click.echo(f"XTA simulator listening at {running.url}", err=True)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    running.stop()
+
+
+@main.command()
+@click.option("--count", default=200, show_default=True, help="Applications to publish.")
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for all deliveries.")
+@click.pass_context
+@_guard
+def demo(ctx: click.Context, count: int, timeout: float) -> None:
+    """End to end: simulator + workers + topology, publish COUNT applications, wait, summarise."""
+    from hub.demo import run_demo
+
+    config_path = ctx.obj["config_path"]
+    sys.exit(run_demo(Path(config_path), count=count, timeout=timeout, environ=dict(os.environ)))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

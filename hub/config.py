@@ -1,0 +1,232 @@
+"""Configuration: one TOML file plus environment overrides, validated once at start-up.
+
+Environment overrides: ``AMQP_URL`` sets ``broker.url``; any ``HUB_<SECTION>__<KEY>`` (double
+underscore between levels, case-insensitive) sets that key, e.g. ``HUB_BROKER__PREFETCH=64`` or
+``HUB_ADAPTERS__ADVIS__ENDPOINT=https://...``. Relative file paths are resolved against the folder
+of the config file. Errors name the offending key (``adapters.advis.endpoint: ...``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from hub.errors import ConfigError
+
+DESTINATION_PATTERN = re.compile(r"^[a-z0-9]{2,10}:[A-Za-z0-9_\-]{1,64}$")
+ADAPTER_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_\-]{0,40}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BrokerConfig(_Strict):
+    url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    heartbeat: int = Field(30, ge=1, le=600, description="AMQP heartbeat (seconds)")
+    blocked_connection_timeout: float = Field(60.0, gt=0)
+    prefetch: int = Field(32, ge=1, le=10_000)
+    confirm_window: int = Field(256, ge=1, le=100_000)
+    connection_attempts: int = Field(3, ge=1)
+    retry_delay: float = Field(1.0, ge=0)
+
+
+class PartyConfig(_Strict):
+    identifier: str
+    name: str | None = None
+    category: str | None = None
+
+
+class MessageTypeConfig(_Strict):
+    code: str
+    schema_path: Path = Field(alias="schema")
+    list_uri: str
+    list_version: str
+    payload_schema: str
+
+
+class AdapterConfig(_Strict):
+    profile: str = "xta2"
+    endpoint: str
+    timeout: float = Field(30.0, gt=0)
+    concurrency: int = Field(4, ge=1, le=256)
+    author: PartyConfig
+    signing_key: Path
+    signing_cert: Path | None = None
+    signing_key_password_env: str | None = None
+    service: str = "xauslaender1211OZGPORTALABH"
+    business_scenario: str = "XAUSLAENDER_DATA"
+    business_scenario_list_uri: str = "urn:de:dataport:codeliste:business.scenario"
+    business_scenario_list_version: str = "1"
+    retry_delays: tuple[float, ...] = (5, 30, 120, 600, 3600, 21600)
+    delivery_limit: int = Field(5, ge=1, le=1000)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_is_http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("retry_delays")
+    @classmethod
+    def _delays_positive(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(d <= 0 for d in value):
+            raise ValueError("every retry delay must be > 0 seconds")
+        return value
+
+
+class AuthorityConfig(_Strict):
+    id: str
+    name: str
+    adapter: str
+    certificate: Path
+    reader_name: str | None = None
+    reader_category: str = "Ausländerbehörde"
+
+    @field_validator("id")
+    @classmethod
+    def _id_is_behoerdenkennung(cls, value: str) -> str:
+        if not DESTINATION_PATTERN.match(value):
+            raise ValueError("must be a DVDV Behördenkennung 'praefix:kennung', e.g. 'azr:000100'")
+        return value
+
+
+class HttpConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(9400, ge=0, le=65535)
+
+
+class SimulatorReaderConfig(_Strict):
+    key: Path
+
+
+class SimulatorConfigModel(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8700, ge=0, le=65535)
+    readers: dict[str, SimulatorReaderConfig] = Field(default_factory=dict)
+    trusted_signers: tuple[Path, ...] = ()
+    latency: float = Field(0.0, ge=0)
+    store_dir: Path | None = None
+
+
+class HubConfig(_Strict):
+    broker: BrokerConfig = BrokerConfig()
+    http: HttpConfig = HttpConfig()
+    message_types: tuple[MessageTypeConfig, ...] = ()
+    adapters: dict[str, AdapterConfig] = Field(default_factory=dict)
+    authorities: tuple[AuthorityConfig, ...] = ()
+    simulator: SimulatorConfigModel = SimulatorConfigModel()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    source: Path | None = None
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> "HubConfig":
+        for name in self.adapters:
+            if not ADAPTER_NAME_PATTERN.match(name):
+                raise ValueError(f"adapters.{name}: adapter names are lower-case letters, digits, '-', '_'")
+        seen: set[str] = set()
+        for i, authority in enumerate(self.authorities):
+            if authority.adapter not in self.adapters:
+                raise ValueError(
+                    f"authorities[{i}].adapter: '{authority.adapter}' is not a configured adapter "
+                    f"(known: {', '.join(sorted(self.adapters)) or 'none'})"
+                )
+            if authority.id in seen:
+                raise ValueError(f"authorities[{i}].id: '{authority.id}' is listed twice")
+            seen.add(authority.id)
+        codes = [m.code for m in self.message_types]
+        if len(codes) != len(set(codes)):
+            raise ValueError("message_types: a code is listed twice")
+        return self
+
+    def adapter(self, name: str) -> AdapterConfig:
+        try:
+            return self.adapters[name]
+        except KeyError:
+            raise ConfigError(
+                f"adapter '{name}' is not configured (known: {', '.join(sorted(self.adapters)) or 'none'})"
+            ) from None
+
+    def message_type(self, code: str) -> MessageTypeConfig | None:
+        return next((m for m in self.message_types if m.code == code), None)
+
+
+def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
+    if environ.get("AMQP_URL"):
+        raw.setdefault("broker", {})["url"] = environ["AMQP_URL"]
+    for key, value in environ.items():
+        if not key.upper().startswith("HUB_") or "__" not in key or key.upper() == "HUB_CONFIG":
+            continue
+        path = [p.lower() for p in key[4:].split("__")]
+        node = raw
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{key}: '{part}' is not a section")
+            node = child
+        node[path[-1]] = value
+
+
+def _resolve_paths(config: HubConfig, base: Path) -> HubConfig:
+    """Make every relative file path absolute against the config file's folder."""
+
+    def fix(p: Path | None) -> Path | None:
+        if p is None:
+            return None
+        if str(p).startswith("builtin:"):
+            return p
+        return p if p.is_absolute() else (base / p).resolve()
+
+    data = config.model_dump(by_alias=True)
+    for mt in data["message_types"]:
+        mt["schema"] = fix(Path(mt["schema"]))
+    for adapter in data["adapters"].values():
+        adapter["signing_key"] = fix(adapter["signing_key"])
+        adapter["signing_cert"] = fix(adapter["signing_cert"])
+    for authority in data["authorities"]:
+        authority["certificate"] = fix(authority["certificate"])
+    sim = data["simulator"]
+    for reader in sim["readers"].values():
+        reader["key"] = fix(reader["key"])
+    sim["trusted_signers"] = tuple(fix(p) for p in sim["trusted_signers"])
+    sim["store_dir"] = fix(sim["store_dir"])
+    return HubConfig.model_validate(data)
+
+
+def _format_validation_error(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        loc = ".".join(str(p) for p in item["loc"] if p != "__root__") or "(top level)"
+        msg = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{loc}: {msg}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def parse_config(raw: dict[str, Any], *, base: Path, environ: Mapping[str, str] | None = None) -> HubConfig:
+    """Validate a parsed TOML document (with environment overrides applied)."""
+    _apply_env(raw, os.environ if environ is None else environ)
+    try:
+        config = HubConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc)) from None
+    return _resolve_paths(config, base)
+
+
+def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> HubConfig:
+    """Read, override and validate the config file; raise ConfigError with the bad key named."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path} (pass --config or set HUB_CONFIG)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    config = parse_config(raw, base=path.resolve().parent, environ=environ)
+    return config.model_copy(update={"source": path.resolve()})

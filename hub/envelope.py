@@ -1,0 +1,187 @@
+"""The message contract between portals and the hub (documented in docs/message-contract.md).
+
+AMQP properties: ``message_id`` = the payload's message UUID (XÖV nachrichtenUUID; the idempotency
+key), ``correlation_id`` (portal's own reference, optional), ``app_id`` = portal id,
+``content_type`` = ``CONTENT_TYPE``, ``timestamp``, ``delivery_mode`` 2 (persistent).
+Headers: ``x-destination`` (DVDV Behördenkennung, also the routing key), ``x-service``,
+``x-message-type``, ``x-business-scenario`` (optional), ``x-envelope-version``, ``x-test`` (optional).
+Body: JSON ``{"message": PART, "attachments": [PART...]}``, PART = ``{"filename", "content_type",
+"size", "sha256", "data" (base64)}``; size and sha256 are checked on arrival.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import pika
+
+from hub.config import DESTINATION_PATTERN
+from hub.errors import EnvelopeError
+from transport.content import Content, ContentPart
+
+CONTENT_TYPE = "application/vnd.xoev-hub.envelope+json"
+ENVELOPE_VERSION = 1
+
+H_DESTINATION = "x-destination"
+H_SERVICE = "x-service"
+H_MESSAGE_TYPE = "x-message-type"
+H_BUSINESS_SCENARIO = "x-business-scenario"
+H_VERSION = "x-envelope-version"
+H_TEST = "x-test"
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One application as it travels through the broker."""
+
+    message_id: str
+    destination: str
+    message_type: str
+    content: Content
+    portal: str
+    service: str | None = None
+    business_scenario: str | None = None
+    correlation_id: str | None = None
+    test: bool = False
+    timestamp: int = field(default_factory=lambda: int(time.time()))
+
+    def properties(self, extra_headers: Mapping[str, Any] | None = None) -> pika.BasicProperties:
+        headers: dict[str, Any] = {
+            H_DESTINATION: self.destination,
+            H_MESSAGE_TYPE: self.message_type,
+            H_VERSION: ENVELOPE_VERSION,
+        }
+        if self.service:
+            headers[H_SERVICE] = self.service
+        if self.business_scenario:
+            headers[H_BUSINESS_SCENARIO] = self.business_scenario
+        if self.test:
+            headers[H_TEST] = True
+        headers.update(extra_headers or {})
+        return pika.BasicProperties(
+            message_id=self.message_id,
+            correlation_id=self.correlation_id,
+            app_id=self.portal,
+            content_type=CONTENT_TYPE,
+            delivery_mode=pika.DeliveryMode.Persistent,
+            timestamp=self.timestamp,
+            headers=headers,
+        )
+
+    def body(self) -> bytes:
+        return json.dumps(
+            {"message": _part_to_json(self.content.message), "attachments": [_part_to_json(a) for a in self.content.attachments]},
+            separators=(",", ":"),
+        ).encode("ascii")
+
+
+def new_envelope(
+    *,
+    destination: str,
+    message_type: str,
+    message: bytes,
+    portal: str,
+    message_id: str | None = None,
+    filename: str = "nachricht.xml",
+    attachments: tuple[ContentPart, ...] = (),
+    **kwargs: Any,
+) -> Envelope:
+    """Build an envelope, checking the destination syntax early (the publisher's first guard)."""
+    if not DESTINATION_PATTERN.match(destination):
+        raise EnvelopeError(f"destination '{destination}' is not a Behördenkennung 'praefix:kennung'")
+    content = Content(ContentPart(message, "application/xml", filename), tuple(attachments))
+    return Envelope(
+        message_id=message_id or str(uuid.uuid4()),
+        destination=destination,
+        message_type=message_type,
+        content=content,
+        portal=portal,
+        **kwargs,
+    )
+
+
+def _part_to_json(part: ContentPart) -> dict[str, Any]:
+    return {
+        "filename": part.filename,
+        "content_type": part.content_type,
+        "size": part.size,
+        "sha256": part.sha256,
+        "data": base64.b64encode(part.data).decode("ascii"),
+    }
+
+
+def _part_from_json(obj: Any, where: str) -> ContentPart:
+    if not isinstance(obj, dict):
+        raise EnvelopeError(f"body.{where}: expected an object")
+    try:
+        data = base64.b64decode(obj["data"], validate=True)
+        content_type = str(obj["content_type"])
+        size = int(obj["size"])
+        digest = str(obj["sha256"])
+    except KeyError as exc:
+        raise EnvelopeError(f"body.{where}: missing field {exc.args[0]}") from None
+    except (binascii.Error, ValueError, TypeError):
+        raise EnvelopeError(f"body.{where}: data is not valid base64 or size is not a number") from None
+    if len(data) != size:
+        raise EnvelopeError(f"body.{where}: size {size} declared, {len(data)} bytes received")
+    if hashlib.sha256(data).hexdigest() != digest.lower():
+        raise EnvelopeError(f"body.{where}: sha256 does not match the data")
+    filename = obj.get("filename")
+    return ContentPart(data, content_type, str(filename) if filename else None)
+
+
+def decode_envelope(properties: pika.BasicProperties, body: bytes) -> Envelope:
+    """Check an arriving message against the contract; every violation is an EnvelopeError."""
+    headers = properties.headers or {}
+    if not properties.message_id:
+        raise EnvelopeError("message_id property is missing")
+    if (properties.content_type or "").split(";")[0].strip() != CONTENT_TYPE:
+        raise EnvelopeError(f"content_type must be {CONTENT_TYPE}, got '{properties.content_type}'")
+    version = headers.get(H_VERSION)
+    if version != ENVELOPE_VERSION:
+        raise EnvelopeError(f"header {H_VERSION} must be {ENVELOPE_VERSION}, got {version!r}")
+    destination = _text_header(headers, H_DESTINATION, required=True)
+    message_type = _text_header(headers, H_MESSAGE_TYPE, required=True)
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise EnvelopeError("body is not valid JSON") from None
+    if not isinstance(doc, dict) or "message" not in doc:
+        raise EnvelopeError("body must be an object with 'message' and 'attachments'")
+    attachments_raw = doc.get("attachments", [])
+    if not isinstance(attachments_raw, list):
+        raise EnvelopeError("body.attachments must be a list")
+    content = Content(
+        _part_from_json(doc["message"], "message"),
+        tuple(_part_from_json(a, f"attachments[{i}]") for i, a in enumerate(attachments_raw)),
+    )
+    return Envelope(
+        message_id=str(properties.message_id),
+        destination=str(destination),
+        message_type=str(message_type),
+        content=content,
+        portal=str(properties.app_id or "unknown"),
+        service=_text_header(headers, H_SERVICE),
+        business_scenario=_text_header(headers, H_BUSINESS_SCENARIO),
+        correlation_id=properties.correlation_id,
+        test=bool(headers.get(H_TEST, False)),
+        timestamp=int(properties.timestamp or 0),
+    )
+
+
+def _text_header(headers: Mapping[str, Any], name: str, *, required: bool = False) -> str | None:
+    value = headers.get(name)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if value is None or value == "":
+        if required:
+            raise EnvelopeError(f"header {name} is missing")
+        return None
+    return str(value)

@@ -1,0 +1,153 @@
+"""The hub's one exception tree.
+
+Every error the hub raises on purpose is a ``HubError``. Third-party exceptions (pika, requests,
+lxml, zeep, cryptography) are translated into this tree at the edge where they occur, so callers
+only ever catch ``HubError`` subclasses. This module imports nothing from the project: every layer
+(``schemas``, ``transport``, ``adapters``, ``hub``) may import it without breaking the one-way
+dependency rule.
+
+    HubError
+    ├── ConfigError                  bad or missing configuration (names the key)
+    ├── BrokerError
+    │   ├── BrokerUnavailable        cannot connect / connection lost          (transient)
+    │   ├── PublishNotConfirmed      broker nacked or did not confirm in time  (transient)
+    │   └── UnknownDestination       no binding for the destination (mandatory return)
+    ├── MessageError                 the message itself is unusable            (permanent)
+    │   ├── EnvelopeError            AMQP properties/headers/body break the contract
+    │   ├── XmlRejected              hardened parser refused the XML (DTD, entities, limits, syntax)
+    │   ├── SchemaViolation          valid XML, but not valid against the registered schema
+    │   ├── UnknownMessageType       no schema registered for the message type
+    │   └── ContentTooLarge          container above the profile's size limit
+    ├── DirectoryError               destination not in the directory           (permanent)
+    ├── SecurityError                                                           (permanent)
+    │   ├── KeyStoreError            key/certificate cannot be loaded
+    │   ├── UnsupportedAlgorithm     algorithm refused (deprecated or unknown)
+    │   ├── SignatureInvalid         signature does not verify / wrong signer
+    │   └── DecryptionFailed         cannot decrypt (wrong key, tampered ciphertext)
+    └── TransportError
+        ├── EndpointUnavailable      connection refused/reset, timeout, HTTP 5xx (transient)
+        ├── ProtocolError            the peer answered something that is not valid SOAP/XTA
+        └── XtaFault                 SOAP fault carrying an xta exception + errorCode
+
+``transient`` says whether retrying the same message later can succeed. ``reason`` is a short,
+stable, low-cardinality slug used in dead-letter headers and metric labels; messages never carry
+payload content, only ids, sizes and hashes.
+"""
+
+from __future__ import annotations
+
+
+class HubError(Exception):
+    """Root of every error the hub raises on purpose."""
+
+    transient: bool = False
+    reason: str = "hub_error"
+
+    def __init__(self, message: str = "", *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+
+class ConfigError(HubError):
+    reason = "config"
+
+
+class BrokerError(HubError):
+    reason = "broker"
+
+
+class BrokerUnavailable(BrokerError):
+    transient = True
+    reason = "broker_unavailable"
+
+
+class PublishNotConfirmed(BrokerError):
+    transient = True
+    reason = "publish_not_confirmed"
+
+
+class UnknownDestination(BrokerError):
+    reason = "unknown_destination"
+
+
+class MessageError(HubError):
+    reason = "bad_message"
+
+
+class EnvelopeError(MessageError):
+    reason = "envelope"
+
+
+class XmlRejected(MessageError):
+    reason = "xml_rejected"
+
+
+class SchemaViolation(MessageError):
+    reason = "schema_violation"
+
+
+class UnknownMessageType(MessageError):
+    reason = "unknown_message_type"
+
+
+class ContentTooLarge(MessageError):
+    reason = "content_too_large"
+
+
+class DirectoryError(HubError):
+    reason = "directory"
+
+
+class SecurityError(HubError):
+    reason = "security"
+
+
+class KeyStoreError(SecurityError):
+    reason = "keystore"
+
+
+class UnsupportedAlgorithm(SecurityError):
+    reason = "unsupported_algorithm"
+
+
+class SignatureInvalid(SecurityError):
+    reason = "signature_invalid"
+
+
+class DecryptionFailed(SecurityError):
+    reason = "decryption_failed"
+
+
+class TransportError(HubError):
+    reason = "transport"
+
+
+class EndpointUnavailable(TransportError):
+    transient = True
+    reason = "endpoint_unavailable"
+
+
+class ProtocolError(TransportError):
+    reason = "protocol"
+
+
+# XTA error codes (list urn:de:xta:webservice:codeliste:fehlernummer) after which a later retry
+# of the same message can succeed: internal server error, directory service error, delivery error.
+TRANSIENT_XTA_CODES: frozenset[str] = frozenset({"9030", "9031", "9032"})
+
+
+class XtaFault(TransportError):
+    """A SOAP fault from an XTA server: ``exception_type`` is the xta detail element's local name
+    (e.g. ``PermissionDeniedException``), ``code`` the errorCode (e.g. ``"9012"``)."""
+
+    reason = "xta_fault"
+
+    def __init__(self, message: str, *, exception_type: str, code: str | None) -> None:
+        super().__init__(message, reason=f"xta_{code}" if code else "xta_fault")
+        self.exception_type = exception_type
+        self.code = code
+
+    @property
+    def transient(self) -> bool:  # type: ignore[override]
+        return self.code in TRANSIENT_XTA_CODES

@@ -1,0 +1,48 @@
+"""The operational HTTP endpoint of every long-running process: /metrics, /healthz, /readyz."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.wrappers import Request, Response
+
+ReadinessCheck = Callable[[], tuple[bool, str]]
+
+
+class OpsServer:
+    """Serves Prometheus exposition and health on a background thread."""
+
+    def __init__(self, registry: CollectorRegistry, ready: ReadinessCheck, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._registry = registry
+        self._ready = ready
+        self._server: BaseWSGIServer = make_server(host, port, self._app, threaded=True)
+        self._server.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="ops-http", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> "OpsServer":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    @Request.application
+    def _app(self, request: Request) -> Response:
+        if request.path == "/metrics":
+            return Response(generate_latest(self._registry), content_type=CONTENT_TYPE_LATEST)
+        if request.path == "/healthz":
+            return Response("ok\n", content_type="text/plain")
+        if request.path == "/readyz":
+            ok, detail = self._ready()
+            return Response(detail + "\n", status=200 if ok else 503, content_type="text/plain")
+        return Response("not found\n", status=404, content_type="text/plain")

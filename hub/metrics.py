@@ -1,0 +1,44 @@
+"""Prometheus metric definitions (catalogue: docs/metrics.md).
+
+Labels are low-cardinality only: adapter names, outcomes and error reason slugs. Never a message
+id, destination-specific person data or payload content (pitfall 10).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class WorkerMetrics:
+    """Metrics of one adapter worker process; one registry per process, no global singleton."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.received = Counter(
+            "hub_messages_received", "Messages taken from the adapter queue", ["adapter"], registry=registry)
+        self.processed = Counter(
+            "hub_messages_processed",
+            "Messages finished, by outcome (delivered, retry_scheduled, dead_lettered)",
+            ["adapter", "outcome"], registry=registry)
+        self.dead_lettered = Counter(
+            "hub_messages_dead_lettered", "Messages sent to the dead-letter queue, by reason",
+            ["adapter", "reason"], registry=registry)
+        self.duration = Histogram(
+            "hub_delivery_duration_seconds",
+            "Time from taking a message to its outcome (validate, sign, encrypt, XTA calls)",
+            ["adapter", "outcome"], buckets=DURATION_BUCKETS, registry=registry)
+        self.in_flight = Gauge(
+            "hub_messages_in_flight", "Messages being processed right now", ["adapter"], registry=registry)
+        self.consumer_connected = Gauge(
+            "hub_consumer_connected", "1 while the worker's broker connection is open", ["adapter"], registry=registry)
+
+
+class PublisherMetrics:
+    """Metrics of a publishing process (the demo, a portal using the Python client)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.published = Counter(
+            "hub_published_messages", "Messages published, by result after the confirm",
+            ["result"], registry=registry)

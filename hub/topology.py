@@ -1,0 +1,172 @@
+"""The broker topology, derived from the configuration and applied idempotently.
+
+    hub.inbound          topic, alternate-exchange hub.unroutable: the entry for any AMQP client;
+                         a message for an unknown destination is parked, never dropped
+    hub.inbound.checked  topic, no alternate exchange: the hub's Publisher sends here with
+                         ``mandatory`` so an unknown destination is returned to the caller
+                         (an alternate exchange would swallow the return)
+    both carry one binding per authority: routing key = Behördenkennung -> hub.deliver.<adapter>
+    hub.deliver.<adapter> quorum queue; delivery limit + at-least-once dead-lettering to hub.dead
+    hub.retry.<adapter>.<n> quorum wait queues, one delay each, dead-lettering back to the adapter queue
+    hub.dead             topic exchange -> quorum queue hub.dead (reason in headers)
+    hub.unroutable       fanout exchange -> quorum queue hub.unroutable
+    hub.status           topic exchange for status events (routing key portal.event.destination)
+
+Bindings the hub made are remembered in the one-message queue ``hub.topology.state`` (AMQP cannot
+list bindings); the next apply removes those no longer configured and never touches others.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pika
+from pika.adapters.blocking_connection import BlockingChannel
+
+from hub.config import HubConfig
+
+INBOUND = "hub.inbound"
+INBOUND_CHECKED = "hub.inbound.checked"
+DEAD_EXCHANGE = "hub.dead"
+DEAD_QUEUE = "hub.dead"
+UNROUTABLE = "hub.unroutable"
+STATUS_EXCHANGE = "hub.status"
+STATE_QUEUE = "hub.topology.state"
+_QUORUM = {"x-queue-type": "quorum"}
+
+
+def deliver_queue(adapter: str) -> str:
+    return f"hub.deliver.{adapter}"
+
+
+def retry_queue(adapter: str, level: int) -> str:
+    return f"hub.retry.{adapter}.{level}"
+
+
+@dataclass(frozen=True, order=True)
+class Binding:
+    exchange: str
+    routing_key: str
+    queue: str
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TopologyPlan:
+    queues: tuple[QueueSpec, ...]
+    bindings: frozenset[Binding]
+
+
+@dataclass
+class TopologyReport:
+    added: list[Binding] = field(default_factory=list)
+    removed: list[Binding] = field(default_factory=list)
+    queues: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.queues)} queues declared, {len(self.added)} bindings added, "
+            f"{len(self.removed)} removed"
+        )
+
+
+def plan_topology(config: HubConfig) -> TopologyPlan:
+    """The complete desired topology: a pure function of the configuration."""
+    queues: list[QueueSpec] = [
+        QueueSpec(DEAD_QUEUE, dict(_QUORUM)),
+        QueueSpec(UNROUTABLE, dict(_QUORUM)),
+    ]
+    bindings: set[Binding] = set()
+    for name, adapter in sorted(config.adapters.items()):
+        queues.append(
+            QueueSpec(
+                deliver_queue(name),
+                {
+                    **_QUORUM,
+                    "x-delivery-limit": adapter.delivery_limit,
+                    "x-dead-letter-exchange": DEAD_EXCHANGE,
+                    "x-dead-letter-routing-key": f"{name}.delivery_limit",
+                    "x-dead-letter-strategy": "at-least-once",
+                    "x-overflow": "reject-publish",
+                },
+            )
+        )
+        for level, delay in enumerate(adapter.retry_delays, start=1):
+            queues.append(
+                QueueSpec(
+                    retry_queue(name, level),
+                    {
+                        **_QUORUM,
+                        "x-message-ttl": int(delay * 1000),
+                        "x-dead-letter-exchange": "",
+                        "x-dead-letter-routing-key": deliver_queue(name),
+                        "x-dead-letter-strategy": "at-least-once",
+                        "x-overflow": "reject-publish",
+                    },
+                )
+            )
+    for authority in config.authorities:
+        for exchange in (INBOUND, INBOUND_CHECKED):
+            bindings.add(Binding(exchange, authority.id, deliver_queue(authority.adapter)))
+    return TopologyPlan(tuple(queues), frozenset(bindings))
+
+
+def _declare_exchanges(channel: BlockingChannel) -> None:
+    channel.exchange_declare(DEAD_EXCHANGE, "topic", durable=True)
+    channel.exchange_declare(UNROUTABLE, "fanout", durable=True)
+    channel.exchange_declare(INBOUND, "topic", durable=True, arguments={"alternate-exchange": UNROUTABLE})
+    channel.exchange_declare(INBOUND_CHECKED, "topic", durable=True)
+    channel.exchange_declare(STATUS_EXCHANGE, "topic", durable=True)
+
+
+def _read_state(channel: BlockingChannel) -> set[Binding]:
+    """Peek at the last applied binding set (get + requeue keeps it for the next apply)."""
+    channel.queue_declare(STATE_QUEUE, durable=True, arguments={"x-max-length": 1})
+    method, _props, body = channel.basic_get(STATE_QUEUE, auto_ack=False)
+    if method is None:
+        return set()
+    channel.basic_nack(method.delivery_tag, requeue=True)
+    try:
+        return {Binding(**b) for b in json.loads(body)["bindings"]}
+    except (ValueError, KeyError, TypeError):
+        return set()
+
+
+def _write_state(channel: BlockingChannel, bindings: frozenset[Binding]) -> None:
+    body = json.dumps({"bindings": [b.__dict__ for b in sorted(bindings)]}).encode()
+    channel.basic_publish(
+        "", STATE_QUEUE, body, pika.BasicProperties(delivery_mode=2, content_type="application/json"), mandatory=True
+    )
+
+
+def apply_topology(channel: BlockingChannel, plan: TopologyPlan) -> TopologyReport:
+    """Declare everything in ``plan``; remove bindings the hub made earlier that are gone now.
+
+    The channel must be in confirm mode (so the state write is confirmed). Queue arguments cannot
+    change after declaration: a changed argument fails with PRECONDITION_FAILED, by design.
+    """
+    report = TopologyReport()
+    _declare_exchanges(channel)
+    for spec in plan.queues:
+        channel.queue_declare(spec.name, durable=True, arguments=spec.arguments)
+        report.queues.append(spec.name)
+    channel.queue_bind(DEAD_QUEUE, DEAD_EXCHANGE, routing_key="#")
+    channel.queue_bind(UNROUTABLE, UNROUTABLE, routing_key="")
+    previous = _read_state(channel)
+    for binding in sorted(plan.bindings):
+        channel.queue_bind(binding.queue, binding.exchange, routing_key=binding.routing_key)
+        if binding not in previous:
+            report.added.append(binding)
+    for binding in sorted(previous - plan.bindings):
+        channel.queue_unbind(binding.queue, binding.exchange, routing_key=binding.routing_key)
+        report.removed.append(binding)
+    if previous != plan.bindings:
+        _write_state(channel, plan.bindings)
+    return report

@@ -1,0 +1,251 @@
+"""The adapter worker: consume an adapter's queue, deliver on a thread pool, settle each message.
+
+The pika ``BlockingConnection`` lives on the main thread, which only pumps I/O (heartbeats keep
+flowing while SOAP calls run, pitfall 1); deliveries run on a pool of ``concurrency`` threads; the
+ack goes back to the I/O thread via ``add_callback_threadsafe``. A message is acked only after its
+outcome is safe: delivered (endpoint accepted), or copied to a retry wait queue / the dead-letter
+queue with a broker confirm. If that copy cannot be confirmed the message is nacked with requeue,
+so nothing is lost; the quorum queue's delivery limit stops endless loops (pitfall 4).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import pika
+import pika.exceptions
+
+from hub.broker import connect
+from hub.config import HubConfig
+from hub.errors import HubError, XtaFault
+from hub.metrics import WorkerMetrics
+from hub.pipeline import DeliveryPipeline
+from hub.publisher import ConfirmingPublisher
+from hub.status import DEAD_LETTERED, DELIVERED, RETRY_SCHEDULED, StatusEvent
+from hub.topology import DEAD_EXCHANGE, apply_topology, deliver_queue, plan_topology, retry_queue
+
+log = logging.getLogger(__name__)
+
+H_ATTEMPT = "x-hub-attempt"
+H_FIRST_FAILURE = "x-hub-first-failure"
+
+
+@dataclass(frozen=True)
+class _Inbound:
+    tag: int
+    properties: pika.BasicProperties
+    body: bytes
+    connection: pika.BlockingConnection
+    channel: Any
+
+
+def _error_headers(error: BaseException, adapter: str, destination: str | None, attempts: int,
+                   first_failure: float) -> dict[str, Any]:
+    reason = error.reason if isinstance(error, HubError) else "internal_error"
+    headers: dict[str, Any] = {
+        "x-hub-reason": reason,
+        "x-hub-error-class": type(error).__name__,
+        "x-hub-error-message": str(error)[:1000],
+        "x-hub-attempts": attempts,
+        "x-hub-adapter": adapter,
+        "x-hub-first-failure": first_failure,
+        "x-hub-last-failure": time.time(),
+    }
+    if destination:
+        headers["x-hub-destination"] = destination
+    if isinstance(error, XtaFault) and error.code:
+        headers["x-hub-xta-code"] = error.code
+    return headers
+
+
+class AdapterWorker:
+    """Runs until ``stop()``; reconnects with backoff when the broker connection is lost."""
+
+    def __init__(self, config: HubConfig, adapter_name: str, pipeline: DeliveryPipeline,
+                 metrics: WorkerMetrics, *, apply_topology_on_start: bool = True) -> None:
+        self.config = config
+        self.adapter = adapter_name
+        self.adapter_config = config.adapter(adapter_name)
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.queue = deliver_queue(adapter_name)
+        self._apply_topology = apply_topology_on_start
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(self.adapter_config.concurrency, thread_name_prefix=f"deliver-{adapter_name}")
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        self.publisher: ConfirmingPublisher | None = None
+        self.connected = threading.Event()
+        self.connections_opened = 0
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        backoff = 1.0
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._run_connected()
+                    backoff = 1.0
+                except (HubError, pika.exceptions.AMQPError, OSError) as exc:
+                    self.connected.clear()
+                    self.metrics.consumer_connected.labels(self.adapter).set(0)
+                    if self._stop.is_set():
+                        break
+                    log.warning("broker connection lost (%s: %s); reconnecting in %.0fs", type(exc).__name__, exc, backoff)
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, 30.0)
+        finally:
+            self._pool.shutdown(wait=True)
+            if self.publisher is not None:
+                self.publisher.close()
+
+    def _ensure_publisher(self) -> ConfirmingPublisher:
+        if self.publisher is None or not self.publisher.is_open:
+            if self.publisher is not None:
+                self.publisher.close(timeout=1)
+            self.publisher = ConfirmingPublisher(self.config.broker, f"hub-worker-{self.adapter}-publisher")
+        return self.publisher
+
+    def _run_connected(self) -> None:
+        connection = connect(self.config.broker, f"hub-worker-{self.adapter}")
+        try:
+            if self._apply_topology:
+                setup = connection.channel()
+                setup.confirm_delivery()
+                apply_topology(setup, plan_topology(self.config))
+                setup.close()
+            self._ensure_publisher()
+            channel = connection.channel()
+            channel.basic_qos(prefetch_count=max(self.config.broker.prefetch, self.adapter_config.concurrency))
+            consumer_tag = channel.basic_consume(self.queue, partial(self._on_message, connection))
+            self.connections_opened += 1
+            self.connected.set()
+            self.metrics.consumer_connected.labels(self.adapter).set(1)
+            log.info("worker %s consuming %s", self.adapter, self.queue)
+            while not self._stop.is_set():
+                connection.process_data_events(time_limit=0.5)
+            # graceful: stop taking new messages, let in-flight ones settle (bounded)
+            channel.basic_cancel(consumer_tag)
+            deadline = time.monotonic() + max(30.0, self.adapter_config.timeout * 2)
+            while self._in_flight and time.monotonic() < deadline:
+                connection.process_data_events(time_limit=0.2)
+        finally:
+            self.connected.clear()
+            if connection.is_open:
+                try:
+                    connection.close()
+                except Exception:  # noqa: BLE001 - closing a broken connection
+                    pass
+
+    # --- I/O thread --------------------------------------------------------------------------
+    def _on_message(self, connection: pika.BlockingConnection, channel: Any, method: Any,
+                    properties: pika.BasicProperties, body: bytes) -> None:
+        self.metrics.received.labels(self.adapter).inc()
+        self.metrics.in_flight.labels(self.adapter).inc()
+        with self._lock:
+            self._in_flight += 1
+        self._pool.submit(self._handle, _Inbound(method.delivery_tag, properties, body, connection, channel))
+
+    # --- delivery threads --------------------------------------------------------------------
+    def _handle(self, msg: _Inbound) -> None:
+        started = time.monotonic()
+        outcome = "dead_lettered"
+        settle_ok = False
+        try:
+            outcome = self._process(msg)
+            settle_ok = True
+        except Exception:  # noqa: BLE001 - never let a delivery thread die; message goes back
+            log.exception("could not settle message %s; returning it to the queue", msg.properties.message_id)
+        finally:
+            self.metrics.duration.labels(self.adapter, outcome).observe(time.monotonic() - started)
+            self.metrics.in_flight.labels(self.adapter).dec()
+            self._settle(msg, ack=settle_ok)
+            with self._lock:
+                self._in_flight -= 1
+
+    def _process(self, msg: _Inbound) -> str:
+        """Deliver, or copy to retry/dead-letter; return the outcome. Raises only if the copy failed."""
+        props = msg.properties
+        destination = (props.headers or {}).get("x-destination")
+        try:
+            envelope = self.pipeline.decode(props, msg.body)
+            receipt = self.pipeline.process(envelope)
+        except Exception as error:  # noqa: BLE001 - every failure is classified, none crashes the worker
+            if not isinstance(error, HubError):
+                log.exception("unexpected error delivering %s", props.message_id)
+            return self._fail(msg, error, destination if isinstance(destination, str) else None)
+        self._publish_status(StatusEvent(envelope.message_id, DELIVERED, envelope.portal, envelope.destination,
+                                         self.adapter, detail={"xta_message_id": receipt.transport_message_id}))
+        self.metrics.processed.labels(self.adapter, "delivered").inc()
+        log.info("delivered %s to %s as %s", envelope.message_id, envelope.destination, receipt.transport_message_id)
+        return "delivered"
+
+    def _fail(self, msg: _Inbound, error: BaseException, destination: str | None) -> str:
+        props = msg.properties
+        headers = dict(props.headers or {})
+        attempts = int(headers.get(H_ATTEMPT, 0)) + 1
+        first_failure = float(headers.get(H_FIRST_FAILURE, time.time()))
+        ladder = self.adapter_config.retry_delays
+        transient = isinstance(error, HubError) and error.transient
+        assert self.publisher is not None
+        if transient and attempts <= len(ladder):
+            headers.update({H_ATTEMPT: attempts, H_FIRST_FAILURE: first_failure,
+                            "x-hub-last-reason": getattr(error, "reason", "internal_error")})
+            self.publisher.publish_and_wait("", retry_queue(self.adapter, attempts), msg.body,
+                                            _with_headers(props, headers))
+            outcome, event = "retry_scheduled", RETRY_SCHEDULED
+            log.warning("message %s: %s (%s); retry %d of %d in %ss", props.message_id, type(error).__name__,
+                        error, attempts, len(ladder), ladder[attempts - 1])
+        else:
+            headers.update(_error_headers(error, self.adapter, destination, attempts, first_failure))
+            reason = headers["x-hub-reason"]
+            self.publisher.publish_and_wait(DEAD_EXCHANGE, f"{self.adapter}.{reason}", msg.body,
+                                            _with_headers(props, headers))
+            self.metrics.dead_lettered.labels(self.adapter, reason).inc()
+            outcome, event = "dead_lettered", DEAD_LETTERED
+            log.warning("message %s dead-lettered: %s: %s", props.message_id, type(error).__name__, error)
+        self.metrics.processed.labels(self.adapter, outcome).inc()
+        self._publish_status(StatusEvent(
+            str(props.message_id), event, str(props.app_id or "unknown"), destination or "unknown", self.adapter,
+            detail={"reason": getattr(error, "reason", "internal_error"), "error": type(error).__name__,
+                    "attempts": attempts}))
+        return outcome
+
+    def _publish_status(self, event: StatusEvent) -> None:
+        """Best effort: the outcome is already safe; a lost status event must not cause a redelivery."""
+        try:
+            assert self.publisher is not None
+            self.publisher.publish_and_wait(event.exchange, event.routing_key, event.body(), event.properties(),
+                                            timeout=30)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("status event %s for %s not published: %s", event.event, event.message_id, exc)
+
+    def _settle(self, msg: _Inbound, *, ack: bool) -> None:
+        def settle() -> None:
+            if not msg.channel.is_open:
+                return  # the broker redelivers it on the next connection
+            if ack:
+                msg.channel.basic_ack(msg.tag)
+            else:
+                msg.channel.basic_nack(msg.tag, requeue=True)
+        try:
+            msg.connection.add_callback_threadsafe(settle)
+        except Exception:  # noqa: BLE001 - connection gone: the broker redelivers
+            log.info("connection closed before settling %s; it will be redelivered", msg.properties.message_id)
+
+
+def _with_headers(props: pika.BasicProperties, headers: dict[str, Any]) -> pika.BasicProperties:
+    return pika.BasicProperties(
+        content_type=props.content_type, content_encoding=props.content_encoding, headers=headers,
+        delivery_mode=2, priority=props.priority, correlation_id=props.correlation_id,
+        reply_to=props.reply_to, message_id=props.message_id, timestamp=props.timestamp,
+        type=props.type, app_id=props.app_id)

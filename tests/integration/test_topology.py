@@ -1,0 +1,80 @@
+"""Topology on the real broker: idempotent apply, removal of stale bindings, unroutable parking."""
+
+from __future__ import annotations
+
+import pika
+import pytest
+
+from hub.config import BrokerConfig
+from hub.envelope import new_envelope
+from hub.errors import UnknownDestination
+from hub.publisher import ConfirmingPublisher, publish_envelope
+from hub.topology import INBOUND, UNROUTABLE, apply_topology, deliver_queue, plan_topology
+from tests.integration.helpers import drain, make_config
+
+pytestmark = pytest.mark.broker
+
+
+def _apply(config):  # noqa: ANN001
+    conn = pika.BlockingConnection(pika.URLParameters(config.broker.url))
+    ch = conn.channel()
+    ch.confirm_delivery()
+    report = apply_topology(ch, plan_topology(config))
+    conn.close()
+    return report
+
+
+def _queue_depth(url: str, queue: str) -> int:
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    n = conn.channel().queue_declare(queue, passive=True).method.message_count
+    conn.close()
+    return n
+
+
+def test_apply_is_idempotent_and_removes_stale_bindings(broker_url, pki):  # noqa: ANN001
+    config = make_config(broker_url, pki, "http://127.0.0.1:9/xta")
+    first = _apply(config)
+    assert len(first.added) == 6  # 3 authorities x 2 inbound exchanges
+    assert not first.removed
+    assert deliver_queue("alpha") in first.queues and "hub.dead" in first.queues
+
+    second = _apply(config)
+    assert second.added == [] and second.removed == []
+
+    # azr:000200 leaves the directory: its two bindings go, the others stay
+    smaller = make_config(broker_url, pki, "http://127.0.0.1:9/xta",
+                          authorities={"azr:000100": "alpha", "azr:000300": "beta"})
+    third = _apply(smaller)
+    assert sorted((b.exchange, b.routing_key) for b in third.removed) == [
+        ("hub.inbound", "azr:000200"), ("hub.inbound.checked", "azr:000200")]
+    assert third.added == []
+    assert _apply(smaller).removed == []
+
+    # the removed destination is now really unroutable: the checked exchange reports it ...
+    with ConfirmingPublisher(BrokerConfig(url=broker_url), "test") as publisher:
+        envelope = new_envelope(destination="azr:000200", message_type="OZG.Antrag.130101",
+                                message=b"<x/>", portal="test")
+        with pytest.raises(UnknownDestination, match="azr:000200"):
+            publish_envelope(publisher, envelope).result(timeout=10)
+        # ... and the open exchange parks it in hub.unroutable instead of dropping it
+        publisher.publish_and_wait(INBOUND, envelope.destination, envelope.body(), envelope.properties(),
+                                   mandatory=True)
+    parked = drain(broker_url, UNROUTABLE, 1)
+    assert len(parked) == 1 and parked[0][0].message_id == envelope.message_id
+    # and the still-configured ones route to their adapter queue
+    assert _queue_depth(broker_url, deliver_queue("alpha")) == 0
+
+
+def test_unknown_destination_reported_to_publisher(broker_url, pki):  # noqa: ANN001
+    config = make_config(broker_url, pki, "http://127.0.0.1:9/xta")
+    _apply(config)
+    with ConfirmingPublisher(config.broker, "test") as publisher:
+        known = new_envelope(destination="azr:000100", message_type="OZG.Antrag.130101", message=b"<x/>", portal="p")
+        unknown = new_envelope(destination="azr:999999", message_type="OZG.Antrag.130101", message=b"<x/>", portal="p")
+        f_known = publish_envelope(publisher, known)
+        f_unknown = publish_envelope(publisher, unknown)
+        f_known.result(timeout=10)
+        with pytest.raises(UnknownDestination, match="azr:999999"):
+            f_unknown.result(timeout=10)
+    assert _queue_depth(broker_url, deliver_queue("alpha")) == 1
+    assert _queue_depth(broker_url, UNROUTABLE) == 0
