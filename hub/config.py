@@ -203,7 +203,10 @@ def _resolve_paths(config: HubConfig, base: Path) -> HubConfig:
 def _format_validation_error(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
-        loc = ".".join(str(p) for p in item["loc"] if p != "__root__") or "(top level)"
+        loc = ""
+        for part in item["loc"]:
+            loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+        loc = loc or "(top level)"
         msg = item["msg"].removeprefix("Value error, ")
         lines.append(f"{loc}: {msg}")
     return "invalid configuration:\n  " + "\n  ".join(lines)

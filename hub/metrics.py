@@ -34,11 +34,3 @@ class WorkerMetrics:
         self.consumer_connected = Gauge(
             "hub_consumer_connected", "1 while the worker's broker connection is open", ["adapter"], registry=registry)
 
-
-class PublisherMetrics:
-    """Metrics of a publishing process (the demo, a portal using the Python client)."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.published = Counter(
-            "hub_published_messages", "Messages published, by result after the confirm",
-            ["result"], registry=registry)
