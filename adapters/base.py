@@ -33,9 +33,11 @@ class Delivery:
 
 @dataclass(frozen=True)
 class DeliveryReceipt:
-    """What the endpoint accepted: the transport's message id (XTA MessageID)."""
+    """What the endpoint accepted: the transport's message id (XTA MessageID). ``duplicate`` says
+    the endpoint already had it (a re-send after a crash), so the receiver got it once."""
 
     transport_message_id: str
+    duplicate: bool = False
 
 
 class Adapter(Protocol):
@@ -47,8 +49,14 @@ class Adapter(Protocol):
     def check(self) -> None:
         """Raise a ``HubError`` if the endpoint cannot take deliveries (readiness)."""
 
-    def deliver(self, delivery: Delivery) -> DeliveryReceipt:
-        """Deliver or raise a ``HubError`` whose ``transient`` flag says whether to retry."""
+    def new_transport_id(self) -> str:
+        """Allocate the transport's message id (XTA createMessageId); the hub records it before
+        ``deliver`` so that every later attempt re-uses it."""
+
+    def deliver(self, delivery: Delivery, transport_message_id: str, *, resend: bool = False) -> DeliveryReceipt:
+        """Deliver under ``transport_message_id`` or raise a ``HubError`` whose ``transient`` flag
+        says whether to retry. ``resend``: the id was used in an earlier attempt that may have
+        been accepted; an endpoint's "id already used" then means success."""
 
     def close(self) -> None:
         """Release connections."""

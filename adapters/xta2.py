@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from adapters.base import Delivery, DeliveryReceipt
-from hub.errors import ConfigError
+from hub.errors import ConfigError, XtaFault
 from transport.content import Content
 from transport.security.encryption import encrypt_xml
 from transport.security.keys import SigningIdentity
@@ -22,6 +22,10 @@ from transport.security.xml import serialize
 from transport.xta.client import XtaClient, XtaEndpoint
 from transport.xta.container import build_content_container, generic_container
 from transport.xta.metadata import MessageMetaData, Party
+
+
+# errorCode 9024 (ParameterIsNotValid): "MessageID already used"
+MESSAGE_ID_ALREADY_USED = "9024"
 
 
 @dataclass(frozen=True)
@@ -63,9 +67,12 @@ class Xta2Adapter:
             container = encrypt_xml(serialize(container), delivery.reader_certificate)
         return generic_container(container)
 
-    def deliver(self, delivery: Delivery) -> DeliveryReceipt:
+    def new_transport_id(self) -> str:
+        return self._client.create_message_id(self._author)
+
+    def deliver(self, delivery: Delivery, transport_message_id: str, *, resend: bool = False) -> DeliveryReceipt:
         container = self.prepare_container(delivery)
-        message_id = self._client.create_message_id(self._author)
+        message_id = transport_message_id
         metadata = MessageMetaData(
             author=self._author,
             reader=delivery.reader,
@@ -76,7 +83,12 @@ class Xta2Adapter:
             size=delivery.content.size,
             test=delivery.test,
         )
-        self._client.send_message(metadata, container)
+        try:
+            self._client.send_message(metadata, container)
+        except XtaFault as fault:
+            if resend and fault.code == MESSAGE_ID_ALREADY_USED:
+                return DeliveryReceipt(transport_message_id=message_id, duplicate=True)
+            raise
         return DeliveryReceipt(transport_message_id=message_id)
 
     def close(self) -> None:

@@ -164,7 +164,7 @@ def worker(ctx: click.Context, adapter: str, http_port: int | None) -> None:
         hub_worker.run()
     finally:
         ops.stop()
-        pipeline.adapter.close()
+        pipeline.close()
 
 
 @main.command()

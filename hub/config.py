@@ -116,8 +116,14 @@ class SimulatorConfigModel(_Strict):
     store_dir: Path | None = None
 
 
+class LedgerConfig(_Strict):
+    url: str = Field("sqlite:///var/hub-ledger.db",
+                     description="sqlite:///path (relative to the config file) or postgresql://...")
+
+
 class HubConfig(_Strict):
     broker: BrokerConfig = BrokerConfig()
+    ledger: LedgerConfig = LedgerConfig()
     http: HttpConfig = HttpConfig()
     message_types: tuple[MessageTypeConfig, ...] = ()
     adapters: dict[str, AdapterConfig] = Field(default_factory=dict)

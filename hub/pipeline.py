@@ -1,7 +1,8 @@
 """The per-message work of an adapter worker, free of any broker code.
 
-decode envelope -> directory lookup -> hardened parse -> schema validation -> adapter.deliver
-(sign, encrypt, XTA). Every failure surfaces as a ``HubError`` whose ``transient`` flag decides
+decode envelope -> ledger check -> directory lookup -> hardened parse -> schema validation ->
+transport id (created once, recorded in the ledger) -> adapter.deliver (sign, encrypt, XTA) ->
+ledger: delivered. Every failure surfaces as a ``HubError`` whose ``transient`` flag decides
 retry vs dead letter; the pipeline itself never acks or publishes.
 """
 
@@ -16,6 +17,7 @@ from adapters.base import Adapter, Delivery, DeliveryReceipt
 from hub.directory import Directory
 from hub.envelope import Envelope, decode_envelope
 from hub.errors import ContentTooLarge, DirectoryError, UnknownMessageType
+from hub.ledger import DeliveryLedger
 from schemas.registry import SchemaRegistry
 from transport.security.xml import parse_xml
 from transport.xta.metadata import BusinessScenario, MessageType, Party
@@ -36,8 +38,10 @@ class DeliveryPipeline:
     """Validates and delivers one message; thread-safe (called from the worker's thread pool)."""
 
     def __init__(self, settings: PipelineSettings, *, adapter: Adapter, directory: Directory,
-                 registry: SchemaRegistry, message_types: Mapping[str, MessageType]) -> None:
+                 registry: SchemaRegistry, message_types: Mapping[str, MessageType],
+                 ledger: DeliveryLedger) -> None:
         self.settings = settings
+        self.ledger = ledger
         self.adapter = adapter
         self.directory = directory
         self.registry = registry
@@ -48,6 +52,9 @@ class DeliveryPipeline:
 
     def process(self, envelope: Envelope) -> DeliveryReceipt:
         s = self.settings
+        entry = self.ledger.lookup(envelope.message_id)
+        if entry is not None and entry.delivered:
+            return DeliveryReceipt(entry.transport_message_id, duplicate=True)
         authority = self.directory.lookup(envelope.destination)
         if authority.adapter != s.adapter_name:
             raise DirectoryError(
@@ -75,4 +82,16 @@ class DeliveryPipeline:
             business_scenario=scenario,
             test=envelope.test,
         )
-        return self.adapter.deliver(delivery)
+        resend = entry is not None and entry.adapter == s.adapter_name
+        if resend:
+            transport_id = entry.transport_message_id
+        else:
+            transport_id = self.adapter.new_transport_id()
+            self.ledger.allocate(envelope.message_id, s.adapter_name, envelope.destination, transport_id)
+        receipt = self.adapter.deliver(delivery, transport_id, resend=resend)
+        self.ledger.mark_delivered(envelope.message_id)
+        return receipt
+
+    def close(self) -> None:
+        self.adapter.close()
+        self.ledger.close()

@@ -10,6 +10,7 @@ from hub.config import AdapterConfig, HubConfig
 from hub.directory import Directory
 from hub.errors import ConfigError
 from hub.keystore import KeyStore
+from hub.ledger import open_ledger
 from hub.pipeline import DeliveryPipeline, PipelineSettings
 from schemas import builtin_schema
 from schemas.registry import SchemaRegistry
@@ -76,5 +77,6 @@ def build_pipeline(config: HubConfig, adapter_name: str, keys: KeyStore | None =
         business_scenario=BusinessScenario(ac.business_scenario, ac.business_scenario_list_uri,
                                            ac.business_scenario_list_version),
     )
+    base = config.source.parent if config.source else Path.cwd()
     return DeliveryPipeline(settings, adapter=build_adapter(adapter_name, ac, keys), directory=directory,
-                            registry=registry, message_types=types)
+                            registry=registry, message_types=types, ledger=open_ledger(config.ledger.url, base))

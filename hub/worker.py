@@ -184,7 +184,8 @@ class AdapterWorker:
                 log.exception("unexpected error delivering %s", props.message_id)
             return self._fail(msg, error, destination if isinstance(destination, str) else None)
         self._publish_status(StatusEvent(envelope.message_id, DELIVERED, envelope.portal, envelope.destination,
-                                         self.adapter, detail={"xta_message_id": receipt.transport_message_id}))
+                                         self.adapter, detail={"xta_message_id": receipt.transport_message_id,
+                                                 "duplicate": receipt.duplicate}))
         self.metrics.processed.labels(self.adapter, "delivered").inc()
         log.info("delivered %s to %s as %s", envelope.message_id, envelope.destination, receipt.transport_message_id)
         return "delivered"

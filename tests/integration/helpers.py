@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -22,7 +23,8 @@ AUTHOR = {"identifier": "alp:000001", "name": "Testportal", "category": "Auslän
 
 def make_config(broker_url: str, pki: dict[str, tuple[Path, Path]], endpoint: str, *,
                 authorities: dict[str, str] | None = None, heartbeat: int = 30,
-                adapter_overrides: dict[str, Any] | None = None, retry_delays: list[float] | None = None) -> HubConfig:
+                adapter_overrides: dict[str, Any] | None = None, retry_delays: list[float] | None = None,
+                ledger: Path | None = None) -> HubConfig:
     """A config with adapters 'alpha' and 'beta' both pointing at ``endpoint``."""
     key, cert = pki["portal"]
     adapters = {}
@@ -34,6 +36,7 @@ def make_config(broker_url: str, pki: dict[str, tuple[Path, Path]], endpoint: st
         }
     raw = {
         "broker": {"url": broker_url, "heartbeat": heartbeat, "prefetch": 8},
+        "ledger": {"url": f"sqlite:///{ledger or Path(tempfile.mkdtemp(prefix='hub-ledger-')) / 'ledger.db'}"},
         "message_types": [{
             "code": "OZG.Antrag.130101", "schema": "builtin:xauslaender/ozg-antrag-130101.xsd",
             "list_uri": "urn:xoev-de:xauslaender:codeliste:nachrichtentyp", "list_version": "26.11",
@@ -72,7 +75,7 @@ def running_worker(config: HubConfig, adapter: str) -> Iterator[Any]:
     finally:
         worker.stop()
         thread.join(60)
-        worker.pipeline.adapter.close()
+        worker.pipeline.close()
         assert not thread.is_alive(), "worker did not stop"
 
 

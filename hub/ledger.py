@@ -1,0 +1,162 @@
+"""The delivery ledger: the hub's own record that makes delivery idempotent.
+
+For each application (key: the AMQP ``message_id`` = nachrichtenUUID) it keeps the XTA MessageID
+once created and whether the endpoint accepted the message. A redelivery after a crash or broker
+restart therefore re-sends under the *same* XTA MessageID (the server answers 9024 if it already
+has it) or is skipped when the ledger already says ``delivered``: the receiver sees each
+application once. The write of the transport id happens before ``sendMessage``; the write of
+``delivered`` after it.
+
+Back ends: SQLite (default; one host, WAL, several processes) and PostgreSQL (several hosts),
+chosen by URL: ``sqlite:///path/ledger.db`` or ``postgresql://host/db``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from hub.errors import ConfigError, HubError
+
+ALLOCATED = "allocated"
+DELIVERED = "delivered"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS hub_deliveries (
+    message_id TEXT PRIMARY KEY,
+    adapter TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    transport_message_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL
+)"""
+
+
+class LedgerUnavailable(HubError):
+    """The ledger cannot be read or written; delivering without it could duplicate, so retry later."""
+
+    transient = True
+    reason = "ledger_unavailable"
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    message_id: str
+    adapter: str
+    destination: str
+    transport_message_id: str
+    state: str
+
+    @property
+    def delivered(self) -> bool:
+        return self.state == DELIVERED
+
+
+class DeliveryLedger(Protocol):
+    def lookup(self, message_id: str) -> LedgerEntry | None: ...
+    def allocate(self, message_id: str, adapter: str, destination: str, transport_message_id: str) -> None: ...
+    def mark_delivered(self, message_id: str) -> None: ...
+    def close(self) -> None: ...
+
+
+class _SqlLedger:
+    """Shared SQL for both back ends; ``_run`` executes one statement in its own transaction."""
+
+    placeholder = "?"
+
+    def _run(self, sql: str, params: tuple[Any, ...] = (), fetch: bool = False) -> Any:
+        raise NotImplementedError
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", self.placeholder)
+
+    def lookup(self, message_id: str) -> LedgerEntry | None:
+        row = self._run(self._sql(
+            "SELECT message_id, adapter, destination, transport_message_id, state FROM hub_deliveries "
+            "WHERE message_id = ?"), (message_id,), fetch=True)
+        return LedgerEntry(*row) if row else None
+
+    def allocate(self, message_id: str, adapter: str, destination: str, transport_message_id: str) -> None:
+        now = time.time()
+        self._run(self._sql(
+            "INSERT INTO hub_deliveries (message_id, adapter, destination, transport_message_id, state, "
+            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (message_id) DO UPDATE SET transport_message_id = excluded.transport_message_id, "
+            "state = excluded.state, updated_at = excluded.updated_at"),
+            (message_id, adapter, destination, transport_message_id, ALLOCATED, now, now))
+
+    def mark_delivered(self, message_id: str) -> None:
+        self._run(self._sql("UPDATE hub_deliveries SET state = ?, updated_at = ? WHERE message_id = ?"),
+                  (DELIVERED, time.time(), message_id))
+
+
+class SqliteLedger(_SqlLedger):
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise ConfigError(f"ledger: cannot open SQLite database {path}: {exc}") from None
+
+    def _run(self, sql: str, params: tuple[Any, ...] = (), fetch: bool = False) -> Any:
+        try:
+            with self._lock:
+                cursor = self._db.execute(sql, params)
+                return cursor.fetchone() if fetch else None
+        except sqlite3.Error as exc:
+            raise LedgerUnavailable(f"ledger write/read failed: {exc}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class PostgresLedger(_SqlLedger):
+    placeholder = "%s"
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        self._psycopg = psycopg
+        self._url = url
+        self._lock = threading.Lock()
+        try:
+            self._db = psycopg.connect(url, autocommit=True, connect_timeout=10)
+            self._db.execute(_SCHEMA)
+        except psycopg.Error as exc:
+            raise ConfigError(f"ledger: cannot open PostgreSQL database: {exc}") from None
+
+    def _run(self, sql: str, params: tuple[Any, ...] = (), fetch: bool = False) -> Any:
+        with self._lock:
+            try:
+                if self._db.closed:
+                    self._db = self._psycopg.connect(self._url, autocommit=True, connect_timeout=10)
+                cursor = self._db.execute(sql, params)
+                return cursor.fetchone() if fetch else None
+            except self._psycopg.Error as exc:
+                raise LedgerUnavailable(f"ledger write/read failed: {exc}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def open_ledger(url: str, base: Path | None = None) -> DeliveryLedger:
+    """Open the ledger named by ``url`` (``sqlite:///path`` relative to ``base`` if not absolute)."""
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.is_absolute() and base is not None:
+            path = base / path
+        return SqliteLedger(path)
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresLedger(url)
+    raise ConfigError(f"ledger.url: unsupported scheme in '{url.split('://')[0]}://' (use sqlite:/// or postgresql://)")
