@@ -12,12 +12,20 @@ BUILTIN_PROFILES = {"xta2": "adapters.xta2:Xta2Adapter"}
 
 
 def profile_class(profile: str) -> Any:
-    """Return the adapter class registered for ``profile`` or raise ConfigError listing the known ones."""
+    """Return the adapter class registered for ``profile`` or raise ConfigError listing the known ones.
+
+    ``profile`` may also be an import path ``package.module:Class`` for a local profile that is not
+    packaged (e.g. a vendor variant under test)."""
     targets = dict(BUILTIN_PROFILES)
+    if ":" in profile:
+        targets[profile] = profile
     for ep in entry_points(group="hub.adapters"):
         targets.setdefault(ep.name, ep.value)
     if profile not in targets:
         raise ConfigError(f"unknown adapter profile '{profile}' (known: {', '.join(sorted(targets))})")
     module_name, _, attr = targets[profile].partition(":")
-    module = __import__(module_name, fromlist=[attr])
-    return getattr(module, attr)
+    try:
+        module = __import__(module_name, fromlist=[attr])
+        return getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"adapter profile '{profile}' cannot be loaded: {exc}") from None

@@ -152,8 +152,11 @@ def worker(ctx: click.Context, adapter: str, http_port: int | None) -> None:
     hub_worker = AdapterWorker(config, adapter, pipeline, metrics)
 
     def ready() -> tuple[bool, str]:
-        ok = hub_worker.connected.is_set() and hub_worker.publisher is not None and hub_worker.publisher.is_open
-        return ok, "ready" if ok else "not connected to the broker"
+        connected = hub_worker.connected.is_set() and hub_worker.publisher is not None and hub_worker.publisher.is_open
+        breaker = hub_worker.breaker.state
+        if not connected:
+            return False, f"not connected to the broker; circuit {breaker}"
+        return breaker != "open", f"connected; circuit {breaker}"
 
     port = config.http.port if http_port is None else http_port
     ops = OpsServer(registry, ready, config.http.host, port).start()
@@ -188,6 +191,131 @@ def simulator(ctx: click.Context, port: int | None, latency: float | None) -> No
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     running.stop()
+
+
+def _duration(text: str | None) -> float | None:
+    """'90s', '30m', '12h', '7d' (or plain seconds) -> seconds."""
+    if text is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except (ValueError, IndexError):
+        raise click.BadParameter(f"'{text}' is not a duration like 90s, 30m, 12h, 7d") from None
+
+
+def _dlq_filter_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed([
+        click.option("--adapter", help="Only this adapter's dead letters."),
+        click.option("--destination", help="Only this destination (Behördenkennung)."),
+        click.option("--reason", help="Only this reason slug, e.g. schema_violation, xta_9012."),
+        click.option("--older-than", "older_than", help="Only failures older than this (90s, 30m, 12h, 7d)."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _dlq_filter(adapter: str | None, destination: str | None, reason: str | None, older_than: str | None,
+                message_id: str | None = None) -> Any:
+    from hub.dlq import DeadLetterFilter
+
+    return DeadLetterFilter(adapter=adapter, destination=destination, reason=reason,
+                            older_than=_duration(older_than), message_id=message_id)
+
+
+@main.group()
+def dlq() -> None:
+    """The dead-letter queue: list, show, replay, purge."""
+
+
+@dlq.command("list")
+@_dlq_filter_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.pass_context
+@_guard
+def dlq_list(ctx: click.Context, adapter: str | None, destination: str | None, reason: str | None,
+             older_than: str | None, as_json: bool) -> None:
+    """List dead letters (ids, reasons, ages; never payload content)."""
+    import json
+    import time
+
+    from hub.dlq import DeadLetterQueue
+
+    letters = DeadLetterQueue(_config(ctx).broker).list(_dlq_filter(adapter, destination, reason, older_than))
+    if as_json:
+        for d in letters:
+            click.echo(json.dumps(d.as_dict()))
+        return
+    click.echo(f"{'MESSAGE ID':<38} {'ADAPTER':<10} {'DESTINATION':<12} {'REASON':<22} {'XTA':<5} {'TRIES':>5} {'AGE':>8}")
+    now = time.time()
+    for d in letters:
+        age = d.age(now)
+        age_text = "-" if age is None else f"{age / 3600:.1f}h" if age >= 3600 else f"{age:.0f}s"
+        click.echo(f"{d.message_id:<38} {d.adapter or '-':<10} {d.destination or '-':<12} {d.reason:<22} "
+                   f"{d.xta_code or '-':<5} {d.attempts:>5} {age_text:>8}")
+    click.echo(f"{len(letters)} dead letter(s)")
+
+
+@dlq.command("show")
+@click.argument("message_id")
+@click.pass_context
+@_guard
+def dlq_show(ctx: click.Context, message_id: str) -> None:
+    """Show one dead letter: reason headers and the parts (names, sizes, hashes)."""
+    import json
+
+    from hub.dlq import DeadLetterQueue
+
+    found = DeadLetterQueue(_config(ctx).broker).show(message_id)
+    if not found:
+        click.echo(f"no dead letter with message id {message_id}", err=True)
+        sys.exit(EXIT_FAILED)
+    for letter, detail in found:
+        click.echo(json.dumps({"dead_letter": letter.as_dict(), **detail}, indent=2, default=str))
+
+
+@dlq.command("replay")
+@click.argument("message_id", required=False)
+@click.option("--all", "replay_all", is_flag=True, help="Replay every dead letter (with the filters below).")
+@_dlq_filter_options
+@click.pass_context
+@_guard
+def dlq_replay(ctx: click.Context, message_id: str | None, replay_all: bool, adapter: str | None,
+               destination: str | None, reason: str | None, older_than: str | None) -> None:
+    """Republish MESSAGE_ID, or --all / filtered dead letters, to the inbound exchange."""
+    from hub.dlq import DeadLetterQueue
+
+    if not message_id and not replay_all and not any((adapter, destination, reason, older_than)):
+        raise click.UsageError("name a MESSAGE_ID, or use --all and/or filters")
+    queue = DeadLetterQueue(_config(ctx).broker)
+    flt = _dlq_filter(adapter, destination, reason, older_than, message_id)
+    total = len(queue.list(flt))
+    with click.progressbar(length=total, label="replaying", file=sys.stderr) as bar:
+        counts = queue.replay(flt, on_progress=lambda _d, _outcome: bar.update(1))
+    click.echo(f"replayed {counts['replayed']}, unroutable (left in the DLQ) {counts['unroutable']}")
+    if counts["unroutable"]:
+        sys.exit(EXIT_FAILED)
+
+
+@dlq.command("purge")
+@click.option("--older-than", "older_than", required=True, help="Remove dead letters older than this (e.g. 30d).")
+@click.option("--adapter")
+@click.option("--reason")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+@_guard
+def dlq_purge(ctx: click.Context, older_than: str, adapter: str | None, reason: str | None, yes: bool) -> None:
+    """Delete dead letters older than --older-than (for retention; nothing younger is touched)."""
+    from hub.dlq import DeadLetterQueue
+
+    queue = DeadLetterQueue(_config(ctx).broker)
+    flt = _dlq_filter(adapter, None, reason, older_than)
+    n = len(queue.list(flt))
+    if n and not yes:
+        click.confirm(f"delete {n} dead letter(s) for good?", abort=True)
+    click.echo(f"purged {queue.purge(flt) if n else 0} dead letter(s)")
 
 
 @main.command()

@@ -50,6 +50,13 @@ class MessageTypeConfig(_Strict):
     payload_schema: str
 
 
+class BreakerConfig(_Strict):
+    consecutive_failures: int = Field(5, ge=1)
+    failure_rate: float = Field(0.5, gt=0, le=1)
+    window: int = Field(20, ge=1)
+    cool_down: float = Field(30.0, gt=0)
+
+
 class AdapterConfig(_Strict):
     profile: str = "xta2"
     endpoint: str
@@ -65,6 +72,7 @@ class AdapterConfig(_Strict):
     business_scenario_list_version: str = "1"
     retry_delays: tuple[float, ...] = (5, 30, 120, 600, 3600, 21600)
     delivery_limit: int = Field(5, ge=1, le=1000)
+    breaker: BreakerConfig = BreakerConfig()
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("endpoint")

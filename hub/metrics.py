@@ -33,4 +33,12 @@ class WorkerMetrics:
             "hub_messages_in_flight", "Messages being processed right now", ["adapter"], registry=registry)
         self.consumer_connected = Gauge(
             "hub_consumer_connected", "1 while the worker's broker connection is open", ["adapter"], registry=registry)
-
+        self.breaker_state = Gauge(
+            "hub_circuit_breaker_state", "Circuit breaker of the adapter's endpoint: 0 closed, 1 half-open, 2 open",
+            ["adapter"], registry=registry)
+        self.breaker_transitions = Counter(
+            "hub_circuit_breaker_transitions", "Circuit breaker state changes, by the state entered",
+            ["adapter", "state"], registry=registry)
+        self.broker_blocked = Gauge(
+            "hub_broker_blocked", "1 while the broker blocks this worker's connection (memory/disk alarm)",
+            ["adapter"], registry=registry)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
@@ -57,6 +58,7 @@ class ConfirmingPublisher:
         self._ready = threading.Event()
         self._failure: str | None = None
         self._closing = False
+        self.blocked = False
         self._channel: Channel | None = None
         self._connection = pika.SelectConnection(
             self._params,
@@ -75,7 +77,17 @@ class ConfirmingPublisher:
 
     # --- I/O thread -------------------------------------------------------------------------
     def _on_connection_open(self, connection: pika.SelectConnection) -> None:
+        connection.add_on_connection_blocked_callback(self._on_blocked)
+        connection.add_on_connection_unblocked_callback(self._on_unblocked)
         connection.channel(on_open_callback=self._on_channel_open)
+
+    def _on_blocked(self, _connection: Any, frame: Any) -> None:
+        self.blocked = True
+        log.warning("broker blocked publishing (%s): resource alarm", getattr(frame.method, "reason", "?"))
+
+    def _on_unblocked(self, _connection: Any, _frame: Any) -> None:
+        self.blocked = False
+        log.info("broker unblocked publishing")
 
     def _on_open_error(self, _connection: Any, error: Exception) -> None:
         self._failure = f"{type(error).__name__}: {error}"
@@ -202,6 +214,95 @@ class ConfirmingPublisher:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+class ResilientPublisher:
+    """A ConfirmingPublisher that survives broker restarts: a publish that fails for a broker
+    reason is retried on a fresh connection (with backoff) until ``deadline`` seconds have passed.
+    Re-publishing can duplicate a message whose confirm was lost; consumers dedupe by message_id
+    (the worker's ledger), so at-least-once here is safe."""
+
+    RETRYABLE = (BrokerUnavailable, PublishNotConfirmed)
+
+    def __init__(self, config: BrokerConfig, client_name: str, *, window: int | None = None) -> None:
+        self._config = config
+        self._name = client_name
+        self._window = window
+        self._lock = threading.Lock()
+        self._current: ConfirmingPublisher | None = None
+        self.reconnects = 0
+        self._get()
+
+    def _get(self) -> ConfirmingPublisher:
+        with self._lock:
+            if self._current is None or not self._current.is_open:
+                if self._current is not None:
+                    self._current.close(timeout=0)
+                    self.reconnects += 1
+                self._current = None
+                self._current = ConfirmingPublisher(self._config, self._name, window=self._window)
+            return self._current
+
+    @property
+    def is_open(self) -> bool:
+        current = self._current
+        return current is not None and current.is_open
+
+    @property
+    def blocked(self) -> bool:
+        current = self._current
+        return current is not None and current.blocked
+
+    def publish_and_wait(self, exchange: str, routing_key: str, body: bytes, properties: pika.BasicProperties,
+                         *, mandatory: bool = False, timeout: float = 30.0, deadline: float = 300.0) -> None:
+        """Publish until confirmed; raises UnknownDestination at once, other errors after ``deadline``."""
+        give_up = time.monotonic() + deadline
+        backoff = 0.5
+        while True:
+            try:
+                self._get().publish_and_wait(exchange, routing_key, body, properties, mandatory=mandatory,
+                                             timeout=timeout)
+                return
+            except self.RETRYABLE as exc:
+                if time.monotonic() + backoff > give_up:
+                    raise
+                log.warning("publish to %s failed (%s); retrying in %.1fs", exchange or routing_key, exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    def publish_all(self, items: Iterable[tuple[str, str, bytes, pika.BasicProperties, bool]],
+                    *, deadline: float = 600.0) -> None:
+        """Publish many with a full window; failed ones are retried on a new connection."""
+        pending = list(items)
+        give_up = time.monotonic() + deadline
+        backoff = 0.5
+        while pending:
+            try:
+                publisher = self._get()
+                futures = [(item, publisher.publish(item[0], item[1], item[2], item[3], mandatory=item[4]))
+                           for item in pending]
+            except self.RETRYABLE:
+                futures = []
+            failed = []
+            for item, future in futures:
+                try:
+                    future.result(timeout=60)
+                except UnknownDestination:
+                    raise
+                except (*self.RETRYABLE, TimeoutError):
+                    failed.append(item)
+            pending = failed if futures else pending
+            if pending:
+                if time.monotonic() > give_up:
+                    raise BrokerUnavailable(f"{len(pending)} messages not confirmed before the deadline")
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._current is not None:
+                self._current.close()
+                self._current = None
 
 
 def publish_envelope(publisher: ConfirmingPublisher, envelope: Envelope) -> Future[None]:

@@ -23,10 +23,11 @@ import pika.exceptions
 
 from hub.broker import connect
 from hub.config import HubConfig
-from hub.errors import HubError, XtaFault
+from hub.breaker import CLOSED, HALF_OPEN, STATE_VALUES, BreakerSettings, CircuitBreaker
+from hub.errors import EndpointUnavailable, HubError, XtaFault
 from hub.metrics import WorkerMetrics
 from hub.pipeline import DeliveryPipeline
-from hub.publisher import ConfirmingPublisher
+from hub.publisher import ResilientPublisher
 from hub.status import DEAD_LETTERED, DELIVERED, RETRY_SCHEDULED, StatusEvent
 from hub.topology import DEAD_EXCHANGE, apply_topology, deliver_queue, plan_topology, retry_queue
 
@@ -68,7 +69,8 @@ class AdapterWorker:
     """Runs until ``stop()``; reconnects with backoff when the broker connection is lost."""
 
     def __init__(self, config: HubConfig, adapter_name: str, pipeline: DeliveryPipeline,
-                 metrics: WorkerMetrics, *, apply_topology_on_start: bool = True) -> None:
+                 metrics: WorkerMetrics, *, apply_topology_on_start: bool = True,
+                 breaker_settings: BreakerSettings | None = None) -> None:
         self.config = config
         self.adapter = adapter_name
         self.adapter_config = config.adapter(adapter_name)
@@ -80,9 +82,14 @@ class AdapterWorker:
         self._pool = ThreadPoolExecutor(self.adapter_config.concurrency, thread_name_prefix=f"deliver-{adapter_name}")
         self._in_flight = 0
         self._lock = threading.Lock()
-        self.publisher: ConfirmingPublisher | None = None
+        self.publisher: ResilientPublisher | None = None
         self.connected = threading.Event()
         self.connections_opened = 0
+        if breaker_settings is None:
+            b = self.adapter_config.breaker
+            breaker_settings = BreakerSettings(b.consecutive_failures, b.failure_rate, b.window, b.cool_down)
+        self.breaker = CircuitBreaker(breaker_settings, on_change=self._on_breaker_change)
+        self.metrics.breaker_state.labels(adapter_name).set(STATE_VALUES[CLOSED])
 
     # --- lifecycle ---------------------------------------------------------------------------
     def stop(self) -> None:
@@ -108,12 +115,19 @@ class AdapterWorker:
             if self.publisher is not None:
                 self.publisher.close()
 
-    def _ensure_publisher(self) -> ConfirmingPublisher:
-        if self.publisher is None or not self.publisher.is_open:
-            if self.publisher is not None:
-                self.publisher.close(timeout=1)
-            self.publisher = ConfirmingPublisher(self.config.broker, f"hub-worker-{self.adapter}-publisher")
+    def _on_breaker_change(self, old: str, new: str) -> None:
+        self.metrics.breaker_state.labels(self.adapter).set(STATE_VALUES[new])
+        self.metrics.breaker_transitions.labels(self.adapter, new).inc()
+        log.warning("circuit breaker for %s: %s -> %s", self.adapter, old, new)
+
+    def _ensure_publisher(self) -> ResilientPublisher:
+        if self.publisher is None:
+            self.publisher = ResilientPublisher(self.config.broker, f"hub-worker-{self.adapter}-publisher")
         return self.publisher
+
+    def _consume(self, channel: Any, connection: pika.BlockingConnection, prefetch: int) -> str:
+        channel.basic_qos(prefetch_count=prefetch)
+        return channel.basic_consume(self.queue, partial(self._on_message, connection))
 
     def _run_connected(self) -> None:
         connection = connect(self.config.broker, f"hub-worker-{self.adapter}")
@@ -124,17 +138,33 @@ class AdapterWorker:
                 apply_topology(setup, plan_topology(self.config))
                 setup.close()
             self._ensure_publisher()
+            connection.add_on_connection_blocked_callback(lambda *_: self._set_blocked(True))
+            connection.add_on_connection_unblocked_callback(lambda *_: self._set_blocked(False))
             channel = connection.channel()
-            channel.basic_qos(prefetch_count=max(self.config.broker.prefetch, self.adapter_config.concurrency))
-            consumer_tag = channel.basic_consume(self.queue, partial(self._on_message, connection))
+            full_prefetch = max(self.config.broker.prefetch, self.adapter_config.concurrency)
+            consumer_tag: str | None = None
+            mode = None
             self.connections_opened += 1
             self.connected.set()
             self.metrics.consumer_connected.labels(self.adapter).set(1)
             log.info("worker %s consuming %s", self.adapter, self.queue)
             while not self._stop.is_set():
-                connection.process_data_events(time_limit=0.5)
+                # the breaker decides how we consume: fully, one probe at a time, or not at all
+                self.breaker.try_half_open()
+                wanted = self.breaker.state
+                if wanted != mode:
+                    if consumer_tag is not None:
+                        channel.basic_cancel(consumer_tag)
+                        consumer_tag = None
+                    if wanted == CLOSED:
+                        consumer_tag = self._consume(channel, connection, full_prefetch)
+                    elif wanted == HALF_OPEN:
+                        consumer_tag = self._consume(channel, connection, 1)
+                    mode = wanted
+                connection.process_data_events(time_limit=0.25)
             # graceful: stop taking new messages, let in-flight ones settle (bounded)
-            channel.basic_cancel(consumer_tag)
+            if consumer_tag is not None:
+                channel.basic_cancel(consumer_tag)
             deadline = time.monotonic() + max(30.0, self.adapter_config.timeout * 2)
             while self._in_flight and time.monotonic() < deadline:
                 connection.process_data_events(time_limit=0.2)
@@ -145,6 +175,10 @@ class AdapterWorker:
                     connection.close()
                 except Exception:  # noqa: BLE001 - closing a broken connection
                     pass
+
+    def _set_blocked(self, blocked: bool) -> None:
+        self.metrics.broker_blocked.labels(self.adapter).set(1 if blocked else 0)
+        log.warning("broker %s this worker's connection (resource alarm)", "blocked" if blocked else "unblocked")
 
     # --- I/O thread --------------------------------------------------------------------------
     def _on_message(self, connection: pika.BlockingConnection, channel: Any, method: Any,
@@ -182,7 +216,10 @@ class AdapterWorker:
         except Exception as error:  # noqa: BLE001 - every failure is classified, none crashes the worker
             if not isinstance(error, HubError):
                 log.exception("unexpected error delivering %s", props.message_id)
+            if _endpoint_failure(error):
+                self.breaker.record_failure()
             return self._fail(msg, error, destination if isinstance(destination, str) else None)
+        self.breaker.record_success()
         self._publish_status(StatusEvent(envelope.message_id, DELIVERED, envelope.portal, envelope.destination,
                                          self.adapter, detail={"xta_message_id": receipt.transport_message_id,
                                                  "duplicate": receipt.duplicate}))
@@ -197,20 +234,20 @@ class AdapterWorker:
         first_failure = float(headers.get(H_FIRST_FAILURE, time.time()))
         ladder = self.adapter_config.retry_delays
         transient = isinstance(error, HubError) and error.transient
-        assert self.publisher is not None
+        publisher = self._ensure_publisher()
         if transient and attempts <= len(ladder):
             headers.update({H_ATTEMPT: attempts, H_FIRST_FAILURE: first_failure,
                             "x-hub-last-reason": getattr(error, "reason", "internal_error")})
-            self.publisher.publish_and_wait("", retry_queue(self.adapter, attempts), msg.body,
-                                            _with_headers(props, headers))
+            publisher.publish_and_wait("", retry_queue(self.adapter, attempts), msg.body,
+                                       _with_headers(props, headers), deadline=60)
             outcome, event = "retry_scheduled", RETRY_SCHEDULED
             log.warning("message %s: %s (%s); retry %d of %d in %ss", props.message_id, type(error).__name__,
                         error, attempts, len(ladder), ladder[attempts - 1])
         else:
             headers.update(_error_headers(error, self.adapter, destination, attempts, first_failure))
             reason = headers["x-hub-reason"]
-            self.publisher.publish_and_wait(DEAD_EXCHANGE, f"{self.adapter}.{reason}", msg.body,
-                                            _with_headers(props, headers))
+            publisher.publish_and_wait(DEAD_EXCHANGE, f"{self.adapter}.{reason}", msg.body,
+                                       _with_headers(props, headers), deadline=60)
             self.metrics.dead_lettered.labels(self.adapter, reason).inc()
             outcome, event = "dead_lettered", DEAD_LETTERED
             log.warning("message %s dead-lettered: %s: %s", props.message_id, type(error).__name__, error)
@@ -224,9 +261,8 @@ class AdapterWorker:
     def _publish_status(self, event: StatusEvent) -> None:
         """Best effort: the outcome is already safe; a lost status event must not cause a redelivery."""
         try:
-            assert self.publisher is not None
-            self.publisher.publish_and_wait(event.exchange, event.routing_key, event.body(), event.properties(),
-                                            timeout=30)
+            self._ensure_publisher().publish_and_wait(event.exchange, event.routing_key, event.body(),
+                                                      event.properties(), timeout=10, deadline=30)
         except Exception as exc:  # noqa: BLE001
             log.warning("status event %s for %s not published: %s", event.event, event.message_id, exc)
 
@@ -242,6 +278,11 @@ class AdapterWorker:
             msg.connection.add_callback_threadsafe(settle)
         except Exception:  # noqa: BLE001 - connection gone: the broker redelivers
             log.info("connection closed before settling %s; it will be redelivered", msg.properties.message_id)
+
+
+def _endpoint_failure(error: BaseException) -> bool:
+    """Failures that say the endpoint is unwell (count for the breaker); input errors do not."""
+    return isinstance(error, EndpointUnavailable) or (isinstance(error, XtaFault) and error.transient)
 
 
 def _with_headers(props: pika.BasicProperties, headers: dict[str, Any]) -> pika.BasicProperties:

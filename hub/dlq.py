@@ -1,0 +1,220 @@
+"""Operator access to the dead-letter queue: list, show, replay, purge.
+
+AMQP has no "peek": browsing takes messages unacked and returns them by closing the channel, so
+the queue is unchanged afterwards. Replay publishes a message to the checked inbound exchange
+(same ``message_id``, hub failure headers stripped, mandatory, confirmed) and acks it in the DLQ
+only after the broker confirmed the copy. Interrupted at any point, a message is therefore either
+still in the DLQ, or both in the DLQ and back in its adapter queue (the worker's ledger keeps the
+receiver from seeing it twice) — never lost.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import pika
+
+from hub.broker import connect
+from hub.config import BrokerConfig
+from hub.errors import UnknownDestination
+from hub.publisher import ResilientPublisher
+from hub.topology import DEAD_QUEUE, INBOUND_CHECKED
+
+HUB_FAILURE_HEADERS = ("x-hub-reason", "x-hub-error-class", "x-hub-error-message", "x-hub-xta-code",
+                       "x-hub-attempts", "x-hub-adapter", "x-hub-destination", "x-hub-first-failure",
+                       "x-hub-last-failure", "x-hub-attempt", "x-hub-last-reason")
+BROKER_DEATH_HEADERS = ("x-death", "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason",
+                        "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason", "x-delivery-count")
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """What an operator needs to decide about one dead letter (ids and reasons, no payload)."""
+
+    message_id: str
+    portal: str
+    adapter: str | None
+    destination: str | None
+    reason: str
+    error_class: str | None
+    error_message: str | None
+    xta_code: str | None
+    attempts: int
+    first_failure: float | None
+    last_failure: float | None
+    size: int
+
+    @classmethod
+    def from_amqp(cls, props: pika.BasicProperties, body: bytes) -> "DeadLetter":
+        h = props.headers or {}
+        reason = _text(h.get("x-hub-reason"))
+        adapter = _text(h.get("x-hub-adapter"))
+        last = h.get("x-hub-last-failure")
+        if reason is None:  # dead-lettered by the broker itself (delivery limit = poison message)
+            reason = _text(h.get("x-first-death-reason")) or "unknown"
+            queue = _text(h.get("x-first-death-queue")) or ""
+            adapter = queue.removeprefix("hub.deliver.") if queue.startswith("hub.deliver.") else adapter
+            deaths = h.get("x-death") or []
+            if deaths and isinstance(deaths[0], dict) and deaths[0].get("time") is not None:
+                last = deaths[0]["time"].timestamp() if hasattr(deaths[0]["time"], "timestamp") else deaths[0]["time"]
+        return cls(
+            message_id=_text(props.message_id) or "?",
+            portal=_text(props.app_id) or "?",
+            adapter=adapter,
+            destination=_text(h.get("x-hub-destination")) or _text(h.get("x-destination")),
+            reason=reason,
+            error_class=_text(h.get("x-hub-error-class")),
+            error_message=_text(h.get("x-hub-error-message")),
+            xta_code=_text(h.get("x-hub-xta-code")),
+            attempts=int(h.get("x-hub-attempts") or h.get("x-delivery-count") or 0),
+            first_failure=float(h["x-hub-first-failure"]) if h.get("x-hub-first-failure") else None,
+            last_failure=float(last) if last is not None else None,
+            size=len(body),
+        )
+
+    def age(self, now: float | None = None) -> float | None:
+        return None if self.last_failure is None else (now or time.time()) - self.last_failure
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class DeadLetterFilter:
+    adapter: str | None = None
+    destination: str | None = None
+    reason: str | None = None
+    older_than: float | None = None  # seconds
+    message_id: str | None = None
+
+    def matches(self, d: DeadLetter, now: float | None = None) -> bool:
+        if self.message_id is not None and d.message_id != self.message_id:
+            return False
+        if self.adapter is not None and d.adapter != self.adapter:
+            return False
+        if self.destination is not None and d.destination != self.destination:
+            return False
+        if self.reason is not None and d.reason != self.reason:
+            return False
+        if self.older_than is not None:
+            age = d.age(now)
+            if age is None or age < self.older_than:
+                return False
+        return True
+
+
+def replay_properties(props: pika.BasicProperties) -> pika.BasicProperties:
+    """The original properties, minus what the hub and the broker added on failure."""
+    headers = {k: v for k, v in (props.headers or {}).items()
+               if k not in HUB_FAILURE_HEADERS and k not in BROKER_DEATH_HEADERS}
+    return pika.BasicProperties(
+        content_type=props.content_type, content_encoding=props.content_encoding, headers=headers,
+        delivery_mode=2, correlation_id=props.correlation_id, message_id=props.message_id,
+        timestamp=props.timestamp, type=props.type, app_id=props.app_id)
+
+
+class DeadLetterQueue:
+    """One session on the DLQ; every method leaves non-selected messages in place."""
+
+    def __init__(self, config: BrokerConfig, queue: str = DEAD_QUEUE) -> None:
+        self._config = config
+        self.queue = queue
+
+    def _take_all(self, channel: Any) -> Iterator[tuple[int, pika.BasicProperties, bytes]]:
+        depth = channel.queue_declare(self.queue, passive=True).method.message_count
+        for _ in range(depth):
+            method, props, body = channel.basic_get(self.queue, auto_ack=False)
+            if method is None:
+                return
+            yield method.delivery_tag, props, body
+
+    def list(self, flt: DeadLetterFilter = DeadLetterFilter()) -> list[DeadLetter]:
+        connection = connect(self._config, "hub-dlq")
+        try:
+            channel = connection.channel()
+            now = time.time()
+            found = [d for _t, p, b in self._take_all(channel) if (d := DeadLetter.from_amqp(p, b)) and flt.matches(d, now)]
+        finally:
+            connection.close()  # returns every message we took
+        return found
+
+    def show(self, message_id: str) -> list[tuple[DeadLetter, dict[str, Any]]]:
+        """Dead letters with that id, with their headers and an envelope summary (no content)."""
+        connection = connect(self._config, "hub-dlq")
+        try:
+            channel = connection.channel()
+            out = []
+            for _t, props, body in self._take_all(channel):
+                if _text(props.message_id) == message_id:
+                    out.append((DeadLetter.from_amqp(props, body), {"headers": _plain(props.headers or {}),
+                                                                     "parts": _parts_summary(body)}))
+        finally:
+            connection.close()
+        return out
+
+    def replay(self, flt: DeadLetterFilter, *, on_progress: Callable[[DeadLetter, str], None] | None = None) -> dict[str, int]:
+        """Republish matching dead letters; returns counts: replayed, unroutable, skipped."""
+        counts = {"replayed": 0, "unroutable": 0, "skipped": 0}
+        connection = connect(self._config, "hub-dlq-replay")
+        publisher = ResilientPublisher(self._config, "hub-dlq-replay")
+        try:
+            channel = connection.channel()
+            now = time.time()
+            for tag, props, body in self._take_all(channel):
+                dead = DeadLetter.from_amqp(props, body)
+                if not flt.matches(dead, now):
+                    counts["skipped"] += 1
+                    continue
+                destination = dead.destination or ""
+                try:
+                    publisher.publish_and_wait(INBOUND_CHECKED, destination, body, replay_properties(props),
+                                               mandatory=True, deadline=60)
+                except UnknownDestination:
+                    counts["unroutable"] += 1
+                    if on_progress:
+                        on_progress(dead, "unroutable")
+                    continue
+                channel.basic_ack(tag)  # only after the copy is confirmed
+                counts["replayed"] += 1
+                if on_progress:
+                    on_progress(dead, "replayed")
+        finally:
+            publisher.close()
+            connection.close()
+        return counts
+
+    def purge(self, flt: DeadLetterFilter) -> int:
+        connection = connect(self._config, "hub-dlq-purge")
+        removed = 0
+        try:
+            channel = connection.channel()
+            now = time.time()
+            for tag, props, body in self._take_all(channel):
+                if flt.matches(DeadLetter.from_amqp(props, body), now):
+                    channel.basic_ack(tag)
+                    removed += 1
+        finally:
+            connection.close()
+        return removed
+
+
+def _plain(headers: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(headers, default=str))
+
+
+def _parts_summary(body: bytes) -> list[dict[str, Any]]:
+    try:
+        doc = json.loads(body)
+        parts = [doc["message"], *doc.get("attachments", [])]
+        return [{k: p.get(k) for k in ("filename", "content_type", "size", "sha256")} for p in parts]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return [{"unparsable_body_bytes": len(body)}]
