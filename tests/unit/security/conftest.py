@@ -1,0 +1,55 @@
+"""Shared fixtures: one throwaway PKI per test session (RSA key generation is slow)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from transport.security.keys import SigningIdentity, load_certificate, load_signing_identity
+from transport.security.testpki import make_test_pki
+
+STANDARDS = Path(__file__).resolve().parents[4] / "shared" / "standards"
+
+
+@pytest.fixture(scope="session")
+def standards() -> Path:
+    """The official standards sets (../shared/standards); missing means fail, never skip."""
+    assert STANDARDS.is_dir(), f"standards directory missing: {STANDARDS}"
+    return STANDARDS
+
+
+@dataclass(frozen=True)
+class Pki:
+    paths: dict[str, tuple[Path, Path]]
+    ca: x509.Certificate
+    portal: SigningIdentity
+    reader: SigningIdentity
+    other: SigningIdentity
+
+
+@pytest.fixture(scope="session")
+def tpki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    paths = make_test_pki(tmp_path_factory.mktemp("tpki"), ["portal", "reader", "other"])
+    return Pki(
+        paths=paths,
+        ca=load_certificate(paths["ca"][1]),
+        portal=load_signing_identity(*paths["portal"]),
+        reader=load_signing_identity(*paths["reader"]),
+        other=load_signing_identity(*paths["other"]),
+    )
+
+
+@pytest.fixture(scope="session")
+def rogue_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A second, untrusted CA issuing certificates with the same names."""
+    paths = make_test_pki(tmp_path_factory.mktemp("rogue"), ["portal", "reader", "other"])
+    return Pki(
+        paths=paths,
+        ca=load_certificate(paths["ca"][1]),
+        portal=load_signing_identity(*paths["portal"]),
+        reader=load_signing_identity(*paths["reader"]),
+        other=load_signing_identity(*paths["other"]),
+    )

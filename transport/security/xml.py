@@ -1,0 +1,170 @@
+"""The one hardened XML parse entry point of the hub.
+
+Every XML document that crosses a trust boundary (portal payloads, SOAP responses, signatures,
+encrypted containers) is parsed here, so the defences live in one place:
+
+* no DTD at all: a DOCTYPE is refused (before parsing for ASCII-compatible encodings, and again
+  on the parsed tree for everything else), so no entity can be declared, expanded or fetched;
+* the parser never resolves entities, never loads a DTD and never touches the network;
+* XInclude elements are never processed (they stay ordinary elements);
+* byte size, nesting depth, attribute length and text length are bounded (``XmlLimits``).
+
+``huge_tree`` is enabled because a base64 content element can legitimately hold ~55 MB of text;
+that only lifts libxml2's node size limits, entity expansion stays impossible because there is no
+DTD. The checks after parsing run as XPath inside libxml2, so they cost microseconds.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from dataclasses import dataclass
+
+from lxml import etree
+
+from hub.errors import XmlRejected
+
+__all__ = ["DEFAULT_LIMITS", "XmlLimits", "parse_xml", "serialize"]
+
+_MIB = 1024 * 1024
+# libxml2's hard depth ceiling with XML_PARSE_HUGE; deeper documents fail while parsing.
+_LIBXML2_MAX_DEPTH = 2048
+_MAX_ERROR_TEXT = 200
+
+
+@dataclass(frozen=True)
+class XmlLimits:
+    """Upper bounds for one document; defaults fit a 40 MB XTA container in base64 plus SOAP."""
+
+    max_bytes: int = 60 * _MIB
+    max_depth: int = 256
+    max_attribute_length: int = 64 * 1024
+    # A single text node may hold a whole base64 container (40 MB raw -> ~54 MB of text).
+    max_text_length: int = 60 * _MIB
+
+    def __post_init__(self) -> None:
+        for name in ("max_bytes", "max_depth", "max_attribute_length", "max_text_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"XmlLimits.{name} must be positive")
+
+
+DEFAULT_LIMITS = XmlLimits()
+
+# Prolog items that may precede a DOCTYPE: whitespace, XML declaration / PIs, comments.
+_WS = re.compile(rb"[ \t\r\n]*")
+_UTF8_BOM = codecs.BOM_UTF8
+
+
+def _new_parser() -> etree.XMLParser:
+    """A fresh parser per call: lxml parsers are not meant to be shared between threads."""
+    return etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        attribute_defaults=False,
+        huge_tree=True,
+        remove_blank_text=False,
+        recover=False,
+        # Do NOT pass collect_ids=False: with lxml 6.1 / libxml2 2.14 it makes libxml2 load the
+        # external DTD subset (file:// included) despite load_dtd=False (regression-tested).
+    )
+
+
+def _prolog_has_doctype(data: bytes) -> bool:
+    """Spot a DOCTYPE in the prolog without parsing it (ASCII-compatible encodings only)."""
+    pos = len(_UTF8_BOM) if data.startswith(_UTF8_BOM) else 0
+    end = len(data)
+    while pos < end:
+        pos = _WS.match(data, pos).end()  # type: ignore[union-attr]
+        if data.startswith(b"<?", pos):
+            close = data.find(b"?>", pos + 2)
+        elif data.startswith(b"<!--", pos):
+            close = data.find(b"-->", pos + 4)
+        else:
+            return data.startswith(b"<!DOCTYPE", pos)
+        if close < 0:
+            return False  # unterminated: the parser reports it
+        pos = close + 2 if data[close] == 0x3F else close + 3  # after "?>" or "-->"
+    return False
+
+
+def _syntax_message(exc: etree.XMLSyntaxError) -> str:
+    """First line of libxml2's message only: later lines may quote raw input bytes."""
+    lines = (exc.msg or str(exc)).splitlines()
+    text = lines[0][:_MAX_ERROR_TEXT] if lines else "syntax error"
+    line = exc.position[0] if exc.position else exc.lineno
+    if "Invalid bytes in character encoding" in text or "not proper UTF-8" in text:
+        return f"invalid UTF-8 (line {line})"
+    if "Excessive depth" in text:
+        return f"nesting depth exceeds {_LIBXML2_MAX_DEPTH}"
+    return f"not well-formed: {text}"
+
+
+def _depth_query(depth: int) -> str:
+    return "boolean(" + "/*" * depth + ")"
+
+
+def _actual_depth(root: etree._Element, above: int) -> int:
+    """Deepest element level (root = 1), known to be > ``above``; only used on rejection."""
+    lo, hi = above + 1, _LIBXML2_MAX_DEPTH  # lo exists, find the largest existing level
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if root.xpath(_depth_query(mid)):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _check_limits(root: etree._Element, size: int, limits: XmlLimits) -> None:
+    if limits.max_depth < _LIBXML2_MAX_DEPTH and root.xpath(_depth_query(limits.max_depth + 1)):
+        depth = _actual_depth(root, limits.max_depth)
+        raise XmlRejected(f"nesting depth {depth} exceeds {limits.max_depth}")
+    if limits.max_attribute_length < size:
+        hit = root.xpath(f"(//@*[string-length() > {limits.max_attribute_length}])[1]")
+        if hit:
+            name = etree.QName(hit[0].attrname).localname
+            raise XmlRejected(
+                f"attribute {name} longer than {limits.max_attribute_length} characters"
+            )
+    if limits.max_text_length < size:
+        hit = root.xpath(f"(//text()[string-length() > {limits.max_text_length}])[1]")
+        if hit:
+            parent = hit[0].getparent()
+            name = etree.QName(parent).localname if parent is not None else "?"
+            raise XmlRejected(
+                f"text in element {name} longer than {limits.max_text_length} characters"
+            )
+
+
+def parse_xml(data: bytes, limits: XmlLimits = DEFAULT_LIMITS) -> etree._Element:
+    """Parse untrusted XML into an lxml tree, or raise ``XmlRejected`` saying why."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError("parse_xml expects bytes")
+    data = bytes(data)
+    size = len(data)
+    if size == 0:
+        raise XmlRejected("empty document")
+    if size > limits.max_bytes:
+        raise XmlRejected(f"document of {size} bytes exceeds {limits.max_bytes}")
+    if _prolog_has_doctype(data):
+        raise XmlRejected("DOCTYPE not allowed")
+    try:
+        root = etree.fromstring(data, _new_parser())
+    except etree.XMLSyntaxError as exc:
+        raise XmlRejected(_syntax_message(exc)) from None
+    except (ValueError, etree.LxmlError) as exc:  # e.g. unknown encoding declaration
+        raise XmlRejected(f"not well-formed: {type(exc).__name__}") from None
+    if root is None:
+        raise XmlRejected("no root element")
+    docinfo = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None or docinfo.system_url:
+        raise XmlRejected("DOCTYPE not allowed")
+    _check_limits(root, size, limits)
+    return root
+
+
+def serialize(el: etree._Element, *, xml_declaration: bool = True) -> bytes:
+    """UTF-8 bytes of an element (with XML declaration by default), no pretty-printing."""
+    return etree.tostring(el, encoding="UTF-8", xml_declaration=xml_declaration)
