@@ -61,6 +61,7 @@ class DeliveryLedger(Protocol):
     def lookup(self, message_id: str) -> LedgerEntry | None: ...
     def allocate(self, message_id: str, adapter: str, destination: str, transport_message_id: str) -> None: ...
     def mark_delivered(self, message_id: str) -> None: ...
+    def forget(self, message_id: str) -> None: ...
     def close(self) -> None: ...
 
 
@@ -93,6 +94,12 @@ class _SqlLedger:
     def mark_delivered(self, message_id: str) -> None:
         self._run(self._sql("UPDATE hub_deliveries SET state = ?, updated_at = ? WHERE message_id = ?"),
                   (DELIVERED, time.time(), message_id))
+
+
+    def forget(self, message_id: str) -> None:
+        """Drop an allocation the endpoint refused for good, so a replay starts with a fresh id."""
+        self._run(self._sql("DELETE FROM hub_deliveries WHERE message_id = ? AND state = ?"),
+                  (message_id, ALLOCATED))
 
 
 class SqliteLedger(_SqlLedger):

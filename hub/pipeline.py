@@ -16,7 +16,7 @@ import pika
 from adapters.base import Adapter, Delivery, DeliveryReceipt
 from hub.directory import Directory
 from hub.envelope import Envelope, decode_envelope
-from hub.errors import ContentTooLarge, DirectoryError, UnknownMessageType
+from hub.errors import ContentTooLarge, DirectoryError, HubError, UnknownMessageType
 from hub.ledger import DeliveryLedger
 from schemas.registry import SchemaRegistry
 from transport.security.xml import parse_xml
@@ -88,7 +88,12 @@ class DeliveryPipeline:
         else:
             transport_id = self.adapter.new_transport_id()
             self.ledger.allocate(envelope.message_id, s.adapter_name, envelope.destination, transport_id)
-        receipt = self.adapter.deliver(delivery, transport_id, resend=resend)
+        try:
+            receipt = self.adapter.deliver(delivery, transport_id, resend=resend)
+        except HubError as error:
+            if not error.transient:  # refused for good: the id was not used, a replay needs a new one
+                self.ledger.forget(envelope.message_id)
+            raise
         self.ledger.mark_delivered(envelope.message_id)
         return receipt
 

@@ -85,6 +85,7 @@ class AdapterWorker:
         self.publisher: ResilientPublisher | None = None
         self.connected = threading.Event()
         self.connections_opened = 0
+        self._cautious = threading.Event()
         if breaker_settings is None:
             b = self.adapter_config.breaker
             breaker_settings = BreakerSettings(b.consecutive_failures, b.failure_rate, b.window, b.cool_down)
@@ -141,6 +142,7 @@ class AdapterWorker:
             connection.add_on_connection_blocked_callback(lambda *_: self._set_blocked(True))
             connection.add_on_connection_unblocked_callback(lambda *_: self._set_blocked(False))
             channel = connection.channel()
+            self._cautious.set()
             full_prefetch = max(self.config.broker.prefetch, self.adapter_config.concurrency)
             consumer_tag: str | None = None
             mode = None
@@ -150,15 +152,20 @@ class AdapterWorker:
             log.info("worker %s consuming %s", self.adapter, self.queue)
             while not self._stop.is_set():
                 # the breaker decides how we consume: fully, one probe at a time, or not at all
+                # (and after a (re)start, one at a time until a message settles cleanly: if a
+                # redelivered message crashed the previous process, only it is in flight when it
+                # crashes us again, so only its delivery count reaches the queue's limit)
                 self.breaker.try_half_open()
                 wanted = self.breaker.state
+                if wanted == CLOSED and self._cautious.is_set():
+                    wanted = "cautious"
                 if wanted != mode:
                     if consumer_tag is not None:
                         channel.basic_cancel(consumer_tag)
                         consumer_tag = None
                     if wanted == CLOSED:
                         consumer_tag = self._consume(channel, connection, full_prefetch)
-                    elif wanted == HALF_OPEN:
+                    elif wanted in (HALF_OPEN, "cautious"):
                         consumer_tag = self._consume(channel, connection, 1)
                     mode = wanted
                 connection.process_data_events(time_limit=0.25)
@@ -197,6 +204,7 @@ class AdapterWorker:
         try:
             outcome = self._process(msg)
             settle_ok = True
+            self._cautious.clear()
         except Exception:  # noqa: BLE001 - never let a delivery thread die; message goes back
             log.exception("could not settle message %s; returning it to the queue", msg.properties.message_id)
         finally:

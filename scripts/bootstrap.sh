@@ -11,6 +11,17 @@ if ! "$python" -c 'import venv, ensurepip' 2>/dev/null; then
   echo "installing python3-venv (Debian package)" >&2
   (apt-get update -qq && apt-get install -y -qq python3-venv) >/dev/null
 fi
+# Debian packages: xmlsec1 (independent XML-DSig/XML-Enc implementation for interop tests)
+missing=()
+command -v xmlsec1 >/dev/null 2>&1 || missing+=(xmlsec1)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Debian packages: ${missing[*]}" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}") >/dev/null
+  else
+    echo "warning: please install the Debian packages: ${missing[*]} (sudo apt-get install ${missing[*]})" >&2
+  fi
+fi
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
 "$venv/bin/python" -m pip install -q -e '.[test]'

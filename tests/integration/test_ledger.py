@@ -42,6 +42,17 @@ def test_allocate_then_deliver(ledger) -> None:  # noqa: ANN001
     assert ledger.lookup(mid).transport_message_id == "urn:xta:2"
 
 
+def test_forget_drops_only_undelivered_allocations(ledger) -> None:  # noqa: ANN001
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    ledger.allocate(a, "x", "azr:1", "t-a")
+    ledger.allocate(b, "x", "azr:1", "t-b")
+    ledger.mark_delivered(b)
+    ledger.forget(a)
+    ledger.forget(b)
+    assert ledger.lookup(a) is None
+    assert ledger.lookup(b).delivered
+
+
 def test_concurrent_writers(ledger) -> None:  # noqa: ANN001
     ids = [str(uuid.uuid4()) for _ in range(200)]
 
