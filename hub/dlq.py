@@ -59,6 +59,7 @@ class DeadLetter:
         reason = _text(h.get("x-hub-reason"))
         adapter = _text(h.get("x-hub-adapter"))
         last = h.get("x-hub-last-failure")
+        last = last / 1000 if isinstance(last, int) else last
         if reason is None:  # dead-lettered by the broker itself (delivery limit = poison message)
             reason = _text(h.get("x-first-death-reason")) or "unknown"
             queue = _text(h.get("x-first-death-queue")) or ""
@@ -76,7 +77,7 @@ class DeadLetter:
             error_message=_text(h.get("x-hub-error-message")),
             xta_code=_text(h.get("x-hub-xta-code")),
             attempts=int(h.get("x-hub-attempts") or h.get("x-delivery-count") or 0),
-            first_failure=float(h["x-hub-first-failure"]) if h.get("x-hub-first-failure") else None,
+            first_failure=int(h["x-hub-first-failure"]) / 1000 if h.get("x-hub-first-failure") else None,
             last_failure=float(last) if last is not None else None,
             size=len(body),
         )

@@ -126,9 +126,14 @@ class ConfirmingPublisher:
             entry.future.set_exception(BrokerUnavailable("publisher channel is not open"))
             self._window.release()
             return
+        try:
+            self._channel.basic_publish(exchange, entry.routing_key, body, properties, mandatory=mandatory)
+        except Exception as exc:  # noqa: BLE001 - e.g. a header value AMQP cannot encode; never kill the I/O loop
+            entry.future.set_exception(PublishNotConfirmed(f"message could not be published: {type(exc).__name__}"))
+            self._window.release()
+            return
         self._seq += 1
         self._pending[self._seq] = entry
-        self._channel.basic_publish(exchange, entry.routing_key, body, properties, mandatory=mandatory)
 
     def _on_return(self, _channel: Channel, method: Any, properties: pika.BasicProperties, _body: bytes) -> None:
         for tag in sorted(self._pending):

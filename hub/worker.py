@@ -46,8 +46,13 @@ class _Inbound:
     channel: Any
 
 
+def _epoch_ms() -> int:
+    """Times in headers are integer epoch milliseconds (AMQP tables cannot carry floats via pika)."""
+    return int(time.time() * 1000)
+
+
 def _error_headers(error: BaseException, adapter: str, destination: str | None, attempts: int,
-                   first_failure: float) -> dict[str, Any]:
+                   first_failure: int) -> dict[str, Any]:
     reason = error.reason if isinstance(error, HubError) else "internal_error"
     headers: dict[str, Any] = {
         "x-hub-reason": reason,
@@ -56,7 +61,7 @@ def _error_headers(error: BaseException, adapter: str, destination: str | None, 
         "x-hub-attempts": attempts,
         "x-hub-adapter": adapter,
         "x-hub-first-failure": first_failure,
-        "x-hub-last-failure": time.time(),
+        "x-hub-last-failure": _epoch_ms(),
     }
     if destination:
         headers["x-hub-destination"] = destination
@@ -239,7 +244,7 @@ class AdapterWorker:
         props = msg.properties
         headers = dict(props.headers or {})
         attempts = int(headers.get(H_ATTEMPT, 0)) + 1
-        first_failure = float(headers.get(H_FIRST_FAILURE, time.time()))
+        first_failure = int(headers.get(H_FIRST_FAILURE) or _epoch_ms())
         ladder = self.adapter_config.retry_delays
         transient = isinstance(error, HubError) and error.transient
         publisher = self._ensure_publisher()
