@@ -40,7 +40,7 @@ def connect(config: BrokerConfig, client_name: str) -> pika.BlockingConnection:
         return pika.BlockingConnection(connection_parameters(config, client_name))
     except (pika.exceptions.AMQPError, OSError) as exc:
         raise BrokerUnavailable(
-            f"cannot connect to RabbitMQ at {redacted_url(config.url)} ({type(exc).__name__}: {exc or 'refused'}). "
+            f"cannot connect to RabbitMQ at {redacted_url(config.url)} ({str(exc) or 'connection refused'}). "
             "Start it (e.g. `rabbitmq-server -detached`) or point the hub at a running broker "
             "with AMQP_URL=amqp://user:pass@host:5672/vhost"
         ) from None

@@ -57,6 +57,9 @@ def _config(ctx: click.Context) -> HubConfig:
 def main(ctx: click.Context, config_path: Path) -> None:
     """Integration hub: portals -> RabbitMQ -> adapters -> XTA 2 endpoints."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # pika logs every state change at INFO and connection failures with tracebacks at ERROR; the
+    # hub translates those failures into one clear message of its own
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
     ctx.ensure_object(dict)["config_path"] = config_path
 
 
@@ -327,6 +330,7 @@ def demo(ctx: click.Context, count: int, timeout: float) -> None:
     """End to end: simulator + workers + topology, publish COUNT applications, wait, summarise."""
     from hub.demo import run_demo
 
+    logging.getLogger().setLevel(logging.WARNING)  # the demo prints its own progress
     config_path = ctx.obj["config_path"]
     sys.exit(run_demo(Path(config_path), count=count, timeout=timeout, environ=dict(os.environ)))
 

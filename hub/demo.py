@@ -165,15 +165,24 @@ def run_demo(config_path: Path, *, count: int, timeout: float, environ: Mapping[
 
     procs: list[subprocess.Popen[bytes]] = []
     stop_status = threading.Event()
+    log_dir = Path(config_path).resolve().parent.parent / "var" / "demo" / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+
+    def start(name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = (log_dir / f"{name}.log").open("ab")
+        proc = subprocess.Popen([sys.executable, "-m", "hub", *args], env=env, stdout=log, stderr=subprocess.STDOUT)
+        procs.append(proc)
+        return proc
+
+    print(f"logs of the processes: {log_dir}/", flush=True)
     try:
-        cmd = [sys.executable, "-m", "hub"]
-        procs.append(subprocess.Popen(cmd + ["simulator"], env=env))
+        start("simulator", ["simulator"])
         _wait_http(f"{sim_url}/_sim/stats", 30, procs[-1])
         print(f"simulator: {sim_url}/xta", flush=True)
         metrics_urls = {}
         for name in config.adapters:
             port = _free_port()
-            procs.append(subprocess.Popen(cmd + ["worker", name, "--http-port", str(port)], env=env))
+            start(f"worker-{name}", ["worker", name, "--http-port", str(port)])
             _wait_http(f"http://127.0.0.1:{port}/readyz", 60, procs[-1])
             metrics_urls[name] = f"http://127.0.0.1:{port}/metrics"
             print(f"worker {name}: ready, metrics at {metrics_urls[name]}", flush=True)

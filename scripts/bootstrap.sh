@@ -23,6 +23,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
-"$venv/bin/python" -m pip install -q --upgrade pip
-"$venv/bin/python" -m pip install -q -e '.[test]'
+log="$venv/bootstrap.log"
+if ! { "$venv/bin/python" -m pip install -q --upgrade pip && "$venv/bin/python" -m pip install -q -e '.[test]'; } >"$log" 2>&1; then
+  cat "$log" >&2
+  echo "error: installing the Python packages failed (log above, also in $log)" >&2
+  exit 1
+fi
 echo "bootstrap: $venv ready" >&2
