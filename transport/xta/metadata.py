@@ -32,11 +32,16 @@ class MessageType:
 
 @dataclass(frozen=True)
 class BusinessScenario:
-    """Qualifier/BusinessScenario/Defined: a code from a business-scenario code list."""
+    """Qualifier/BusinessScenario/Defined: a code from a business-scenario code list.
+
+    ``defined=False`` stands for the schema's other choice, BusinessScenario/Undefined (free text in
+    ``code``, no list), which other senders may use.
+    """
 
     code: str
     list_uri: str = BUSINESS_SCENARIO_LIST_URI
     list_version: str = "1"
+    defined: bool = True
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import pytest
+from lxml import etree
+
+from hub.errors import EndpointUnavailable, ProtocolError, XtaFault
+from schemas.xta import WEBSERVICE_XSD
+from transport.xta import faults
+from transport.xta.ns import SOAP12, WSA, XTA
+from transport.xta.soap import build_envelope
+
+# One representative code per exception type, plus every transient code.
+CASES = [
+    ("9012", faults.PERMISSION_DENIED, False),
+    ("9011", faults.PERMISSION_DENIED, False),
+    ("9023", faults.PARAMETER_IS_NOT_VALID, False),
+    ("9024", faults.PARAMETER_IS_NOT_VALID, False),
+    ("9030", faults.TECHNICAL_PROBLEM, True),
+    ("9031", faults.TECHNICAL_PROBLEM, True),
+    ("9032", faults.TECHNICAL_PROBLEM, True),
+    ("9050", faults.MESSAGE_SCHEMA_VIOLATION, False),
+    ("9060", faults.MESSAGE_VIRUS_DETECTION, False),
+    ("9080", faults.SYNC_ASYNC, False),
+    ("9070", faults.INVALID_MESSAGE_ID, False),
+    ("9100", faults.CANCEL_DENIED, False),
+]
+
+
+def _roundtrip(fault: etree._Element) -> etree._Element:
+    env = etree.fromstring(etree.tostring(build_envelope([], [fault])))
+    return env.find(f"{{{SOAP12}}}Body/{{{SOAP12}}}Fault")
+
+
+@pytest.mark.parametrize("code, exception_type, transient", CASES)
+def test_fault_parse_per_exception_type(code, exception_type, transient) -> None:
+    fault = _roundtrip(faults.render_fault(code, "Grund"))
+    error = faults.error_from_fault(fault, http_status=400)
+    assert isinstance(error, XtaFault)
+    assert (error.exception_type, error.code, error.transient) == (exception_type, code, transient)
+    assert error.reason == f"xta_{code}"
+    assert "Grund" in str(error)
+
+
+def test_every_exception_type_is_covered() -> None:
+    assert {t for _, t, _ in CASES} == faults.EXCEPTION_TYPES
+
+
+def test_rendered_fault_shape() -> None:
+    fault = _roundtrip(faults.render_fault("9012", "Account nicht vorhanden"))
+    assert fault.findtext(f"{{{SOAP12}}}Code/{{{SOAP12}}}Value") == "soap-env:Sender"
+    text = fault.find(f"{{{SOAP12}}}Reason/{{{SOAP12}}}Text")
+    assert text.get("{http://www.w3.org/XML/1998/namespace}lang") == "de"
+    exc = fault.find(f"{{{SOAP12}}}Detail/{{{XTA}}}PermissionDeniedException")
+    code = exc.find(f"{{{XTA}}}errorCode")
+    assert code.get("listURI") == "urn:de:xta:webservice:codeliste:fehlernummer"
+    assert code.get("listVersionID") == "1.0"
+    assert (code.findtext("code"), code.findtext("name")) == ("9012", "Account nicht vorhanden.")
+    etree.XMLSchema(etree.parse(str(WEBSERVICE_XSD))).assertValid(exc)
+
+
+def test_technical_problem_is_a_receiver_fault() -> None:
+    fault = faults.render_fault("9030", "db down")
+    assert fault.findtext(f"{{{SOAP12}}}Code/{{{SOAP12}}}Value") == "soap-env:Receiver"
+    assert faults.http_status_for("Receiver") == 500 and faults.http_status_for("Sender") == 400
+
+
+def test_subcode_is_rendered_with_a_declared_prefix() -> None:
+    fault = _roundtrip(faults.render_fault("9000", "x", exception_type=faults.PARAMETER_IS_NOT_VALID,
+                                           subcode=(WSA, "ActionNotSupported")))
+    value = fault.find(f"{{{SOAP12}}}Code/{{{SOAP12}}}Subcode/{{{SOAP12}}}Value")
+    prefix, local = value.text.split(":")
+    assert value.nsmap[prefix] == WSA and local == "ActionNotSupported"
+
+
+def test_code_9000_needs_an_exception_type() -> None:
+    with pytest.raises(ValueError):
+        faults.render_fault("9000", "x")
+
+
+def _plain_fault(code: str, detail: str = "") -> etree._Element:
+    return etree.fromstring(
+        f'<e:Fault xmlns:e="{SOAP12}"><e:Code><e:Value>e:{code}</e:Value></e:Code>'
+        f'<e:Reason><e:Text xml:lang="en">boom</e:Text></e:Reason>{detail}</e:Fault>')
+
+
+def test_soap_fault_without_xta_detail() -> None:
+    assert isinstance(faults.error_from_fault(_plain_fault("Receiver")), EndpointUnavailable)
+    assert isinstance(faults.error_from_fault(_plain_fault("Sender")), ProtocolError)
+    assert isinstance(faults.error_from_fault(_plain_fault("Sender", "<e:Detail><x>1</x></e:Detail>")), ProtocolError)
+
+
+def test_xta_exception_without_error_code() -> None:
+    fault = _plain_fault("Sender", f'<e:Detail><x:ParameterIsNotValidException xmlns:x="{XTA}"/></e:Detail>')
+    error = faults.error_from_fault(fault)
+    assert isinstance(error, XtaFault) and error.code is None and not error.transient
+
+
+class _ZeepFault(Exception):
+    def __init__(self, message, code, detail):
+        super().__init__(message)
+        self.message, self.code, self.detail = message, code, detail
+
+
+def test_zeep_fault_translation() -> None:
+    fault = _roundtrip(faults.render_fault("9031", "DVDV"))
+    detail = fault.find(f"{{{SOAP12}}}Detail")
+    error = faults.error_from_zeep_fault(_ZeepFault("DVDV", "soap-env:Receiver", detail), http_status=500)
+    assert isinstance(error, XtaFault) and error.code == "9031" and error.transient
+    no_fault = _ZeepFault("Unknown fault occured", None, "<html/>")
+    assert isinstance(faults.error_from_zeep_fault(no_fault, http_status=502), EndpointUnavailable)
+    assert isinstance(faults.error_from_zeep_fault(no_fault, http_status=404), ProtocolError)
+    assert isinstance(faults.error_from_zeep_fault(_ZeepFault("x", "soap-env:Receiver", None)), EndpointUnavailable)
+    assert isinstance(faults.error_from_zeep_fault(_ZeepFault("x", "soap-env:Sender", None)), ProtocolError)

@@ -1,0 +1,174 @@
+"""SOAP 1.2 faults of XTA 2.1.1: the error-code list, parsing into ``XtaFault``, rendering for the
+simulator.
+
+An XTA fault is ``soap-env:Fault`` with Code/Reason and, in Detail, one xta exception element
+(``PermissionDeniedException`` ...) whose ``errorCode`` carries a code of the list
+``urn:de:xta:webservice:codeliste:fehlernummer`` (version 1.0). Parsing turns it into
+``hub.errors.XtaFault`` (transient for 9030/9031/9032). A SOAP fault without an XTA detail is not
+XTA: a ``Receiver`` fault then counts as the endpoint being unavailable (SOAP 1.2 says a Receiver
+fault may succeed when resent), anything else as a ``ProtocolError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from lxml import etree
+
+from hub.errors import EndpointUnavailable, HubError, ProtocolError, XtaFault
+from transport.xta.ns import ERROR_CODE_LIST_URI, ERROR_CODE_LIST_VERSION, SOAP12, WSA, XML, XTA, q
+
+PERMISSION_DENIED = "PermissionDeniedException"
+PARAMETER_IS_NOT_VALID = "ParameterIsNotValidException"
+TECHNICAL_PROBLEM = "XTAWSTechnicalProblemException"
+MESSAGE_SCHEMA_VIOLATION = "MessageSchemaViolationException"
+MESSAGE_VIRUS_DETECTION = "MessageVirusDetectionException"
+SYNC_ASYNC = "SyncAsyncException"
+INVALID_MESSAGE_ID = "InvalidMessageIDException"
+CANCEL_DENIED = "CancelDeniedException"
+
+EXCEPTION_TYPES: frozenset[str] = frozenset({
+    PERMISSION_DENIED, PARAMETER_IS_NOT_VALID, TECHNICAL_PROBLEM, MESSAGE_SCHEMA_VIOLATION,
+    MESSAGE_VIRUS_DETECTION, SYNC_ASYNC, INVALID_MESSAGE_ID, CANCEL_DENIED,
+})
+
+# code -> (exception element it belongs to, codeName from the code list 1.0)
+ERROR_CODES: Mapping[str, tuple[str | None, str]] = {
+    "9000": (None, "Unspezifizierter Fehler, als Freitext beschrieben"),
+    "9010": (PERMISSION_DENIED, "Authentisierung/Zertifikat ist abgelaufen."),
+    "9011": (PERMISSION_DENIED, "Account ist gesperrt."),
+    "9012": (PERMISSION_DENIED, "Account nicht vorhanden."),
+    "9013": (PERMISSION_DENIED, "Dienst ist nicht gebucht."),
+    "9014": (PERMISSION_DENIED, "Authentisierung/Zertifikat passt nicht zur Absenderkennung."),
+    "9020": (PARAMETER_IS_NOT_VALID, "Keine Parameter vorhanden"),
+    "9021": (PARAMETER_IS_NOT_VALID, "Keine gültige URI"),
+    "9022": (PARAMETER_IS_NOT_VALID, "Ungültige Parameterkombination"),
+    "9023": (PARAMETER_IS_NOT_VALID, "Die Nachricht überschreitet die Größenbeschränkung."),
+    "9024": (PARAMETER_IS_NOT_VALID, "MessageID ist bereits vergeben."),
+    "9030": (TECHNICAL_PROBLEM, "Interner Fehler beim XTA-Server bzw. XTA-Dienstleister"),
+    "9031": (TECHNICAL_PROBLEM, "Fehler beim externen Verzeichnisdienst"),
+    "9032": (TECHNICAL_PROBLEM, "Fehler bei der Zustellung"),
+    "9050": (MESSAGE_SCHEMA_VIOLATION, "Fachnachricht ist nicht schemakonform"),
+    "9051": (MESSAGE_SCHEMA_VIOLATION, "Fachnachricht trägt ein falsches Encoding."),
+    "9052": (MESSAGE_SCHEMA_VIOLATION, "Nachricht verletzt das entsprechende Service Profil."),
+    "9060": (MESSAGE_VIRUS_DETECTION, "Es wurde schadhafter Code ermittelt."),
+    "9070": (INVALID_MESSAGE_ID, "MessageID für den Account nicht bekannt."),
+    "9080": (SYNC_ASYNC, "Der Dienst wird nur asynchron angeboten."),
+    "9081": (SYNC_ASYNC, "Der Dienst wird nur synchron angeboten."),
+    "9100": (CANCEL_DENIED, "Der durch den Schalter NotBefore gesetzte Termin ist verstrichen."),
+    "9101": (CANCEL_DENIED, "Der Schalter NotBefore wurde nicht gesetzt."),
+}
+
+_MAX_REASON = 300  # fault reasons end up in exception messages and logs: keep them short
+
+
+def soap_code_for(exception_type: str) -> str:
+    """``Receiver`` for server-side problems (XTAWSTechnicalProblem), ``Sender`` for the rest."""
+    return "Receiver" if exception_type == TECHNICAL_PROBLEM else "Sender"
+
+
+def http_status_for(soap_code: str) -> int:
+    """HTTP status of a fault per the SOAP 1.2 HTTP binding: 400 for Sender, 500 otherwise."""
+    return 400 if soap_code == "Sender" else 500
+
+
+def render_fault(
+    code: str,
+    reason: str,
+    *,
+    exception_type: str | None = None,
+    soap_code: str | None = None,
+    subcode: tuple[str, str] | None = None,
+    lang: str = "de",
+) -> etree._Element:
+    """A ``soap-env:Fault`` whose Detail carries the xta exception with ``errorCode`` ``code``.
+
+    ``exception_type`` defaults to the exception the code list assigns to the code (9000 needs one);
+    ``subcode`` is an optional (namespace, local name) such as WS-Addressing's ActionNotSupported.
+    """
+    listed_type, name = ERROR_CODES.get(code, (None, reason))
+    exception_type = exception_type or listed_type
+    if exception_type not in EXCEPTION_TYPES:
+        raise ValueError(f"no XTA exception type for error code {code}")
+    soap_code = soap_code or soap_code_for(exception_type)
+    fault = etree.Element(q(SOAP12, "Fault"), nsmap={"soap-env": SOAP12, "wsa": WSA})
+    code_el = etree.SubElement(fault, q(SOAP12, "Code"))
+    etree.SubElement(code_el, q(SOAP12, "Value")).text = f"soap-env:{soap_code}"
+    if subcode is not None:
+        sub_ns, sub_local = subcode
+        sub = etree.SubElement(code_el, q(SOAP12, "Subcode"))
+        value = etree.SubElement(sub, q(SOAP12, "Value"), nsmap={"sub": sub_ns} if sub_ns != WSA else None)
+        value.text = f"{'wsa' if sub_ns == WSA else 'sub'}:{sub_local}"
+    reason_el = etree.SubElement(fault, q(SOAP12, "Reason"))
+    text = etree.SubElement(reason_el, q(SOAP12, "Text"))
+    text.set(q(XML, "lang"), lang)
+    text.text = reason
+    detail = etree.SubElement(fault, q(SOAP12, "Detail"))
+    exc = etree.SubElement(detail, q(XTA, exception_type), nsmap={"xta": XTA})
+    error_code = etree.SubElement(exc, q(XTA, "errorCode"))
+    error_code.set("listURI", ERROR_CODE_LIST_URI)
+    error_code.set("listVersionID", ERROR_CODE_LIST_VERSION)
+    etree.SubElement(error_code, "code").text = code
+    etree.SubElement(error_code, "name").text = name
+    return fault
+
+
+def _local(text: str | None) -> str:
+    return (text or "").strip().rpartition(":")[2]
+
+
+def _short(text: str | None) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 1] + "…"
+
+
+def _xta_exception(detail: etree._Element | None) -> etree._Element | None:
+    if detail is None:
+        return None
+    for child in detail:
+        if not isinstance(child.tag, str):
+            continue
+        qn = etree.QName(child)
+        if qn.namespace == XTA or qn.localname in EXCEPTION_TYPES:
+            return child
+    return None
+
+
+def error_from_fault(fault: etree._Element, *, http_status: int | None = None) -> HubError:
+    """Translate a parsed ``soap-env:Fault`` into the hub's error (``XtaFault`` for XTA faults)."""
+    soap_code = _local(fault.findtext(f"{{{SOAP12}}}Code/{{{SOAP12}}}Value"))
+    reason = _short(fault.findtext(f"{{{SOAP12}}}Reason/{{{SOAP12}}}Text"))
+    exc = _xta_exception(fault.find(q(SOAP12, "Detail")))
+    if exc is not None:
+        exception_type = etree.QName(exc).localname
+        error_code = next((c for c in exc if isinstance(c.tag, str) and etree.QName(c).localname == "errorCode"),
+                          None)
+        code = name = None
+        if error_code is not None:
+            code = (error_code.findtext("code") or "").strip() or None
+            name = _short(error_code.findtext("name")) or None
+        label = " ".join(p for p in (exception_type, code, f"({name})" if name else None) if p)
+        return XtaFault(f"{label}: {reason}" if reason else label, exception_type=exception_type, code=code)
+    status = f" (HTTP {http_status})" if http_status else ""
+    if soap_code == "Receiver":
+        return EndpointUnavailable(f"SOAP Receiver fault without XTA detail{status}: {reason}")
+    return ProtocolError(f"SOAP {soap_code or 'unknown'} fault without XTA detail{status}: {reason}")
+
+
+def error_from_zeep_fault(exc: Any, *, http_status: int | None = None) -> HubError:
+    """Translate a ``zeep.exceptions.Fault`` (duck-typed: message, code, detail)."""
+    detail = getattr(exc, "detail", None)
+    if isinstance(detail, etree._Element):
+        parent = detail.getparent()
+        if parent is not None and parent.tag == q(SOAP12, "Fault"):
+            return error_from_fault(parent, http_status=http_status)
+    code = getattr(exc, "code", None)
+    if code is None:  # zeep's "Unknown fault occured": the answer held no soap-env:Fault at all
+        if http_status is not None and (http_status >= 500 or http_status in (408, 429)):
+            return EndpointUnavailable(f"HTTP {http_status} without SOAP fault")
+        return ProtocolError(f"answer is not a SOAP response (HTTP {http_status})")
+    soap_code, reason = _local(code), _short(getattr(exc, "message", None))
+    if soap_code == "Receiver":
+        return EndpointUnavailable(f"SOAP Receiver fault without XTA detail: {reason}")
+    return ProtocolError(f"SOAP {soap_code} fault without XTA detail: {reason}")
