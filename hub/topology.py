@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pika
+import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
 from hub.config import HubConfig
+from hub.errors import ConfigError
 
 INBOUND = "hub.inbound"
 INBOUND_CHECKED = "hub.inbound.checked"
@@ -152,6 +154,18 @@ def apply_topology(channel: BlockingChannel, plan: TopologyPlan) -> TopologyRepo
     The channel must be in confirm mode (so the state write is confirmed). Queue arguments cannot
     change after declaration: a changed argument fails with PRECONDITION_FAILED, by design.
     """
+    try:
+        return _apply(channel, plan)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code == 406:  # PRECONDITION_FAILED: an existing queue/exchange has other arguments
+            raise ConfigError(
+                f"the broker's topology differs from the configuration: {exc.reply_text}. Queue arguments "
+                "cannot change after declaration: revert the setting, or drain and delete the queue "
+                "(its messages!) and apply again") from None
+        raise
+
+
+def _apply(channel: BlockingChannel, plan: TopologyPlan) -> TopologyReport:
     report = TopologyReport()
     _declare_exchanges(channel)
     for spec in plan.queues:

@@ -24,7 +24,7 @@ import pika.exceptions
 from hub.broker import connect
 from hub.config import HubConfig
 from hub.breaker import CLOSED, HALF_OPEN, STATE_VALUES, BreakerSettings, CircuitBreaker
-from hub.errors import EndpointUnavailable, HubError, XtaFault
+from hub.errors import ConfigError, EndpointUnavailable, HubError, XtaFault
 from hub.metrics import WorkerMetrics
 from hub.pipeline import DeliveryPipeline
 from hub.publisher import ResilientPublisher
@@ -108,6 +108,8 @@ class AdapterWorker:
                 try:
                     self._run_connected()
                     backoff = 1.0
+                except ConfigError:
+                    raise  # e.g. the broker's queues disagree with the config: retrying cannot help
                 except (HubError, pika.exceptions.AMQPError, OSError) as exc:
                     self.connected.clear()
                     self.metrics.consumer_connected.labels(self.adapter).set(0)

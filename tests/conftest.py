@@ -42,9 +42,7 @@ def _rabbitmqctl(*args: str) -> None:
     subprocess.run([ctl, "-q", *args], check=True, capture_output=True, timeout=60)
 
 
-@pytest.fixture(scope="module")
-def broker_url() -> Iterator[str]:
-    """A fresh vhost on the real local RabbitMQ for each test module; deleted afterwards."""
+def _fresh_vhost() -> Iterator[str]:
     try:
         pika.BlockingConnection(pika.URLParameters(AMQP_BASE)).close()
     except Exception as exc:  # noqa: BLE001
@@ -56,3 +54,15 @@ def broker_url() -> Iterator[str]:
     base = AMQP_BASE.rsplit("/", 1)[0]
     yield f"{base}/{vhost}"
     _rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture(scope="module")
+def broker_url() -> Iterator[str]:
+    """A fresh vhost on the real local RabbitMQ for each test module; deleted afterwards."""
+    yield from _fresh_vhost()
+
+
+@pytest.fixture()
+def fresh_broker_url() -> Iterator[str]:
+    """A fresh vhost for one test (tests that declare queues with their own arguments)."""
+    yield from _fresh_vhost()
