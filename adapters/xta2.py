@@ -55,7 +55,9 @@ class Xta2Adapter:
         self._client = XtaClient(endpoint)
 
     def check(self) -> None:
-        self._client.check_account_active(self._author)
+        if not self._client.check_account_active(self._author):
+            raise XtaFault(f"XTA account {self._author.identifier} is not active",
+                           exception_type="PermissionDeniedException", code=None)
 
     def prepare_container(self, delivery: Delivery) -> Any:
         """Sign, containerise and encrypt the content: the GenericContentContainer to send."""

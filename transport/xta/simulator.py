@@ -363,9 +363,13 @@ class RunningSimulator:
 
 
 def serve(config: SimulatorConfig, host: str = "127.0.0.1", port: int = 0, *,
-          observer: Callable[[Exchange], None] | None = None) -> RunningSimulator:
-    """Start an XTA simulator on ``host:port`` (0 = a free port) and return once it accepts."""
-    simulator = XtaSimulator(config, observer=observer)
+          observer: Callable[[Exchange], None] | None = None,
+          simulator: XtaSimulator | None = None) -> RunningSimulator:
+    """Start an XTA simulator on ``host:port`` (0 = a free port) and return once it accepts.
+
+    Passing a ``simulator`` whose server was stopped serves it again with all its state (issued
+    MessageIDs, received messages): an endpoint outage and recovery, as a real server keeps state."""
+    simulator = simulator or XtaSimulator(config, observer=observer)
     server = NoDelayWSGIServer(host, port, simulator)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                               name=f"xta-simulator-{server.server_address[1]}", daemon=True)
