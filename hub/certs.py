@@ -15,7 +15,7 @@ needs. No subject, serial or person data goes into labels.
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -36,6 +36,7 @@ __all__ = [
     "CertificateInUse",
     "certificate_report",
     "check_exit_code",
+    "worker_view",
     "readiness_problems",
     "register_certificate_expiry",
     "render_report",
@@ -90,25 +91,42 @@ def _collect(use: str, name: str, where: str, path: Path, load: Callable[[], Ite
         yield _entry(use, name, where if index == 0 else f"{where}#{index}", path, cert, now)
 
 
-def certificate_report(config: HubConfig, keys: KeyStore, *,
-                       now: _dt.datetime | None = None) -> list[CertificateInUse]:
-    """Every certificate in use by the configuration, in configuration order."""
-    now = now or _dt.datetime.now(_dt.timezone.utc)
-    report: list[CertificateInUse] = []
-    for name, adapter in config.adapters.items():
-        where = f"adapters.{name}.signing_cert" if adapter.signing_cert else f"adapters.{name}.signing_key"
-        path = adapter.signing_cert or adapter.signing_key
-        password_file = getattr(adapter, "signing_key_password_file", None)  # once the config has it
+def worker_view(config: HubConfig, adapter: str) -> HubConfig:
+    """The part of the configuration one adapter worker uses: its adapter, its authorities."""
+    return config.model_copy(update={
+        "adapters": {adapter: config.adapter(adapter)},
+        "authorities": tuple(a for a in config.authorities if a.adapter == adapter),
+        "simulator": config.simulator.model_copy(update={"trusted_signers": ()}),
+    })
 
-        def identity(a: Any = adapter, pf: Any = password_file) -> list[x509.Certificate]:
+
+def certificate_report(config: HubConfig, keys: KeyStore, *, now: _dt.datetime | None = None,
+                       adapter: str | None = None,
+                       uses: Collection[str] | None = None) -> list[CertificateInUse]:
+    """Every certificate in use by the configuration, in configuration order.
+
+    ``adapter``: only what that adapter's worker uses. ``uses``: only these uses (readiness
+    needs ``{"signing"}`` only, which keeps a probe cheap with hundreds of authorities).
+    """
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    if adapter is not None:
+        config = worker_view(config, adapter)
+    wanted = set(uses) if uses is not None else {"signing", "reader", "trust", "tls"}
+    report: list[CertificateInUse] = []
+    for name, ac in (config.adapters.items() if "signing" in wanted else ()):
+        where = f"adapters.{name}.signing_cert" if ac.signing_cert else f"adapters.{name}.signing_key"
+        path = ac.signing_cert or ac.signing_key
+        password_file = getattr(ac, "signing_key_password_file", None)  # once the config has it
+
+        def identity(a: Any = ac, pf: Any = password_file) -> list[x509.Certificate]:
             return [keys.signing_identity(a.signing_key, a.signing_cert, a.signing_key_password_env,
                                           password_file=pf).certificate]
 
         report.extend(_collect("signing", name, where, path, identity, now))
-    for authority in config.authorities:
+    for authority in (config.authorities if "reader" in wanted else ()):
         report.extend(_collect("reader", authority.id, f"authorities[{authority.id}].certificate",
                                authority.certificate, lambda a=authority: [keys.certificate(a.certificate)], now))
-    for index, path in enumerate(config.simulator.trusted_signers):
+    for index, path in enumerate(config.simulator.trusted_signers if "trust" in wanted else ()):
         report.extend(_collect("trust", "simulator", f"simulator.trusted_signers[{index}]", path,
                                lambda p=path: keys.certificates(p), now))
     return report
@@ -198,12 +216,6 @@ def register_certificate_expiry(registry: CollectorRegistry, config: HubConfig, 
                                 adapter: str | None = None) -> CertificateExpiryCollector:
     """Register the expiry gauge on ``registry``; with ``adapter`` only that adapter's signing
     certificate and its authorities' reader certificates (what one worker uses, no simulator)."""
-    if adapter is not None:
-        config = config.model_copy(update={
-            "adapters": {adapter: config.adapter(adapter)},
-            "authorities": tuple(a for a in config.authorities if a.adapter == adapter),
-            "simulator": config.simulator.model_copy(update={"trusted_signers": ()}),
-        })
-    collector = CertificateExpiryCollector(config, keys)
+    collector = CertificateExpiryCollector(worker_view(config, adapter) if adapter else config, keys)
     registry.register(collector)
     return collector

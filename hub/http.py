@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 from typing import Callable
@@ -17,6 +18,7 @@ class OpsServer:
     """Serves Prometheus exposition and health on a background thread."""
 
     def __init__(self, registry: CollectorRegistry, ready: ReadinessCheck, host: str = "127.0.0.1", port: int = 0) -> None:
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per scrape
         self._registry = registry
         self._ready = ready
         self._server: BaseWSGIServer = make_server(host, port, self._app, threaded=True)

@@ -235,8 +235,7 @@ class ResilientPublisher:
         self._window = window
         self._lock = threading.Lock()
         self._current: ConfirmingPublisher | None = None
-        self.reconnects = 0
-        self._get()
+        self.reconnects = 0  # connects lazily: a broker that is down now may be back by the first publish
 
     def _get(self) -> ConfirmingPublisher:
         with self._lock:
@@ -247,6 +246,10 @@ class ResilientPublisher:
                 self._current = None
                 self._current = ConfirmingPublisher(self._config, self._name, window=self._window)
             return self._current
+
+    def ensure_connected(self) -> None:
+        """Connect now (raises BrokerUnavailable): for processes that should fail fast at start."""
+        self._get()
 
     @property
     def is_open(self) -> bool:

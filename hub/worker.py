@@ -145,7 +145,7 @@ class AdapterWorker:
                 setup.confirm_delivery()
                 apply_topology(setup, plan_topology(self.config))
                 setup.close()
-            self._ensure_publisher()
+            self._ensure_publisher().ensure_connected()
             connection.add_on_connection_blocked_callback(lambda *_: self._set_blocked(True))
             connection.add_on_connection_unblocked_callback(lambda *_: self._set_blocked(False))
             channel = connection.channel()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -35,11 +36,17 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]
                          ["portal", "azr-000100", "azr-000200", "azr-000300", "mallory"])
 
 
-def _rabbitmqctl(*args: str) -> None:
+def _rabbitmqctl(*args: str, attempts: int = 5) -> None:
+    """Run rabbitmqctl; retried because a just-created vhost can take a moment to be usable."""
     ctl = shutil.which("rabbitmqctl")
     if ctl is None:
         pytest.fail("rabbitmqctl not found: integration tests need a local RabbitMQ (see README)")
-    subprocess.run([ctl, "-q", *args], check=True, capture_output=True, timeout=60)
+    for attempt in range(attempts):
+        result = subprocess.run([ctl, "-q", *args], capture_output=True, timeout=60, text=True)
+        if result.returncode == 0:
+            return
+        time.sleep(0.5 * (attempt + 1))
+    pytest.fail(f"rabbitmqctl {' '.join(args)} failed: {result.stderr.strip() or result.stdout.strip()}")
 
 
 def _fresh_vhost() -> Iterator[str]:

@@ -37,8 +37,7 @@ def _assert_exact(acc, envelopes, *, allow_dead: bool = False) -> None:  # noqa:
         assert acc.dead == {}, f"unexpected dead letters: {acc.dead}"
 
 
-def test_sigkill_worker_repeatedly_loses_and_duplicates_nothing(fresh_broker_url, pki, simulator, tmp_path: Path) -> None:  # noqa: ANN001
-    broker_url = fresh_broker_url
+def test_sigkill_worker_repeatedly_loses_and_duplicates_nothing(broker_url, pki, simulator, tmp_path: Path) -> None:  # noqa: ANN001
     config_path = write_config(tmp_path, broker_url, pki, simulator.url, adapter={"delivery_limit": 20})
     config = load(config_path)
     workers = [WorkerProcess(config_path, "alpha", tmp_path).start(), WorkerProcess(config_path, "beta", tmp_path).start()]
@@ -201,8 +200,7 @@ def test_permanent_faults_dead_lettered_then_replayed_without_loss(broker_url, p
     assert sum(acc.delivered.values()) == len(everything)
 
 
-def test_poison_message_is_dead_lettered_after_delivery_limit(fresh_broker_url, pki, simulator, tmp_path: Path) -> None:  # noqa: ANN001
-    broker_url = fresh_broker_url
+def test_poison_message_is_dead_lettered_after_delivery_limit(broker_url, pki, simulator, tmp_path: Path) -> None:  # noqa: ANN001
     config_path = write_config(tmp_path, broker_url, pki, simulator.url, profile="tests.reliability.poison:PoisonAdapter",
                                adapter={"delivery_limit": 3})
     config = load(config_path)

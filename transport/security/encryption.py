@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import binascii
 import os
+import re
 
 from cryptography import x509
 from cryptography.exceptions import InvalidTag
@@ -40,8 +41,12 @@ __all__ = [
     "TYPE_ELEMENT",
     "XENC11_NS",
     "XENC_NS",
+    "content_algorithm",
+    "content_key_length",
+    "decrypt_octets",
     "decrypt_xml",
     "encrypt_xml",
+    "unwrap_content_key",
 ]
 
 XENC_NS = "http://www.w3.org/2001/04/xmlenc#"
@@ -107,10 +112,34 @@ def _x509_data(parent: etree._Element, cert: x509.Certificate) -> None:
     etree.SubElement(data, _q(DS_NS, "X509Certificate")).text = _b64(der)
 
 
+_XML_DECL = re.compile(rb"^(?:\xef\xbb\xbf)?<\?xml\s[^>]*\?>[ \t\r\n]*")
+_DECL_ENCODING = re.compile(rb"""encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+
+
+def _element_octets(plaintext: bytes) -> bytes:
+    """Type=Element plaintext is the element itself: drop a leading UTF-8 XML declaration.
+
+    Decrypters replace the EncryptedData node with the plaintext; a declaration in the middle of
+    a document is not well-formed (xmlsec1 fails with "XML declaration allowed only at the start").
+    """
+    match = _XML_DECL.match(plaintext)
+    if not match:
+        return plaintext
+    encoding = _DECL_ENCODING.search(match.group(0))
+    if encoding and encoding.group(1).lower() not in (b"utf-8", b"utf8"):
+        return plaintext  # not ours to re-encode; callers serialise as UTF-8
+    return plaintext[match.end():]
+
+
 def encrypt_xml(
     plaintext: bytes, recipient: x509.Certificate, *, type_uri: str | None = TYPE_ELEMENT
 ) -> etree._Element:
-    """Encrypt ``plaintext`` (a serialized element by default) for the recipient certificate."""
+    """Encrypt ``plaintext`` (a serialized element by default) for the recipient certificate.
+
+    With ``Type=Element`` a leading UTF-8 XML declaration is not encrypted (see ``_element_octets``).
+    """
+    if type_uri == TYPE_ELEMENT:
+        plaintext = _element_octets(plaintext)
     public_key = recipient.public_key()
     if not isinstance(public_key, rsa.RSAPublicKey):
         raise UnsupportedAlgorithm(
@@ -268,6 +297,41 @@ def _decrypt_cbc(content_key: bytes, raw: bytes) -> bytes:
     return padded[:-pad]
 
 
+def content_key_length(algorithm: str) -> int:
+    """Key length in bytes of a content-encryption URI accepted by ``content_algorithm``."""
+    return _KEY_BYTES.get(algorithm) or _LEGACY_CBC_KEY_BYTES[algorithm]
+
+
+def content_algorithm(encrypted: etree._Element, *, allow_legacy: bool = False) -> str:
+    """The content-encryption URI of an ``xenc:EncryptedData``, refusing deprecated ones."""
+    return _content_algorithm(encrypted, allow_legacy)
+
+
+def unwrap_content_key(
+    encrypted: etree._Element, private_key: rsa.RSAPrivateKey, *, allow_legacy: bool = False
+) -> bytes:
+    """The content key from ``EncryptedData/KeyInfo/EncryptedKey`` for the reader's RSA key."""
+    if not isinstance(private_key, rsa.RSAPrivateKey):
+        raise UnsupportedAlgorithm(
+            f"private key type {type(private_key).__name__} not supported (RSA-OAEP needs RSA)"
+        )
+    key_len = content_key_length(_content_algorithm(encrypted, allow_legacy))
+    return _unwrap_key(encrypted, private_key, key_len, allow_legacy)
+
+
+def decrypt_octets(algorithm: str, content_key: bytes, raw: bytes) -> bytes:
+    """Decrypt ``raw`` (IV || ciphertext [|| tag]) with the content key; any failure is generic."""
+    if algorithm in _LEGACY_CBC_KEY_BYTES:
+        return _decrypt_cbc(content_key, raw)
+    if len(raw) < _GCM_IV + _GCM_TAG:
+        raise DecryptionFailed("ciphertext shorter than IV and tag")
+    view = memoryview(raw)
+    try:
+        return AESGCM(content_key).decrypt(view[:_GCM_IV], view[_GCM_IV:], None)
+    except (InvalidTag, ValueError):  # never echo anything about the data
+        raise DecryptionFailed("decryption failed (wrong key or tampered ciphertext)") from None
+
+
 def decrypt_xml(
     encrypted: etree._Element, private_key: rsa.RSAPrivateKey, *, allow_legacy: bool = False
 ) -> bytes:
@@ -280,15 +344,5 @@ def decrypt_xml(
             f"private key type {type(private_key).__name__} not supported (RSA-OAEP needs RSA)"
         )
     algorithm = _content_algorithm(encrypted, allow_legacy)
-    key_len = _KEY_BYTES.get(algorithm) or _LEGACY_CBC_KEY_BYTES[algorithm]
-    content_key = _unwrap_key(encrypted, private_key, key_len, allow_legacy)
-    raw = _cipher_value(encrypted, "EncryptedData")
-    if algorithm in _LEGACY_CBC_KEY_BYTES:
-        return _decrypt_cbc(content_key, raw)
-    if len(raw) < _GCM_IV + _GCM_TAG:
-        raise DecryptionFailed("ciphertext shorter than IV and tag")
-    view = memoryview(raw)
-    try:
-        return AESGCM(content_key).decrypt(view[:_GCM_IV], view[_GCM_IV:], None)
-    except (InvalidTag, ValueError):  # never echo anything about the data
-        raise DecryptionFailed("decryption failed (wrong key or tampered ciphertext)") from None
+    content_key = _unwrap_key(encrypted, private_key, content_key_length(algorithm), allow_legacy)
+    return decrypt_octets(algorithm, content_key, _cipher_value(encrypted, "EncryptedData"))

@@ -6,7 +6,8 @@ encrypted containers) is parsed here, so the defences live in one place:
 * no DTD at all: a DOCTYPE is refused (before parsing for ASCII-compatible encodings, and again
   on the parsed tree for everything else), so no entity can be declared, expanded or fetched;
 * the parser never resolves entities, never loads a DTD and never touches the network;
-* XInclude elements are never processed (they stay ordinary elements);
+* XInclude is never processed, and an element in an XInclude namespace is refused: the hub
+  forwards payloads byte-identical, and a receiver that processes XInclude must not be handed one;
 * byte size, nesting depth, attribute length and text length are bounded (``XmlLimits``).
 
 ``huge_tree`` is enabled because a base64 content element can legitimately hold ~55 MB of text;
@@ -71,6 +72,23 @@ def _new_parser() -> etree.XMLParser:
     )
 
 
+def _doctype_kind(data: bytes) -> str:
+    """What a refused DOCTYPE tried (for the error message only; the DOCTYPE is refused anyway)."""
+    head = data[:8192]
+    subset = head.find(b"[")
+    outside = head if subset < 0 else head[:subset]
+    kinds = []
+    if b"SYSTEM" in outside or b"PUBLIC" in outside:
+        kinds.append("external DTD")
+    inside = b"" if subset < 0 else head[subset:]
+    if b"<!ENTITY %" in inside:
+        kinds.append("parameter entities")
+    elif b"<!ENTITY" in inside:
+        external = b"SYSTEM" in inside or b"PUBLIC" in inside
+        kinds.append("external entities" if external else "entity declarations")
+    return f"DOCTYPE not allowed ({', '.join(kinds)})" if kinds else "DOCTYPE not allowed"
+
+
 def _prolog_has_doctype(data: bytes) -> bool:
     """Spot a DOCTYPE in the prolog without parsing it (ASCII-compatible encodings only)."""
     pos = len(_UTF8_BOM) if data.startswith(_UTF8_BOM) else 0
@@ -117,6 +135,12 @@ def _actual_depth(root: etree._Element, above: int) -> int:
     return lo
 
 
+_XINCLUDE = (
+    "(//*[namespace-uri()='http://www.w3.org/2001/XInclude' "
+    "or namespace-uri()='http://www.w3.org/2003/XInclude'])[1]"
+)
+
+
 def _check_limits(root: etree._Element, size: int, limits: XmlLimits) -> None:
     if limits.max_depth < _LIBXML2_MAX_DEPTH and root.xpath(_depth_query(limits.max_depth + 1)):
         depth = _actual_depth(root, limits.max_depth)
@@ -149,7 +173,7 @@ def parse_xml(data: bytes, limits: XmlLimits = DEFAULT_LIMITS) -> etree._Element
     if size > limits.max_bytes:
         raise XmlRejected(f"document of {size} bytes exceeds {limits.max_bytes}")
     if _prolog_has_doctype(data):
-        raise XmlRejected("DOCTYPE not allowed")
+        raise XmlRejected(_doctype_kind(data))
     try:
         root = etree.fromstring(data, _new_parser())
     except etree.XMLSyntaxError as exc:
@@ -162,6 +186,8 @@ def parse_xml(data: bytes, limits: XmlLimits = DEFAULT_LIMITS) -> etree._Element
     if docinfo.doctype or docinfo.internalDTD is not None or docinfo.system_url:
         raise XmlRejected("DOCTYPE not allowed")
     _check_limits(root, size, limits)
+    if root.xpath(_XINCLUDE):
+        raise XmlRejected("XInclude element not allowed")
     return root
 
 
