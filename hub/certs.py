@@ -116,7 +116,7 @@ def certificate_report(config: HubConfig, keys: KeyStore, *, now: _dt.datetime |
     for name, ac in (config.adapters.items() if "signing" in wanted else ()):
         where = f"adapters.{name}.signing_cert" if ac.signing_cert else f"adapters.{name}.signing_key"
         path = ac.signing_cert or ac.signing_key
-        password_file = getattr(ac, "signing_key_password_file", None)  # once the config has it
+        password_file = ac.signing_key_password_file
 
         def identity(a: Any = ac, pf: Any = password_file) -> list[x509.Certificate]:
             return [keys.signing_identity(a.signing_key, a.signing_cert, a.signing_key_password_env,

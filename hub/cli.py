@@ -148,13 +148,21 @@ def worker(ctx: click.Context, adapter: str, http_port: int | None) -> None:
     from hub.runtime import build_pipeline
     from hub.worker import AdapterWorker
 
+    from hub.certs import certificate_report, readiness_problems, register_certificate_expiry
+    from hub.keystore import KeyStore
+
     config = _config(ctx)
-    pipeline = build_pipeline(config, adapter)
+    keys = KeyStore()
+    pipeline = build_pipeline(config, adapter, keys)
     registry = CollectorRegistry()
     metrics = WorkerMetrics(registry)
+    register_certificate_expiry(registry, config, keys, adapter=adapter)
     hub_worker = AdapterWorker(config, adapter, pipeline, metrics)
 
     def ready() -> tuple[bool, str]:
+        problems = readiness_problems(certificate_report(config, keys, adapter=adapter, uses={"signing"}))
+        if problems:
+            return False, "; ".join(problems)
         connected = hub_worker.connected.is_set() and hub_worker.publisher is not None and hub_worker.publisher.is_open
         breaker = hub_worker.breaker.state
         if not connected:
@@ -194,6 +202,26 @@ def simulator(ctx: click.Context, port: int | None, latency: float | None) -> No
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     running.stop()
+
+
+@main.group()
+def certs() -> None:
+    """Certificates in use (signing, readers, trust anchors)."""
+
+
+@certs.command("check")
+@click.option("--warn-days", default=30.0, show_default=True, help="Flag certificates expiring sooner.")
+@click.pass_context
+@_guard
+def certs_check(ctx: click.Context, warn_days: float) -> None:
+    """List every certificate with subject, issuer, expiry and where it is used; exit 1 if one
+    is expired, not yet valid or unreadable."""
+    from hub.certs import certificate_report, check_exit_code, render_report
+    from hub.keystore import KeyStore
+
+    report = certificate_report(_config(ctx), KeyStore())
+    click.echo(render_report(report, warn_days=warn_days))
+    sys.exit(check_exit_code(report))
 
 
 def _duration(text: str | None) -> float | None:

@@ -66,6 +66,7 @@ class AdapterConfig(_Strict):
     signing_key: Path
     signing_cert: Path | None = None
     signing_key_password_env: str | None = None
+    signing_key_password_file: Path | None = None
     service: str = "xauslaender1211OZGPORTALABH"
     business_scenario: str = "XAUSLAENDER_DATA"
     business_scenario_list_uri: str = "urn:de:dataport:codeliste:business.scenario"
@@ -204,6 +205,7 @@ def _resolve_paths(config: HubConfig, base: Path) -> HubConfig:
     for adapter in data["adapters"].values():
         adapter["signing_key"] = fix(adapter["signing_key"])
         adapter["signing_cert"] = fix(adapter["signing_cert"])
+        adapter["signing_key_password_file"] = fix(adapter["signing_key_password_file"])
     for authority in data["authorities"]:
         authority["certificate"] = fix(authority["certificate"])
     sim = data["simulator"]

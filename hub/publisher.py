@@ -15,7 +15,6 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, Iterable
 
 import pika
@@ -171,8 +170,12 @@ class ConfirmingPublisher:
         future: Future[None] = Future()
         entry = _Pending(future, properties.message_id, routing_key)
         try:
-            self._connection.ioloop.add_callback_threadsafe(
-                partial(self._do_publish, entry, exchange, body, properties, mandatory))
+            # a closure, not functools.partial: pika logs the callback's repr at DEBUG, and a
+            # partial's repr would carry the body (personal data) into the logs
+            def publish_on_io_thread() -> None:
+                self._do_publish(entry, exchange, body, properties, mandatory)
+
+            self._connection.ioloop.add_callback_threadsafe(publish_on_io_thread)
         except Exception as exc:  # loop already stopped
             self._window.release()
             raise BrokerUnavailable(f"publisher connection is gone: {exc}") from None

@@ -45,7 +45,8 @@ def author_party(adapter: AdapterConfig) -> Party:
 def build_adapter(name: str, adapter: AdapterConfig, keys: KeyStore) -> Adapter:
     cls = profile_class(adapter.profile)
     try:
-        identity = keys.signing_identity(adapter.signing_key, adapter.signing_cert, adapter.signing_key_password_env)
+        identity = keys.signing_identity(adapter.signing_key, adapter.signing_cert, adapter.signing_key_password_env,
+                                         password_file=adapter.signing_key_password_file)
     except ConfigError:
         raise
     except Exception as exc:  # KeyStoreError and friends: name the config key

@@ -7,10 +7,9 @@ ones and in an attachment; afterwards it must be absent from every log record (m
 traceback), from the worker's metric exposition, from dead-letter headers and status events -
 also base64-encoded, as it sits in the envelope JSON.
 
-Known leak, pinned by a strict xfail until fixed: ``hub.publisher.ConfirmingPublisher`` (used by
-portals and, via ``ResilientPublisher``, by the worker for retry and dead-letter copies) hands the
-body to pika inside a ``functools.partial``; pika's select_connection logs that callback's repr
-(body bytes included) at DEBUG. Every other logger, the metrics, headers and events are clean.
+pika's select_connection logs the repr of callbacks handed to its I/O loop at DEBUG; the
+publisher therefore passes a closure (whose repr shows no arguments), never a ``functools.partial``
+holding the body. The last test keeps it that way.
 """
 
 from __future__ import annotations
@@ -170,10 +169,5 @@ def test_logs_metrics_headers_and_events_hold_no_payload(run: Run) -> None:
     assert_absent(json.dumps([e.__dict__ for e in run.events], default=str), "the status events")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "hub/publisher.py ConfirmingPublisher.publish passes the body to pika via functools.partial "
-    "(add_callback_threadsafe); pika.adapters.select_connection logs that callback's repr, body "
-    "included, at DEBUG. Affects portals and the worker's retry/dead-letter copies (ResilientPublisher). "
-    "Fix: pass a closure (its repr shows no arguments) and/or cap the pika loggers at INFO."))
 def test_pika_io_loop_debug_logs_hold_no_payload(run: Run) -> None:
     assert_absent(run.logs.text(pika_select_connection=True), "pika's select_connection DEBUG log")
