@@ -21,6 +21,7 @@ from hub.broker import connect
 from hub.config import BrokerConfig
 from hub.errors import UnknownDestination
 from hub.publisher import ResilientPublisher
+from hub.status import REPLAYED, StatusEvent
 from hub.topology import DEAD_QUEUE, INBOUND_CHECKED
 
 HUB_FAILURE_HEADERS = ("x-hub-reason", "x-hub-error-class", "x-hub-error-message", "x-hub-xta-code",
@@ -186,6 +187,13 @@ class DeadLetterQueue:
                     continue
                 channel.basic_ack(tag)  # only after the copy is confirmed
                 counts["replayed"] += 1
+                event = StatusEvent(dead.message_id, REPLAYED, dead.portal, destination, dead.adapter,
+                                    detail={"previous_reason": dead.reason})
+                try:
+                    publisher.publish_and_wait(event.exchange, event.routing_key, event.body(), event.properties(),
+                                               deadline=10)
+                except Exception:  # noqa: BLE001 - the replay itself is done; the event is informational
+                    pass
                 if on_progress:
                     on_progress(dead, "replayed")
         finally:

@@ -20,6 +20,7 @@ ACCEPTED = "accepted"
 DELIVERED = "delivered"
 RETRY_SCHEDULED = "retry_scheduled"
 DEAD_LETTERED = "dead_lettered"
+REPLAYED = "replayed"
 
 
 @dataclass(frozen=True)

@@ -125,7 +125,8 @@ def test_endpoint_outage_waits_in_ladder_and_breaker_opens_and_closes(broker_url
         acc = wait_accounted(running.store, config.broker, envelopes, timeout=120)
         metrics = worker.metrics()
     finally:
-        worker.kill()
+        if worker is not None:
+            worker.kill()
         running.stop()
     _assert_exact(acc, envelopes)
     assert metric_value(metrics, "hub_circuit_breaker_transitions_total", state="closed") >= 1
@@ -223,3 +224,32 @@ def test_poison_message_is_dead_lettered_after_delivery_limit(broker_url, pki, s
     assert acc.dead == {envelopes[0].message_id: "delivery_limit"}
     assert worker.starts >= 3
     assert sum(acc.delivered.values()) == len(envelopes) - 1
+
+
+def test_sigterm_finishes_in_flight_work_within_bound(broker_url, pki, tmp_path: Path) -> None:  # noqa: ANN001
+    running = serve(simulator_settings(pki, latency=1.0))  # every XTA call takes a second
+    worker = None
+    try:
+        config_path = write_config(tmp_path, broker_url, pki, running.url, adapter={"concurrency": 4, "timeout": 10})
+        config = load(config_path)
+        worker = WorkerProcess(config_path, "alpha", tmp_path).start()
+        envelopes = applications(40, "sigterm", readers=("azr:000100",))
+        publish(config, envelopes)
+        time.sleep(2.5)  # deliveries are in flight now
+        started = time.monotonic()
+        code = worker.terminate(timeout=60)
+        took = time.monotonic() - started
+        assert code == 0, f"worker exited with {code}"
+        assert took < 30, f"graceful shutdown took {took:.1f}s"
+        delivered_at_stop = len(running.store.messages())
+        assert 0 < delivered_at_stop < len(envelopes)
+        second = WorkerProcess(config_path, "alpha", tmp_path).start()  # the rest after a restart
+        try:
+            acc = wait_accounted(running.store, config.broker, envelopes, timeout=120)
+        finally:
+            second.kill()
+    finally:
+        if worker is not None:
+            worker.kill()
+        running.stop()
+    _assert_exact(acc, envelopes)
