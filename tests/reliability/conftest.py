@@ -5,6 +5,13 @@ from typing import Iterator
 import pytest
 
 from tests.conftest import _fresh_vhost
+from tests.reliability.support import reap_processes
+
+
+@pytest.fixture(autouse=True)
+def _reap_worker_processes() -> Iterator[None]:
+    yield
+    reap_processes()
 
 
 @pytest.fixture()

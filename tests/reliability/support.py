@@ -73,6 +73,18 @@ def simulator_settings(pki: dict[str, tuple[Path, Path]], **overrides: Any) -> S
         trusted_signers=(load_certificate(pki["ca"][1]),), **overrides)
 
 
+STARTED: list[subprocess.Popen[bytes]] = []  # every process started, so teardown can reap them all
+
+
+def reap_processes() -> None:
+    """Kill whatever a test left running (also when it failed half-way)."""
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 class WorkerProcess:
     """`hub worker ADAPTER` as a real process, with its own metrics port."""
 
@@ -90,6 +102,7 @@ class WorkerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "hub", "--config", str(self.config_path), "worker", self.adapter,
              "--http-port", str(self.port)], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        STARTED.append(self.proc)
         self.starts += 1
         if wait_ready:
             self.wait_ready()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -181,7 +182,7 @@ def test_permanent_faults_dead_lettered_then_replayed_without_loss(broker_url, p
         # causes fixed: correct schema, account present, no more virus alarms; workers on the fixed config
         workers = [WorkerProcess(fixed, "alpha", tmp_path).start(), WorkerProcess(fixed, "beta", tmp_path).start()]
         # an interrupted replay: killed while it works
-        replay = subprocess.Popen(["python", "-m", "hub", "--config", str(fixed), "dlq", "replay", "--all"],
+        replay = subprocess.Popen([sys.executable, "-m", "hub", "--config", str(fixed), "dlq", "replay", "--all"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=Path(__file__).parents[2])
         start = time.monotonic()
         while len(running.store.messages()) < 3 and time.monotonic() - start < 30 and replay.poll() is None:
