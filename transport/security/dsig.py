@@ -304,3 +304,16 @@ def x509_key_info(parent: etree._Element, cert: x509.Certificate) -> None:
     """Append ``ds:KeyInfo/ds:X509Data/ds:X509Certificate`` for ``cert`` to ``parent``."""
     x509_data = etree.SubElement(etree.SubElement(parent, ds("KeyInfo")), ds("X509Data"))
     etree.SubElement(x509_data, ds("X509Certificate")).text = b64(cert.public_bytes(Encoding.DER))
+
+
+def signature_parts(signature: etree._Element) -> tuple[etree._Element, etree._Element, etree._Element]:
+    """SignedInfo, SignatureValue, KeyInfo of a ds:Signature that has exactly these three children
+    (no ds:Object: nothing unsigned may ride along)."""
+    kids = children(signature)
+    if len(kids) != 3:
+        raise SignatureInvalid(f"ds:Signature has {len(kids)} children, expected 3")
+    signed_info, value_el, key_info = kids
+    expect(signed_info, "SignedInfo", "Signature")
+    expect(value_el, "SignatureValue", "Signature")
+    expect(key_info, "KeyInfo", "Signature")
+    return signed_info, value_el, key_info

@@ -174,13 +174,7 @@ def verify_osci_signature(
     if signature.tag != _ds("Signature"):
         raise SignatureInvalid(f"expected ds:Signature, found {etree.QName(signature).localname}")
     document = signature.getroottree().getroot()
-    kids = dsig.children(signature)
-    if len(kids) != 3:
-        raise SignatureInvalid(f"ds:Signature has {len(kids)} children, expected 3")
-    signed_info, value_el, key_info = kids
-    dsig.expect(signed_info, "SignedInfo", "Signature")
-    dsig.expect(value_el, "SignatureValue", "Signature")
-    dsig.expect(key_info, "KeyInfo", "Signature")
+    signed_info, value_el, key_info = dsig.signature_parts(signature)
     canonical, method, refs = dsig.signed_info_header(signed_info)
     resolved = [_reference_octets(r, document, attachments or {}) for r in refs]
     uris = [r[0] for r in resolved]

@@ -130,17 +130,6 @@ def _finish(sig: etree._Element, signed_info: etree._Element, method: str,
     dsig.x509_key_info(sig, identity.certificate)
 
 
-def _signature_parts(root: etree._Element) -> tuple[etree._Element, etree._Element, etree._Element]:
-    kids = dsig.children(root)
-    if len(kids) != 3:
-        raise SignatureInvalid(f"ds:Signature has {len(kids)} children, expected 3")
-    signed_info, value_el, key_info = kids
-    dsig.expect(signed_info, "SignedInfo", "Signature")
-    dsig.expect(value_el, "SignatureValue", "Signature")
-    dsig.expect(key_info, "KeyInfo", "Signature")
-    return signed_info, value_el, key_info
-
-
 # ----------------------------------------------------------------------------- detached
 
 
@@ -205,7 +194,7 @@ def verify_content(
         raise SignatureInvalid(f"signature document rejected: {exc}") from None
     if root.tag != _ds("Signature"):
         raise SignatureInvalid(f"signature root is {etree.QName(root).localname}, not ds:Signature")
-    signed_info, value_el, key_info = _signature_parts(root)
+    signed_info, value_el, key_info = dsig.signature_parts(root)
     canonical, method, refs = dsig.signed_info_header(signed_info, dsig.EXCLUSIVE_ONLY)
     digests = _parse_references(refs, unsigned.parts)
     signer = dsig.certificate_in(key_info, "KeyInfo")
@@ -313,7 +302,7 @@ def verify_enveloped(
         raise SignatureInvalid(f"document element has {len(sigs)} ds:Signature children, expected 1")
     tree = copy.deepcopy(root.getroottree())
     sig = tree.getroot()[root.index(sigs[0])]
-    signed_info, value_el, key_info = _signature_parts(sig)
+    signed_info, value_el, key_info = dsig.signature_parts(sig)
     canonical_si, method, refs = dsig.signed_info_header(signed_info)
     c14n_uri, prefixes, digest_uri, digest_value = _enveloped_reference(refs)
     signer = dsig.certificate_in(key_info, "KeyInfo")
