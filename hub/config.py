@@ -74,6 +74,9 @@ class AdapterConfig(_Strict):
     retry_delays: tuple[float, ...] = (5, 30, 120, 600, 3600, 21600)
     delivery_limit: int = Field(5, ge=1, le=1000)
     breaker: BreakerConfig = BreakerConfig()
+    poll_transport_reports: bool = True
+    report_poll_interval: float = Field(10.0, gt=0, description="seconds between getTransportReport polls")
+    report_poll_max: int = Field(360, ge=1, description="polls before giving up (transport_report_timeout)")
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("endpoint")

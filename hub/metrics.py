@@ -42,3 +42,6 @@ class WorkerMetrics:
         self.broker_blocked = Gauge(
             "hub_broker_blocked", "1 while the broker blocks this worker's connection (memory/disk alarm)",
             ["adapter"], registry=registry)
+        self.transport_reports = Counter(
+            "hub_transport_reports", "Transport-report polls by result: green, yellow, red, open (polled again), "
+            "timeout, failed", ["adapter", "result"], registry=registry)

@@ -8,6 +8,7 @@
     both carry one binding per authority: routing key = Behördenkennung -> hub.deliver.<adapter>
     hub.deliver.<adapter> quorum queue; delivery limit + at-least-once dead-lettering to hub.dead
     hub.retry.<adapter>.<n> quorum wait queues, one delay each, dead-lettering back to the adapter queue
+    hub.report.<adapter>(.wait) transport-report poll requests and their wait queue (poll interval)
     hub.dead             topic exchange -> quorum queue hub.dead (reason in headers)
     hub.unroutable       fanout exchange -> quorum queue hub.unroutable
     hub.status           topic exchange for status events (routing key portal.event.destination)
@@ -47,6 +48,14 @@ def retry_queue(adapter: str, level: int) -> str:
     return f"hub.retry.{adapter}.{level}"
 
 
+def report_queue(adapter: str) -> str:
+    return f"hub.report.{adapter}"
+
+
+def report_wait_queue(adapter: str) -> str:
+    return f"hub.report.{adapter}.wait"
+
+
 @dataclass(frozen=True, order=True)
 class Binding:
     exchange: str
@@ -79,6 +88,19 @@ class TopologyReport:
         )
 
 
+def _wait_queue(name: str, delay: float, target: str) -> QueueSpec:
+    """A quorum queue that holds each message for ``delay`` seconds, then dead-letters it to
+    ``target`` (via the default exchange). One delay per queue: expiry happens at the head only."""
+    return QueueSpec(name, {
+        **_QUORUM,
+        "x-message-ttl": int(delay * 1000),
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": target,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    })
+
+
 def plan_topology(config: HubConfig) -> TopologyPlan:
     """The complete desired topology: a pure function of the configuration."""
     queues: list[QueueSpec] = [
@@ -101,19 +123,10 @@ def plan_topology(config: HubConfig) -> TopologyPlan:
             )
         )
         for level, delay in enumerate(adapter.retry_delays, start=1):
-            queues.append(
-                QueueSpec(
-                    retry_queue(name, level),
-                    {
-                        **_QUORUM,
-                        "x-message-ttl": int(delay * 1000),
-                        "x-dead-letter-exchange": "",
-                        "x-dead-letter-routing-key": deliver_queue(name),
-                        "x-dead-letter-strategy": "at-least-once",
-                        "x-overflow": "reject-publish",
-                    },
-                )
-            )
+            queues.append(_wait_queue(retry_queue(name, level), delay, deliver_queue(name)))
+        if adapter.poll_transport_reports:
+            queues.append(QueueSpec(report_queue(name), dict(_QUORUM)))
+            queues.append(_wait_queue(report_wait_queue(name), adapter.report_poll_interval, report_queue(name)))
     for authority in config.authorities:
         for exchange in (INBOUND, INBOUND_CHECKED):
             bindings.add(Binding(exchange, authority.id, deliver_queue(authority.adapter)))

@@ -23,13 +23,14 @@ import pika.exceptions
 
 from hub.broker import connect
 from hub.config import HubConfig
-from hub.breaker import CLOSED, HALF_OPEN, STATE_VALUES, BreakerSettings, CircuitBreaker
+from hub.breaker import CLOSED, HALF_OPEN, OPEN, STATE_VALUES, BreakerSettings, CircuitBreaker
 from hub.errors import ConfigError, EndpointUnavailable, HubError, XtaFault
 from hub.metrics import WorkerMetrics
 from hub.pipeline import DeliveryPipeline
 from hub.publisher import ResilientPublisher
+from hub.reports import PollRequest, ReportPoller
 from hub.status import DEAD_LETTERED, DELIVERED, RETRY_SCHEDULED, StatusEvent
-from hub.topology import DEAD_EXCHANGE, apply_topology, deliver_queue, plan_topology, retry_queue
+from hub.topology import DEAD_EXCHANGE, apply_topology, deliver_queue, plan_topology, report_queue, retry_queue
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,10 @@ class AdapterWorker:
             b = self.adapter_config.breaker
             breaker_settings = BreakerSettings(b.consecutive_failures, b.failure_rate, b.window, b.cool_down)
         self.breaker = CircuitBreaker(breaker_settings, on_change=self._on_breaker_change)
+        poll = getattr(pipeline.adapter, "transport_report", None)
+        self.reports = (ReportPoller(adapter_name, poll, self._ensure_publisher,
+                                     max_polls=self.adapter_config.report_poll_max)
+                        if poll is not None and self.adapter_config.poll_transport_reports else None)
         self.metrics.breaker_state.labels(adapter_name).set(STATE_VALUES[CLOSED])
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -152,6 +157,11 @@ class AdapterWorker:
             self._cautious.set()
             full_prefetch = max(self.config.broker.prefetch, self.adapter_config.concurrency)
             consumer_tag: str | None = None
+            report_tag: str | None = None
+            report_channel = None
+            if self.reports is not None:
+                report_channel = connection.channel()
+                report_channel.basic_qos(prefetch_count=self.adapter_config.concurrency)
             mode = None
             self.connections_opened += 1
             self.connected.set()
@@ -174,11 +184,20 @@ class AdapterWorker:
                         consumer_tag = self._consume(channel, connection, full_prefetch)
                     elif wanted in (HALF_OPEN, "cautious"):
                         consumer_tag = self._consume(channel, connection, 1)
+                    if report_channel is not None:  # report polls hit the same endpoint: same breaker
+                        if wanted == OPEN and report_tag is not None:
+                            report_channel.basic_cancel(report_tag)
+                            report_tag = None
+                        elif wanted != OPEN and report_tag is None:
+                            report_tag = report_channel.basic_consume(
+                                report_queue(self.adapter), partial(self._on_report, connection))
                     mode = wanted
                 connection.process_data_events(time_limit=0.25)
             # graceful: stop taking new messages, let in-flight ones settle (bounded)
             if consumer_tag is not None:
                 channel.basic_cancel(consumer_tag)
+            if report_tag is not None and report_channel is not None:
+                report_channel.basic_cancel(report_tag)
             deadline = time.monotonic() + max(30.0, self.adapter_config.timeout * 2)
             while self._in_flight and time.monotonic() < deadline:
                 connection.process_data_events(time_limit=0.2)
@@ -202,6 +221,26 @@ class AdapterWorker:
         with self._lock:
             self._in_flight += 1
         self._pool.submit(self._handle, _Inbound(method.delivery_tag, properties, body, connection, channel))
+
+    def _on_report(self, connection: pika.BlockingConnection, channel: Any, method: Any,
+                   properties: pika.BasicProperties, body: bytes) -> None:
+        with self._lock:
+            self._in_flight += 1
+        self._pool.submit(self._handle_report, _Inbound(method.delivery_tag, properties, body, connection, channel))
+
+    def _handle_report(self, msg: _Inbound) -> None:
+        ok = False
+        try:
+            assert self.reports is not None
+            result = self.reports.handle(msg.body)
+            self.metrics.transport_reports.labels(self.adapter, result).inc()
+            ok = True
+        except Exception:  # noqa: BLE001 - the poll request goes back to the queue
+            log.exception("transport-report poll for %s failed; it will be retried", msg.properties.message_id)
+        finally:
+            self._settle(msg, ack=ok)
+            with self._lock:
+                self._in_flight -= 1
 
     # --- delivery threads --------------------------------------------------------------------
     def _handle(self, msg: _Inbound) -> None:
@@ -240,6 +279,12 @@ class AdapterWorker:
                                                  "duplicate": receipt.duplicate}))
         self.metrics.processed.labels(self.adapter, "delivered").inc()
         log.info("delivered %s to %s as %s", envelope.message_id, envelope.destination, receipt.transport_message_id)
+        if self.reports is not None and not receipt.duplicate:
+            try:
+                self.reports.schedule(PollRequest(envelope.message_id, receipt.transport_message_id,
+                                                  envelope.portal, envelope.destination))
+            except HubError as exc:  # delivered all the same; only the report will not be followed
+                log.warning("transport report of %s will not be polled: %s", envelope.message_id, exc)
         return "delivered"
 
     def _fail(self, msg: _Inbound, error: BaseException, destination: str | None) -> str:

@@ -1,0 +1,98 @@
+"""Transport-report polling: after a delivery, ask the endpoint how it went, until it says.
+
+XTA answers getTransportReport with status 0 (open) until the message is through; then 1 green,
+2 yellow (warnings) or 3 red (critical errors), with error/warning records. The hub polls in the
+broker, not in memory, so a restart loses no pending poll: a poll request waits in
+``hub.report.<adapter>.wait`` (TTL = poll interval), dead-letters into ``hub.report.<adapter>``,
+the worker polls once and either emits a ``transport_report`` status event or sends the request
+back to wait. After ``report_poll_max`` polls it gives up with ``transport_report_timeout``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import pika
+
+from hub.errors import HubError
+from hub.publisher import ResilientPublisher
+from hub.status import StatusEvent
+from hub.topology import report_wait_queue
+
+log = logging.getLogger(__name__)
+
+TRANSPORT_REPORT = "transport_report"
+TRANSPORT_REPORT_TIMEOUT = "transport_report_timeout"
+TRAFFIC_LIGHT = {1: "green", 2: "yellow", 3: "red"}
+
+
+@dataclass(frozen=True)
+class PollRequest:
+    message_id: str
+    transport_message_id: str
+    portal: str
+    destination: str
+    attempt: int = 1
+
+    def body(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_body(cls, body: bytes) -> "PollRequest":
+        return cls(**json.loads(body))
+
+
+class ReportPoller:
+    """Schedules and performs report polls for one adapter; thread-safe (the publisher is)."""
+
+    def __init__(self, adapter_name: str, poll: Callable[[str], Any], publisher: Callable[[], ResilientPublisher],
+                 *, max_polls: int, on_final: Callable[[str], None] | None = None) -> None:
+        self.adapter = adapter_name
+        self._poll = poll
+        self._publisher = publisher
+        self.max_polls = max_polls
+        self._on_final = on_final
+
+    def schedule(self, request: PollRequest) -> None:
+        """Put a poll request in the wait queue; it comes back after the poll interval."""
+        props = pika.BasicProperties(message_id=request.message_id, content_type="application/json", delivery_mode=2)
+        self._publisher().publish_and_wait("", report_wait_queue(self.adapter), request.body(), props, deadline=30)
+
+    def handle(self, body: bytes) -> str:
+        """Poll once; returns what happened: a traffic light, 'open', 'timeout', 'unparsable' or 'failed'."""
+        try:
+            request = PollRequest.from_body(body)
+        except (ValueError, TypeError):
+            log.warning("dropping an unparsable transport-report poll request (%d bytes)", len(body))
+            return "unparsable"
+        try:
+            result = self._poll(request.transport_message_id)
+        except HubError as error:
+            if error.transient:
+                self.schedule(request)  # try again after the interval, same attempt count
+                return "open"
+            self._emit(request, TRANSPORT_REPORT, {"xta_message_id": request.transport_message_id,
+                                                    "error": type(error).__name__, "reason": error.reason})
+            return "failed"
+        if result.final:
+            light = TRAFFIC_LIGHT.get(result.status, f"status_{result.status}")
+            self._emit(request, TRANSPORT_REPORT, {**result.detail(), "traffic_light": light})
+            if self._on_final:
+                self._on_final(light)
+            return light
+        if request.attempt >= self.max_polls:
+            self._emit(request, TRANSPORT_REPORT_TIMEOUT, {"xta_message_id": request.transport_message_id,
+                                                           "polls": request.attempt})
+            return "timeout"
+        self.schedule(PollRequest(request.message_id, request.transport_message_id, request.portal,
+                                  request.destination, request.attempt + 1))
+        return "open"
+
+    def _emit(self, request: PollRequest, event: str, detail: dict[str, Any]) -> None:
+        status = StatusEvent(request.message_id, event, request.portal, request.destination, self.adapter,
+                             detail=detail)
+        self._publisher().publish_and_wait(status.exchange, status.routing_key, status.body(), status.properties(),
+                                           deadline=30)
