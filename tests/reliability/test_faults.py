@@ -61,6 +61,8 @@ def test_sigkill_worker_repeatedly_loses_and_duplicates_nothing(broker_url, pki,
     finally:
         for w in workers:
             w.kill()
+    print(f"\nSIGKILL run: {kills} kills, {sum(w.starts for w in workers)} worker starts, "
+          f"{sum(acc.delivered.values())} received, {len(acc.dead)} dead-lettered")
     assert kills >= 5, "the run ended before the workers were killed often enough to mean anything"
     _assert_exact(acc, envelopes)
     assert sum(acc.delivered.values()) == 1000
