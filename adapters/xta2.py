@@ -2,96 +2,337 @@
 encrypted content, as the Fachverfahren of the Ausländerbehörden (ADVIS, AUSO, OK.VISA, ...)
 receive it through their XTA server.
 
-Per delivery: sign every content part (detached XML-DSig, RSA-SHA256), wrap the parts in an
-xta:ContentContainer, encrypt that for the reader (AES-256-GCM + RSA-OAEP/MGF1-SHA256) into
-xenc:EncryptedData, then createMessageId and sendMessage with the MessageMetaData header.
+Per delivery: refuse content above ``max_container_bytes`` (permanent, before any call) ->
+lookupService for (reader, service), cached for ``lookup_ttl`` -> sign every content part (detached
+XML-DSig) -> xta:ContentContainer -> encrypt for the reader (AES-256-GCM + RSA-OAEP) -> sendMessage (or
+sendMessageSync) with the MessageMetaData header; content as MTOM parts unless ``mtom = false``. The
+MessageID comes from createMessageId (``new_transport_id``) and is kept across retries; 9024 on a
+re-send means the first attempt was accepted. After delivery the hub polls ``transport_report``.
+Every option is documented in docs/xta.md.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Mapping
+import datetime as _dt
+import logging
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from cryptography import x509
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from adapters.base import Delivery, DeliveryReceipt
-from hub.errors import ConfigError, XtaFault
+from hub.errors import ConfigError, ContentTooLarge, DirectoryError, SecurityError, XtaFault
 from transport.content import Content
 from transport.security.encryption import encrypt_xml
 from transport.security.keys import SigningIdentity
 from transport.security.signature import sign_content
 from transport.security.xml import serialize
+from transport.xta import wire
 from transport.xta.client import XtaClient, XtaEndpoint
-from transport.xta.container import build_content_container, generic_container
-from transport.xta.metadata import MessageMetaData, Party
+from transport.xta.container import OutgoingContainer, build_content_container, generic_container
+from transport.xta.e2e import SPOOL_THRESHOLD, encrypt_container
+from transport.xta.metadata import (
+    RECEIPT_KINDS,
+    STATUS_NAMES,
+    BusinessScenario,
+    DeliveryAttributes,
+    LookupResult,
+    MessageMetaData,
+    MessageType,
+    Party,
+    ReportRecord,
+)
+from transport.xta.mtom import Attachments
+from transport.xta.tls import TlsSettings
 
+log = logging.getLogger(__name__)
 
 # errorCode 9024 (ParameterIsNotValid): "MessageID already used"
 MESSAGE_ID_ALREADY_USED = "9024"
+# XTA-Webservice 2.1.1: "Die Gesamtgröße des Containers darf 40 MB nicht überschreiten."
+DEFAULT_MAX_CONTAINER_BYTES = 40 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class Xta2Options:
-    """Profile options (``adapters.<name>.options`` in the config)."""
+class Xta2Options(BaseModel):
+    """Profile options (``adapters.<name>.options`` in the config); see docs/xta.md."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     encrypt: bool = True
     sign: bool = True
+    max_container_bytes: int = Field(DEFAULT_MAX_CONTAINER_BYTES, gt=0)
+    mtom: bool = True
+    spool_threshold_bytes: int = Field(SPOOL_THRESHOLD, ge=0)
+    send_mode: Literal["async", "sync"] = "async"
+    test_message: bool | None = None
+    service_quality: str | None = Field(None, min_length=1)
+    receipt_requests: tuple[str, ...] = ()
+    receipt_to: str | None = None
+    business_scenario_list_uri: str | None = None
+    business_scenario_list_version: str | None = None
+    business_scenario_undefined: bool = False
+    message_type_list_uri: str | None = None
+    message_type_list_version: str | None = None
+    payload_schema: str | None = None
+    obsolete_after_days: int | None = Field(None, gt=0)
+    x509_token_container: bool = False
+    lookup_service: bool = True
+    lookup_ttl: float = Field(3600.0, ge=0)
+    lookup_negative_ttl: float = Field(60.0, ge=0)
+    lookup_certificate_codes: tuple[str, ...] = ("ENCRYPTION_CERTIFICATE",)
+    reader_certificate: Literal["directory", "lookup", "match"] = "directory"
+    tls_client_cert: Path | None = None
+    tls_client_key: Path | None = None
+    tls_password_env: str | None = None
+    tls_ca_bundle: Path | None = None
+    wsdl: Path | None = None
+
+    @field_validator("receipt_requests")
+    @classmethod
+    def _receipt_kinds(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = set(value) - set(RECEIPT_KINDS)
+        if unknown:
+            raise ValueError(f"unknown receipt request(s) {sorted(unknown)}; known: {', '.join(RECEIPT_KINDS)}")
+        return value
 
     @classmethod
-    def from_mapping(cls, options: Mapping[str, Any]) -> "Xta2Options":
-        unknown = set(options) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"unknown xta2 option(s): {', '.join(sorted(unknown))}")
-        return cls(**options)
+    def from_mapping(cls, options: Mapping[str, Any], base_dir: Path | None = None) -> Xta2Options:
+        """Validate ``options``; relative paths are resolved against ``base_dir`` (the config's folder)."""
+        try:
+            parsed = cls.model_validate(dict(options))
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(options)'}: {e['msg']}"
+                                 for e in exc.errors())
+            raise ConfigError(f"invalid xta2 option(s): {problems}") from None
+        if base_dir is None:
+            return parsed
+        paths = {k: (base_dir / v if v is not None and not v.is_absolute() else v)
+                 for k in ("tls_client_cert", "tls_client_key", "tls_ca_bundle", "wsdl")
+                 for v in [getattr(parsed, k)]}
+        return parsed.model_copy(update=paths)
+
+    def tls(self) -> TlsSettings | None:
+        if self.tls_client_cert is None and self.tls_ca_bundle is None:
+            return None
+        return TlsSettings(client_cert=self.tls_client_cert, client_key=self.tls_client_key,
+                           password_env=self.tls_password_env, ca_bundle=self.tls_ca_bundle)
+
+
+@dataclass(frozen=True)
+class TransportReportResult:
+    """The XTA transport report of one delivered message (no payload): status 0 open, 1 green,
+    2 yellow, 3 red, and the report's error/warning/info records."""
+
+    transport_message_id: str
+    status: int
+    errors: tuple[ReportRecord, ...] = ()
+    warnings: tuple[ReportRecord, ...] = ()
+    infos: tuple[ReportRecord, ...] = ()
+    report_time: str = ""
+    server_identity: str = ""
+
+    @property
+    def status_name(self) -> str:
+        return STATUS_NAMES.get(self.status, f"unknown({self.status})")
+
+    @property
+    def final(self) -> bool:
+        return self.status != 0
+
+    def detail(self) -> dict[str, Any]:
+        """JSON-ready summary for a status event (codes and reasons only)."""
+        def records(items: tuple[ReportRecord, ...]) -> list[dict[str, str]]:
+            return [{"code": r.code, "list": r.list_uri, "reason": r.reason, "at": r.timestamp} for r in items]
+
+        return {"xta_message_id": self.transport_message_id, "status": self.status, "status_name": self.status_name,
+                "report_time": self.report_time, "errors": records(self.errors),
+                "warnings": records(self.warnings)}
+
+
+@dataclass(frozen=True)
+class Xta2Receipt(DeliveryReceipt):
+    """A delivery receipt; with ``send_mode = "sync"`` it carries the reader's synchronous answer."""
+
+    sync_metadata: MessageMetaData | None = None
+    sync_content: Content | None = field(default=None, repr=False)  # None if absent or encrypted for us
+
+
+@dataclass
+class _Lookup:
+    result: LookupResult | None
+    certificate: x509.Certificate | None
+    expires: float
 
 
 class Xta2Adapter:
     """Delivers through one XTA 2 endpoint; thread-safe (the client keeps a session per thread)."""
 
     def __init__(self, name: str, *, endpoint: XtaEndpoint, author: Party, identity: SigningIdentity,
-                 options: Mapping[str, Any] | None = None) -> None:
+                 options: Mapping[str, Any] | None = None, base_dir: Path | None = None) -> None:
         self.name = name
         self._author = author
         self._identity = identity
-        self._options = Xta2Options.from_mapping(options or {})
-        self._client = XtaClient(endpoint)
+        self._options = Xta2Options.from_mapping(options or {}, base_dir)
+        tls = self._options.tls()
+        if tls is not None and endpoint.tls is None:
+            endpoint = replace(endpoint, tls=tls)
+        self._client = XtaClient(endpoint, wsdl=self._options.wsdl)
+        self._lookups: dict[tuple[str, str], _Lookup] = {}
+        self._lookups_lock = threading.Lock()
+
+    @property
+    def options(self) -> Xta2Options:
+        return self._options
+
+    @property
+    def client(self) -> XtaClient:
+        return self._client
+
+    # ------------------------------------------------------------------ management port
 
     def check(self) -> None:
+        """Readiness: the author's XTA account must be active (raises otherwise)."""
         if not self._client.check_account_active(self._author):
             raise XtaFault(f"XTA account {self._author.identifier} is not active",
                            exception_type="PermissionDeniedException", code=None)
 
-    def prepare_container(self, delivery: Delivery) -> Any:
-        """Sign, containerise and encrypt the content: the GenericContentContainer to send."""
-        content: Content = delivery.content
-        if self._options.sign:
-            content = sign_content(content, self._identity)
-        container = build_content_container(content)
-        if self._options.encrypt:
-            container = encrypt_xml(serialize(container), delivery.reader_certificate)
-        return generic_container(container)
-
     def new_transport_id(self) -> str:
         return self._client.create_message_id(self._author)
 
+    def lookup(self, delivery: Delivery) -> x509.Certificate:
+        """lookupService for the delivery's (reader, service), cached; the certificate to encrypt for.
+
+        Raises ``DirectoryError`` (permanent) when the server says the reader does not offer the
+        service, ``SecurityError`` when ``reader_certificate = "match"`` and the server returns another
+        encryption certificate than the directory holds.
+        """
+        opts = self._options
+        if not opts.lookup_service:
+            return delivery.reader_certificate
+        key = (delivery.reader.identifier, delivery.service)
+        now = time.monotonic()
+        with self._lookups_lock:
+            cached = self._lookups.get(key)
+        if cached is None or cached.expires <= now:
+            [result] = self._client.lookup_service(self._author, [(delivery.reader, delivery.service)]) or [None]
+            cert = wire.certificate_parameter(result, opts.lookup_certificate_codes) if result else None
+            ttl = opts.lookup_negative_ttl if result is not None and result.available is False else opts.lookup_ttl
+            cached = _Lookup(result, cert, now + ttl)
+            with self._lookups_lock:
+                self._lookups[key] = cached
+        if cached.result is not None and cached.result.available is False:
+            raise DirectoryError(f"XTA lookupService: reader {delivery.reader.identifier} does not offer service "
+                                 f"{delivery.service}", reason="xta_service_unavailable")
+        if cached.certificate is None or cached.certificate == delivery.reader_certificate:
+            return delivery.reader_certificate
+        if opts.reader_certificate == "match":
+            raise SecurityError(f"XTA lookupService returned another encryption certificate for "
+                                f"{delivery.reader.identifier} than the directory holds", reason="reader_certificate_mismatch")
+        if opts.reader_certificate == "lookup":
+            return cached.certificate
+        log.warning("XTA lookupService returned another encryption certificate for %s than the directory; "
+                    "using the directory's (option reader_certificate)", delivery.reader.identifier)
+        return delivery.reader_certificate
+
+    def transport_report(self, transport_message_id: str) -> TransportReportResult:
+        """The XTA transport report of a sent message (poll until ``final``)."""
+        report = self._client.get_transport_report(self._author, transport_message_id)
+        return TransportReportResult(transport_message_id, report.status, report.errors, report.warnings,
+                                     report.infos, report.report_time, report.server_identity)
+
+    def wait_for_report(self, transport_message_id: str, *, timeout: float, interval: float = 5.0,
+                        sleep: Any = time.sleep) -> TransportReportResult:
+        """Poll ``transport_report`` until it is final (status 1-3) or ``timeout`` seconds passed; returns
+        the last report (status 0 if still open). For tools and tests: a worker must not wait inside a
+        handler (pitfall 5) and should poll from its own scheduler instead."""
+        deadline = time.monotonic() + timeout
+        while True:
+            report = self.transport_report(transport_message_id)
+            if report.final or time.monotonic() + interval > deadline:
+                return report
+            sleep(interval)
+
+    def cancel(self, transport_message_id: str) -> None:
+        """cancelMessage: withdraw a transport order whose NotBefore has not yet passed."""
+        self._client.cancel_message(self._author, transport_message_id)
+
+    # ------------------------------------------------------------------ send port
+
+    def check_size(self, content: Content) -> None:
+        """Refuse content above the profile's ``max_container_bytes`` (permanent, before any call)."""
+        limit = self._options.max_container_bytes
+        if content.size > limit:
+            raise ContentTooLarge(
+                f"container of {content.size} bytes ({len(content.parts)} parts) exceeds the limit of {limit} "
+                f"bytes of adapter '{self.name}' (option max_container_bytes); not sent")
+
+    def prepare_container(self, delivery: Delivery, certificate: x509.Certificate | None = None) -> OutgoingContainer:
+        """Sign, containerise and encrypt the content: the GenericContentContainer to send (MTOM parts
+        unless ``mtom = false``). Close the result when done (it may hold a spooled ciphertext)."""
+        opts = self._options
+        content: Content = delivery.content
+        self.check_size(content)
+        if opts.sign:
+            content = sign_content(content, self._identity)
+            self.check_size(content)  # the signature part counts too
+        recipient = certificate or delivery.reader_certificate
+        attachments = Attachments() if opts.mtom else None
+        if opts.encrypt and attachments is not None:
+            element = generic_container(encrypt_container(content, recipient, attachments,
+                                                          spool_threshold=opts.spool_threshold_bytes))
+        elif opts.encrypt:
+            element = generic_container(encrypt_xml(serialize(build_content_container(content)), recipient))
+        else:
+            element = generic_container(build_content_container(content, attachments))
+        return OutgoingContainer(element, attachments or Attachments(), content.size, encrypted=opts.encrypt)
+
+    def metadata(self, delivery: Delivery, message_id: str, size: int) -> MessageMetaData:
+        """The MessageMetaData header with the profile's send options applied."""
+        o = self._options
+        bs = delivery.business_scenario
+        scenario = BusinessScenario(bs.code, o.business_scenario_list_uri or bs.list_uri,
+                                    o.business_scenario_list_version or bs.list_version,
+                                    defined=bs.defined and not o.business_scenario_undefined)
+        mt = delivery.message_type
+        message_type = MessageType(mt.code, o.message_type_list_uri or mt.list_uri,
+                                   o.message_type_list_version or mt.list_version, o.payload_schema or mt.payload_schema)
+        obsolete = (_dt.date.today() + _dt.timedelta(days=o.obsolete_after_days)) if o.obsolete_after_days else None
+        attributes = DeliveryAttributes(obsolete_after=obsolete, service_quality=o.service_quality,
+                                        receipt_requests=o.receipt_requests, receipt_to=o.receipt_to)
+        return MessageMetaData(
+            author=self._author, reader=delivery.reader, message_id=message_id, service=delivery.service,
+            business_scenario=scenario, message_type=message_type, size=size or None,
+            test=delivery.test if o.test_message is None else o.test_message, delivery_attributes=attributes)
+
     def deliver(self, delivery: Delivery, transport_message_id: str, *, resend: bool = False) -> DeliveryReceipt:
-        container = self.prepare_container(delivery)
-        message_id = transport_message_id
-        metadata = MessageMetaData(
-            author=self._author,
-            reader=delivery.reader,
-            message_id=message_id,
-            service=delivery.service,
-            business_scenario=delivery.business_scenario,
-            message_type=delivery.message_type,
-            size=delivery.content.size,
-            test=delivery.test,
-        )
-        try:
-            self._client.send_message(metadata, container)
-        except XtaFault as fault:
-            if resend and fault.code == MESSAGE_ID_ALREADY_USED:
-                return DeliveryReceipt(transport_message_id=message_id, duplicate=True)
-            raise
-        return DeliveryReceipt(transport_message_id=message_id)
+        self.check_size(delivery.content)
+        certificate = self.lookup(delivery)
+        with self.prepare_container(delivery, certificate) as container:
+            metadata = self.metadata(delivery, transport_message_id, container.content_size)
+            tokens = [self._identity.certificate, certificate] if self._options.x509_token_container else []
+            try:
+                if self._options.send_mode == "sync":
+                    answer = self._client.send_message_sync(metadata, container, certificates=tokens)
+                    return self._sync_receipt(transport_message_id, answer)
+                self._client.send_message(metadata, container, certificates=tokens)
+            except XtaFault as fault:
+                if resend and fault.code == MESSAGE_ID_ALREADY_USED:
+                    return Xta2Receipt(transport_message_id=transport_message_id, duplicate=True)
+                raise
+        return Xta2Receipt(transport_message_id=transport_message_id)
+
+    @staticmethod
+    def _sync_receipt(message_id: str, answer: Any) -> Xta2Receipt:
+        from transport.xta.container import CONTENT_CONTAINER, container_payload, parse_content_container
+
+        content = None
+        if container_payload(answer.container).tag == CONTENT_CONTAINER:
+            content = parse_content_container(answer.container, answer.parts or None)
+        return Xta2Receipt(transport_message_id=message_id, sync_metadata=answer.metadata, sync_content=content)
 
     def close(self) -> None:
         self._client.close()

@@ -12,3 +12,4 @@ SCHEMA_DIR: Path = Path(__file__).resolve().parent
 WSDL_PATH: Path = SCHEMA_DIR / "xta.wsdl"
 WEBSERVICE_XSD: Path = SCHEMA_DIR / "xta-webservice.xsd"
 MESSAGE_METADATA_XSD: Path = SCHEMA_DIR / "osci-messagemetadata.xsd"
+OSCI_TRANSPORT_XSD: Path = SCHEMA_DIR / "osci-transport.xsd"

@@ -271,15 +271,19 @@ def _wsdl_ops(path: Path) -> dict[str, dict[str, object]]:
             ops[op.get("name")].update({
                 "binding": binding.get("name"),
                 "soapAction": op.find("s:operation", ns).get("soapAction"),
-                "headers": sorted(h.get("part") for h in op.iterfind("w:input/s:header", ns)
-                                  if h.get("part") != "X509TokenContainer"),
+                "headers": sorted(h.get("part") for h in op.iterfind("w:input/s:header", ns)),
+                "output_headers": sorted(h.get("part") for h in op.iterfind("w:output/s:header", ns)),
+                "binding_faults": sorted(f.get("name") for f in op.iterfind("w:fault", ns)),
             })
     return ops
 
 
 def test_own_wsdl_matches_official_operations() -> None:
     ours, official = _wsdl_ops(WSDL_PATH), _wsdl_ops(SCHEMA_DIR / "XTA.wsdl")
-    assert set(ours) == {"checkAccountActive", "createMessageId", "sendMessage"}
+    assert set(ours) == set(official) == {
+        "checkAccountActive", "lookupService", "createMessageId", "getTransportReport", "cancelMessage",
+        "sendMessage", "sendMessageSync", "getStatusList", "getMessage", "getNextMessage", "getNextStatusList",
+        "close"}
     for name, spec in ours.items():
         assert spec == official[name], name
 

@@ -1,11 +1,17 @@
-"""XTA 2 Version 3 (XTA-Webservice 2.1.1): client, wire format and a simulator server.
+"""XTA 2 Version 3 (XTA-Webservice 2.1.1): client, wire format and a simulator server (docs/xta.md).
 
-- ``metadata``   MessageMetaData as data (Party, MessageType, BusinessScenario)
-- ``soap``       MessageMetaData / Author / WS-Addressing headers <-> XML, SOAP 1.2 envelope helpers
+- ``metadata``   MessageMetaData, TransportReport, lookup results, status lists as data
+- ``mmd``        oscimeta:MessageMetaData <-> data; ``soap``: Author/WS-Addressing headers, envelopes
+- ``wire``       lookupService, TransportReport, X509TokenContainer and MsgBox bodies <-> data
 - ``container``  xta:ContentContainer / GenericContentContainer <-> ``transport.content.Content``
-- ``faults``     XTA error codes; SOAP faults -> ``XtaFault`` (and rendering for the simulator)
-- ``client``     ``XtaClient`` (zeep, one per endpoint, thread-safe) and ``XtaEndpoint``
-- ``simulator``  ``serve(SimulatorConfig)`` -> a running XTA server with a JSON inspection API
+- ``mtom``       MTOM/XOP: multipart/related packaging (streamed) and parsing
+- ``e2e``        end-to-end encrypted container with the ciphertext as an XOP part (streamed)
+- ``faults``     THE error-code table; SOAP faults -> ``XtaFault`` (and rendering for the simulator)
+- ``tls``        mutual TLS: client identity, CA bundle, server contexts; ``testtls``: a test PKI
+- ``client``     ``XtaClient`` (ManagementPort + SendXtaPort, one per endpoint, thread-safe)
+- ``msgbox``     ``MsgBoxClient`` (MsgBoxPort: status lists, fetch, close)
+- ``simulator``  ``serve(SimulatorConfig)`` -> a running XTA server (all three ports, fault injection,
+  inspection API); ``simulator_*`` its parts; ``simulator_cli`` the command line
 
 Nothing is imported here, so importing the metadata does not load zeep or werkzeug.
 """

@@ -1,92 +1,124 @@
-"""XTA 2.1.1 client (checkAccountActive, createMessageId, sendMessage) over zeep, SOAP 1.2 + WS-Addressing.
+"""XTA 2.1.1 client: ManagementPort and SendXtaPort (MsgBoxPort in ``transport.xta.msgbox``).
 
-One zeep client is built per ``XtaClient`` from the project's own WSDL (``schemas/xta/xta.wsdl``),
-loaded from local files only; every call reuses it. HTTP goes through one ``requests.Session`` per
-thread (keep-alive, no shared connection pool state), so the worker's thread pool may call the
-same ``XtaClient`` concurrently. Every third-party error is translated here, at the edge:
+The contract comes from a WSDL loaded once with zeep from local files only (the project's own subset
+by default, or any local XTA 2.1.1 WSDL such as the official one): zeep tells which operations exist
+and their wsa:Action/soapAction. Envelopes are rendered by ``transport.xta.soap``/``wire``/
+``container`` (validated against the official XSDs in the conformance tests) because zeep cannot send
+MTOM (python-zeep #599) and would hold a 40 MB container as base64 several times over. The seam is
+``XtaClient.call``: it posts either a plain SOAP 1.2 envelope or, when the body refers to binary
+parts, an MTOM ``multipart/related`` body streamed from the parts (``transport.xta.mtom``). Answers
+(plain or MTOM) are parsed with the hub's hardened parser, the one XML entry point.
 
-    requests ConnectionError / Timeout / broken response stream -> EndpointUnavailable (transient)
+HTTP goes through one ``requests.Session`` per thread (keep-alive, no shared pool state), so the
+worker's threads may share one client; mutual TLS is configured per endpoint (``XtaEndpoint.tls``).
+Every third-party error is translated here (classes in ``faults.TRANSPORT_CONDITIONS``):
+
+    requests ConnectionError / SSLError / Timeout / broken stream -> EndpointUnavailable (transient)
     HTTP 5xx, 408, 429 without a SOAP fault                     -> EndpointUnavailable (transient)
-    SOAP fault with an xta exception                            -> XtaFault(code=...)
+    SOAP fault with an xta exception                            -> XtaFault(code=...) (faults.FAULT_TABLE)
     anything that is not a SOAP/XTA answer                      -> ProtocolError
 
-Payloads are never logged (zeep's own transport logs whole envelopes at DEBUG; ours does not).
+Payloads are never logged.
 """
 
 from __future__ import annotations
 
-import copy
 import functools
 import logging
 import threading
 import weakref
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import requests
 import zeep
-import zeep.exceptions
+from cryptography import x509
 from lxml import etree
 from zeep.transports import Transport
 
-from hub.errors import ConfigError, EndpointUnavailable, HubError, ProtocolError, XtaFault
+from hub.errors import ConfigError, EndpointUnavailable, HubError, ProtocolError, XmlRejected, XtaFault
 from schemas.xta import WSDL_PATH
-from transport.xta.container import GENERIC_CONTENT_CONTAINER
-from transport.xta.faults import PERMISSION_DENIED, error_from_zeep_fault
-from transport.xta.metadata import MessageMetaData, Party
-from transport.xta.ns import SOAP12, WSA, XTA, q
+from transport.security.xml import XmlLimits, parse_xml
+from transport.xta import mtom, wire
+from transport.xta.container import GENERIC_CONTENT_CONTAINER, OutgoingContainer
+from transport.xta.faults import PERMISSION_DENIED, error_from_fault, is_transient_http_status
+from transport.xta.metadata import LookupResult, MessageMetaData, Party, TransportReport
+from transport.xta.mmd import MESSAGE_METADATA, parse_message_metadata
+from transport.xta.ns import BINDINGS, SOAP12, SOAP12_CONTENT_TYPE, XTA, q
 from transport.xta.soap import (
     addressing_headers,
+    body_children,
+    build_envelope,
     render_author_header,
     render_message_metadata,
     reply_to_anonymous_header,
+    split_envelope,
 )
+from transport.xta.tls import TlsSettings, client_context, mount_tls
 
 log = logging.getLogger(__name__)
 
 MANAGEMENT_BINDING = f"{{{XTA}}}managementHttpsBinding"
 SEND_BINDING = f"{{{XTA}}}sendXTAHttpsBinding"
-USER_AGENT = "xoev-hub-xta/0.1"
+MSGBOX_BINDING = f"{{{XTA}}}msgBoxHttpsBinding"
+USER_AGENT = "xoev-hub-xta/0.2"
+_FAULT = q(SOAP12, "Fault")
+# Largest answer read (a 40 MB container inline, base64 twice when encrypted, plus envelope).
+MAX_RESPONSE_BYTES = 128 * 1024 * 1024
+_JOIN_BELOW = 1024 * 1024
+_REPLY_LIMITS = XmlLimits(max_bytes=MAX_RESPONSE_BYTES, max_text_length=MAX_RESPONSE_BYTES)
 
 
 @dataclass(frozen=True)
 class XtaEndpoint:
-    """Where one XTA server listens; ``timeout`` (seconds) applies to connect and to each read."""
+    """Where one XTA server listens; ``timeout`` (seconds) applies to connect and to each read;
+    ``tls`` configures mutual TLS (client certificate, CA bundle) for https URLs."""
 
     url: str
     timeout: float = 30.0
+    tls: TlsSettings | None = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A parsed non-fault answer: header, body children and (MTOM) binary parts by Content-ID."""
+
+    status: int
+    header: etree._Element | None
+    body: list[etree._Element]
+    parts: Mapping[str, memoryview] = field(default_factory=dict)
+
+    def only(self, tag: str, what: str) -> etree._Element:
+        if len(self.body) != 1 or self.body[0].tag != tag:
+            raise ProtocolError(f"{what}: answer body must hold exactly one {etree.QName(tag).localname}")
+        return self.body[0]
+
+
+@dataclass(frozen=True)
+class SyncAnswer:
+    """sendMessageSync's answer: the reply's MessageMetaData and its GenericContentContainer."""
+
+    metadata: MessageMetaData | None
+    container: etree._Element
+    parts: Mapping[str, memoryview]
 
 
 class _LocalTransport(Transport):
-    """zeep transport that loads WSDL/XSD from local files only and posts via per-thread sessions."""
+    """zeep transport that loads WSDL/XSD from local files only (never the network)."""
 
-    def __init__(self, timeout: float, session_factory: Callable[[], requests.Session]) -> None:
-        # zeep.Transport.__init__ would create and mutate a shared session: set up our own state.
+    def __init__(self, timeout: float) -> None:
+        # zeep.Transport.__init__ would create a shared session: the client keeps its own per thread.
         self.cache = None
         self._close_session = False  # zeep.Transport.__del__ reads it
         self.load_timeout = timeout
         self.operation_timeout = timeout
         self.logger = log
-        self._session_factory = session_factory
-        self._local = threading.local()
-        self._sessions: weakref.WeakSet[requests.Session] = weakref.WeakSet()
-        self._sessions_lock = threading.Lock()
-
-    @property
-    def session(self) -> requests.Session:  # type: ignore[override]
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._session_factory()
-            self._local.session = session
-            with self._sessions_lock:
-                self._sessions.add(session)
-        return session
+        self.session = None
 
     def load(self, url: str) -> bytes:
-        """Read a WSDL/XSD; anything that is not a local file is refused (never the network)."""
         parsed = urlparse(url)
         if parsed.scheme not in ("", "file"):
             raise ConfigError(f"refusing to load remote schema {url}: XTA schemas are local files only")
@@ -100,22 +132,14 @@ class _LocalTransport(Transport):
         raise ConfigError("XTA transport does not issue GET requests")
 
     def post(self, address: str, message: bytes, headers: dict[str, str]) -> requests.Response:
-        return self.session.post(address, data=message, headers=headers,
-                                 timeout=(self.operation_timeout, self.operation_timeout))
-
-    def close(self) -> None:
-        with self._sessions_lock:
-            sessions = list(self._sessions)
-            self._sessions = weakref.WeakSet()
-        self._local = threading.local()
-        for session in sessions:
-            session.close()
+        raise ConfigError("XTA requests go through XtaClient.call")
 
 
-def default_session(url: str) -> requests.Session:
+def default_session(url: str, tls: TlsSettings | None = None, context: Any = None) -> requests.Session:
     """A keep-alive session for ``url`` with proxy/CA settings read from the environment once.
 
     requests would otherwise re-read proxy variables and ~/.netrc on every call (~0.3 ms each).
+    ``context`` is a prepared client SSLContext (mutual TLS), shared by all of a client's sessions.
     """
     session = requests.Session()
     env = session.merge_environment_settings(url, {}, None, None, None)
@@ -123,40 +147,58 @@ def default_session(url: str) -> requests.Session:
     session.proxies.update(env.get("proxies") or {})
     session.verify = env.get("verify", True)
     session.headers["User-Agent"] = USER_AGENT
+    if context is not None and tls is not None:
+        mount_tls(session, context, tls)
     return session
+
+
+def _operations(client: zeep.Client) -> dict[str, tuple[str, str]]:
+    """operation -> (wsa:Action, soapAction) for every operation the WSDL's XTA bindings declare."""
+    found: dict[str, tuple[str, str]] = {}
+    for binding_name in BINDINGS:
+        binding = client.wsdl.bindings.get(f"{{{XTA}}}{binding_name}")
+        if binding is None:
+            continue
+        for name in binding._operations:
+            op = binding.get(name)
+            found[name] = (op.abstract.wsa_action or op.soapaction, op.soapaction)
+    return found
 
 
 class XtaClient:
     """Thread-safe XTA 2.1.1 client for one endpoint (build once, call from many threads)."""
 
-    def __init__(
-        self,
-        endpoint: XtaEndpoint,
-        *,
-        wsdl: Path | str | None = None,
-        session_factory: Callable[[], requests.Session] | None = None,
-    ) -> None:
+    def __init__(self, endpoint: XtaEndpoint, *, wsdl: Path | str | None = None,
+                 session_factory: Callable[[], requests.Session] | None = None) -> None:
         """``wsdl`` may point at another local XTA 2.1.1 WSDL (e.g. the official one);
-        ``session_factory`` builds each thread's session (the seam for mTLS and test capture)."""
+        ``session_factory`` builds each thread's session (the seam for tests and capture)."""
         scheme = urlparse(endpoint.url).scheme
         if scheme not in ("http", "https"):
             raise ConfigError(f"XTA endpoint URL must be http(s), got {endpoint.url!r}")
+        if endpoint.tls is not None and endpoint.tls.mutual and scheme != "https":
+            raise ConfigError(f"a TLS client certificate needs an https:// endpoint, got {endpoint.url!r}")
         self.endpoint = endpoint
-        self._transport = _LocalTransport(endpoint.timeout,
-                                          session_factory or functools.partial(default_session, endpoint.url))
+        context = client_context(endpoint.tls) if endpoint.tls is not None and scheme == "https" else None
+        self._session_factory = session_factory or functools.partial(default_session, endpoint.url,
+                                                                     endpoint.tls, context)
+        self._local = threading.local()
+        self._sessions: weakref.WeakSet[requests.Session] = weakref.WeakSet()
+        self._sessions_lock = threading.Lock()
         settings = zeep.Settings(strict=True, forbid_dtd=True, forbid_entities=True, forbid_external=True,
                                  xml_huge_tree=False)
         try:
-            self._zeep = zeep.Client(str(wsdl or WSDL_PATH), transport=self._transport, settings=settings)
+            self._zeep = zeep.Client(str(wsdl or WSDL_PATH), transport=_LocalTransport(endpoint.timeout),
+                                     settings=settings)
         except HubError:
             raise
         except Exception as exc:  # zeep raises many kinds while loading a broken WSDL
             raise ConfigError(f"cannot load XTA WSDL {wsdl or WSDL_PATH}: {exc}") from exc
-        self._options = {"address": endpoint.url}
-        self._management = self._zeep.wsdl.bindings[MANAGEMENT_BINDING]
-        self._send = self._zeep.wsdl.bindings[SEND_BINDING]
+        self.operations = _operations(self._zeep)
+        for required in ("checkAccountActive", "createMessageId", "sendMessage"):
+            if required not in self.operations:
+                raise ConfigError(f"XTA WSDL {wsdl or WSDL_PATH} does not declare {required}")
 
-    # ------------------------------------------------------------------ operations
+    # ------------------------------------------------------------------ management port
 
     def check_account_active(self, author: Party) -> bool:
         """True if the server knows ``author``'s account and it is active, False on PermissionDenied.
@@ -164,7 +206,7 @@ class XtaClient:
         Other faults (e.g. a technical problem) raise, so an outage is not mistaken for a lock-out.
         """
         try:
-            self._call(self._management, "checkAccountActive", [render_author_header(author)])
+            self.call("checkAccountActive", [render_author_header(author)])
         except XtaFault as fault:
             if fault.exception_type == PERMISSION_DENIED:
                 return False
@@ -173,24 +215,78 @@ class XtaClient:
 
     def create_message_id(self, author: Party) -> str:
         """Ask the server for a new XTA MessageID (keep it across retries of the same message)."""
-        result = self._call(self._management, "createMessageId", [render_author_header(author)])
-        value = getattr(result, "_value_1", result)
-        if not isinstance(value, str) or not value.strip():
+        reply = self.call("createMessageId", [render_author_header(author)])
+        if len(reply.body) != 1 or reply.body[0].tag != wire.WSA_MESSAGE_ID or not (reply.body[0].text or "").strip():
             raise ProtocolError("createMessageId answered without a MessageID")
-        return value.strip()
+        return reply.body[0].text.strip()
 
-    def send_message(self, metadata: MessageMetaData, container: etree._Element) -> None:
+    def lookup_service(self, author: Party, queries: Sequence[tuple[Party, str]]) -> list[LookupResult]:
+        """Is each (reader, service) offered, and with which parameters (e.g. encryption certificate)?"""
+        reply = self.call("lookupService", [render_author_header(author)], [wire.render_lookup_request(queries)])
+        return wire.parse_lookup_response(reply.only(wire.LOOKUP_SERVICE_RESPONSE, "lookupService"))
+
+    def get_transport_report(self, author: Party, message_id: str) -> TransportReport:
+        """The transport report of a sent message (status 0 open, 1 green, 2 yellow, 3 red)."""
+        reply = self.call("getTransportReport", [render_author_header(author)], [wire.render_message_id(message_id)])
+        return wire.parse_transport_report(reply.only(wire.TRANSPORT_REPORT, "getTransportReport"))
+
+    def cancel_message(self, author: Party, message_id: str) -> None:
+        """Cancel a transport order not yet executed (needs DeliveryAttributes/NotBefore in the future)."""
+        self.call("cancelMessage", [render_author_header(author)], [wire.render_message_id(message_id)])
+
+    # ------------------------------------------------------------------ send port
+
+    def send_message(self, metadata: MessageMetaData, container: etree._Element | OutgoingContainer, *,
+                     certificates: Sequence[x509.Certificate] = ()) -> None:
         """Deliver one xta:GenericContentContainer (plain or encrypted) with its MessageMetaData.
 
-        The container is copied into the request, the caller's element is left untouched.
+        An ``OutgoingContainer`` with binary parts is sent as MTOM; a bare element inline. The caller's
+        element is left untouched. ``certificates`` go into an osci:X509TokenContainer header.
         """
-        if container.tag != GENERIC_CONTENT_CONTAINER:
+        self.call("sendMessage", *self._send_request(metadata, container, certificates))
+
+    def send_message_sync(self, metadata: MessageMetaData, container: etree._Element | OutgoingContainer, *,
+                          certificates: Sequence[x509.Certificate] = ()) -> SyncAnswer:
+        """sendMessageSync: deliver and receive the reader's answer in the same call."""
+        reply = self.call("sendMessageSync", *self._send_request(metadata, container, certificates))
+        answer = reply.only(GENERIC_CONTENT_CONTAINER, "sendMessageSync")
+        mmd_el = reply.header.find(MESSAGE_METADATA) if reply.header is not None else None
+        return SyncAnswer(parse_message_metadata(mmd_el) if mmd_el is not None else None, answer, reply.parts)
+
+    def _send_request(self, metadata: MessageMetaData, container: etree._Element | OutgoingContainer,
+                      certificates: Sequence[x509.Certificate]) -> tuple[list[etree._Element], list[etree._Element],
+                                                                         mtom.Attachments | None]:
+        outgoing = container if isinstance(container, OutgoingContainer) else None
+        element = outgoing.element if outgoing is not None else container
+        if element.tag != GENERIC_CONTENT_CONTAINER:
             raise ValueError("send_message expects an xta:GenericContentContainer element")
-        self._call(self._send, "sendMessage", [render_message_metadata(metadata)], body=container)
+        headers = [render_message_metadata(metadata)]
+        if certificates:
+            headers.append(wire.render_x509_token_container(certificates))
+        attachments = outgoing.attachments if outgoing is not None and outgoing.mtom else None
+        return headers, [element], attachments
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def session(self) -> requests.Session:
+        """This thread's HTTP session (created on first use)."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._session_factory()
+            self._local.session = session
+            with self._sessions_lock:
+                self._sessions.add(session)
+        return session
 
     def close(self) -> None:
         """Close every thread's HTTP connections (the client stays usable: sessions reopen lazily)."""
-        self._transport.close()
+        with self._sessions_lock:
+            sessions = list(self._sessions)
+            self._sessions = weakref.WeakSet()
+        self._local = threading.local()
+        for session in sessions:
+            session.close()
 
     def __enter__(self) -> XtaClient:
         return self
@@ -198,48 +294,109 @@ class XtaClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # ------------------------------------------------------------------ plumbing
+    # ------------------------------------------------------------------ the seam
 
-    def _call(self, binding: Any, operation: str, headers: list[etree._Element],
-              body: etree._Element | None = None) -> Any:
-        # zeep renders the envelope and the WS-Addressing Action/MessageID/To headers (from the
-        # WSDL's wsam:Action); we add ReplyTo and put the caller's container into the body.
-        envelope, http_headers = binding._create(operation, (), {"_soapheaders": headers},
-                                                 client=self._zeep, options=self._options)
-        soap_header = envelope.find(q(SOAP12, "Header"))
-        if soap_header is None:
-            soap_header = etree.Element(q(SOAP12, "Header"))
-            envelope.insert(0, soap_header)
-        if soap_header.find(q(WSA, "Action")) is None:  # a WSDL without wsam:Action: add them ourselves
-            soap_header.extend(addressing_headers(binding.get(operation).soapaction, to=self.endpoint.url))
-        soap_header.append(reply_to_anonymous_header())
-        if body is not None:
-            soap_body = envelope.find(q(SOAP12, "Body"))
-            for child in list(soap_body):
-                soap_body.remove(child)
-            soap_body.append(copy.deepcopy(body))
+    def call(self, operation: str, headers: list[etree._Element], body: Sequence[etree._Element] = (),
+             attachments: mtom.Attachments | None = None) -> Reply:
+        """POST one request (MTOM if ``attachments`` has parts) and return the parsed answer.
+
+        Header and body elements are serialised as they are (not moved or changed).
+        """
         try:
-            response = self._transport.post_xml(self.endpoint.url, envelope, http_headers)
+            action, _soap_action = self.operations[operation]
+        except KeyError:
+            raise ConfigError(f"the XTA WSDL in use does not declare operation {operation}") from None
+        header_els = [*headers, *addressing_headers(action, to=self.endpoint.url), reply_to_anonymous_header()]
+        envelope = _serialize_envelope(header_els, body)
+        data: bytes | mtom.MultipartBody
+        if attachments is not None and len(attachments):
+            content_type, data = mtom.package(envelope, attachments, action)
+            if len(data) <= _JOIN_BELOW:  # small: one buffer, one send (streaming pays off for large parts)
+                data = data.to_bytes()
+        else:
+            content_type, data = f'{SOAP12_CONTENT_TYPE}; charset=utf-8; action="{action}"', envelope
+        timeout = self.endpoint.timeout
+        try:
+            response = self.session.post(self.endpoint.url, data=data, headers={"Content-Type": content_type},
+                                         timeout=(timeout, timeout), stream=True)
+            with response:
+                content = _read_limited(response, MAX_RESPONSE_BYTES, operation)
         except requests.exceptions.Timeout as exc:
-            raise EndpointUnavailable(f"XTA {operation}: timeout after {self.endpoint.timeout}s") from exc
+            raise EndpointUnavailable(f"XTA {operation}: timeout after {timeout}s") from exc
         except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            if isinstance(exc, requests.exceptions.SSLError):  # refused/unverifiable certificate, or TLS broken
+                raise EndpointUnavailable(f"XTA {operation}: TLS handshake failed ({_tls_reason(exc)})",
+                                          reason="tls_handshake_failed") from exc
             raise EndpointUnavailable(f"XTA {operation}: connection failed ({type(exc).__name__})") from exc
         except requests.exceptions.RequestException as exc:
             raise ProtocolError(f"XTA {operation}: HTTP request failed ({type(exc).__name__})") from exc
-        return self._reply(binding, operation, response)
+        return parse_reply(operation, response.status_code, response.headers.get("Content-Type", ""), content)
 
-    def _reply(self, binding: Any, operation: str, response: requests.Response) -> Any:
-        status = response.status_code
-        try:
-            return binding.process_reply(self._zeep, binding.get(operation), response)
-        except zeep.exceptions.Fault as fault:
-            raise error_from_zeep_fault(fault, http_status=status) from None
-        except zeep.exceptions.TransportError as exc:
-            if status >= 500 or status in (408, 429):
-                raise EndpointUnavailable(f"XTA {operation}: HTTP {status} without SOAP fault") from None
-            raise ProtocolError(f"XTA {operation}: HTTP {status}, not a SOAP answer") from exc
-        except (zeep.exceptions.Error, etree.LxmlError, ValueError, TypeError, AttributeError,
-                LookupError) as exc:
-            if status >= 500:
-                raise EndpointUnavailable(f"XTA {operation}: HTTP {status} without SOAP fault") from None
-            raise ProtocolError(f"XTA {operation}: unreadable answer ({type(exc).__name__})") from exc
+
+def _tls_reason(exc: BaseException) -> str:
+    """A short, payload-free reason from a TLS failure (e.g. CERTIFICATE_VERIFY_FAILED)."""
+    text = str(exc)
+    for marker in ("CERTIFICATE_VERIFY_FAILED", "TLSV13_ALERT_CERTIFICATE_REQUIRED", "SSLV3_ALERT_BAD_CERTIFICATE",
+                   "TLSV1_ALERT_UNKNOWN_CA", "SSLV3_ALERT_HANDSHAKE_FAILURE", "WRONG_VERSION_NUMBER"):
+        if marker in text:
+            return marker
+    return type(exc).__name__
+
+
+def _read_limited(response: requests.Response, limit: int, operation: str) -> bytes:
+    declared = response.headers.get("Content-Length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ProtocolError(f"XTA {operation}: answer of {declared} bytes exceeds {limit}")
+    buffer = bytearray()
+    for chunk in response.iter_content(1 << 20):
+        buffer += chunk
+        if len(buffer) > limit:
+            raise ProtocolError(f"XTA {operation}: answer exceeds {limit} bytes")
+    return bytes(buffer)
+
+
+def _serialize_envelope(headers: list[etree._Element], body: Sequence[etree._Element]) -> bytes:
+    """Serialise the caller's elements without copying them: they are borrowed into a fresh envelope
+    and put back where they were afterwards (a deep copy of a 40 MB container would double it). So
+    one element must not be sent by two threads at once (the adapter builds one per delivery)."""
+    placed: list[tuple[etree._Element, etree._Element | None, int]] = []
+    for el in [*headers, *body]:
+        parent = el.getparent()
+        placed.append((el, parent, parent.index(el) if parent is not None else -1))
+    envelope = build_envelope(list(headers), list(body))
+    try:
+        return etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
+    finally:
+        for el, parent, index in placed:
+            borrowed_by = el.getparent()
+            if borrowed_by is not None:
+                borrowed_by.remove(el)
+            if parent is not None:
+                parent.insert(index, el)
+
+
+def parse_reply(operation: str, status: int, content_type: str, data: bytes) -> Reply:
+    """Parse an HTTP answer (plain SOAP or MTOM) or raise the hub error it stands for."""
+    parts: Mapping[str, memoryview] = {}
+    try:
+        if mtom.is_multipart(content_type):
+            message = mtom.parse_multipart(data, content_type)
+            data, parts = message.root, message.parts
+        if not data.strip():
+            if status in (200, 202):
+                return Reply(status, None, [], parts)
+            raise ProtocolError("empty answer")
+        root = parse_xml(data, _REPLY_LIMITS)
+        header, body = split_envelope(root)
+    except (ProtocolError, XmlRejected) as exc:
+        if is_transient_http_status(status):
+            raise EndpointUnavailable(f"XTA {operation}: HTTP {status} without SOAP fault") from None
+        raise ProtocolError(f"XTA {operation}: HTTP {status}, not a SOAP answer ({exc})") from None
+    fault = body.find(_FAULT)
+    if fault is not None:
+        raise error_from_fault(fault, http_status=status)
+    if status not in (200, 202):
+        if is_transient_http_status(status):
+            raise EndpointUnavailable(f"XTA {operation}: HTTP {status} without SOAP fault")
+        raise ProtocolError(f"XTA {operation}: HTTP {status} without SOAP fault")
+    return Reply(status, header, body_children(body), parts)

@@ -1,7 +1,8 @@
 """xta:ContentContainer and xta:GenericContentContainer <-> ``transport.content.Content``.
 
-The container carries every part base64-encoded with its MIME metadata; the bytes go through
-unchanged, so the receiver gets exactly what the portal published (hashes stay comparable).
+The container carries every part with its MIME metadata, either base64-encoded inline or, with MTOM,
+as an ``xop:Include`` of a binary MIME part (``transport.xta.mtom``); the bytes go through unchanged,
+so the receiver gets exactly what the portal published (hashes stay comparable).
 """
 
 from __future__ import annotations
@@ -9,11 +10,14 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from lxml import etree
 
 from hub.errors import ProtocolError
 from transport.content import Content, ContentPart
+from transport.xta.mtom import Attachments, part_bytes, xop_cid
 from transport.xta.ns import NSMAP_XTA, XENC, XTA, q
 
 CONTENT_CONTAINER = q(XTA, "ContentContainer")
@@ -25,7 +29,7 @@ ENCRYPTED_DATA = q(XENC, "EncryptedData")
 _WHITESPACE = re.compile(r"\s+")
 
 
-def _render_part(parent: etree._Element, tag: str, part: ContentPart) -> None:
+def _render_part(parent: etree._Element, tag: str, part: ContentPart, attachments: Attachments | None) -> None:
     el = etree.SubElement(parent, tag)
     el.set("contentType", part.content_type)
     if part.filename:
@@ -34,16 +38,47 @@ def _render_part(parent: etree._Element, tag: str, part: ContentPart) -> None:
         el.set("size", str(part.size))
     if part.description:
         el.set("contentDescription", part.description)
-    el.text = base64.b64encode(part.data).decode("ascii")
+    if attachments is not None:
+        attachments.include(el, part.data, content_type=part.content_type or "application/octet-stream")
+    else:
+        el.text = base64.b64encode(part.data).decode("ascii")
 
 
-def build_content_container(content: Content) -> etree._Element:
-    """Render the xta:ContentContainer (Message first, then Attachments in order)."""
+def build_content_container(content: Content, attachments: Attachments | None = None) -> etree._Element:
+    """Render the xta:ContentContainer (Message first, then Attachments in order).
+
+    With ``attachments`` every part becomes an ``xop:Include`` of a MIME part holding its raw bytes
+    (MTOM; no copy is made), otherwise the bytes are inlined as base64.
+    """
     container = etree.Element(CONTENT_CONTAINER, nsmap=NSMAP_XTA)
-    _render_part(container, MESSAGE, content.message)
+    _render_part(container, MESSAGE, content.message, attachments)
     for attachment in content.attachments:
-        _render_part(container, ATTACHMENT, attachment)
+        _render_part(container, ATTACHMENT, attachment, attachments)
     return container
+
+
+@dataclass
+class OutgoingContainer:
+    """A GenericContentContainer ready to send: the element and (with MTOM) its binary parts."""
+
+    element: etree._Element
+    attachments: Attachments = field(default_factory=Attachments)
+    content_size: int = 0  # raw bytes of all parts (MsgSize)
+    encrypted: bool = False
+
+    @property
+    def mtom(self) -> bool:
+        return len(self.attachments) > 0
+
+    def close(self) -> None:
+        """Release spooled parts (ciphertext files)."""
+        self.attachments.close()
+
+    def __enter__(self) -> OutgoingContainer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def _decode(text: str | None, where: str) -> bytes:
@@ -58,20 +93,25 @@ def _decode(text: str | None, where: str) -> bytes:
         raise ProtocolError(f"ContentContainer: {where} is not valid base64") from exc
 
 
-def _parse_part(el: etree._Element, where: str) -> ContentPart:
+def _parse_part(el: etree._Element, where: str, parts: Mapping[str, memoryview] | None) -> ContentPart:
     content_type = el.get("contentType")
     if not content_type:
         raise ProtocolError(f"ContentContainer: {where} has no contentType")
+    cid = xop_cid(el)
+    if cid is not None and parts is None:
+        raise ProtocolError(f"ContentContainer: {where} is an xop:Include outside an MTOM message")
     return ContentPart(
-        data=_decode(el.text, where),
+        data=bytes(part_bytes(parts, cid)) if cid is not None and parts is not None else _decode(el.text, where),
         content_type=content_type,
         filename=el.get("filename") or None,
         description=el.get("contentDescription") or None,
     )
 
 
-def parse_content_container(el: etree._Element) -> Content:
+def parse_content_container(el: etree._Element, parts: Mapping[str, memoryview] | None = None) -> Content:
     """Read an xta:ContentContainer (or a GenericContentContainer holding one) back into Content.
+
+    ``parts`` are the MIME parts of an MTOM message (``xop:Include`` references are resolved there).
 
     Raises ``ProtocolError`` when the structure is not a plaintext container (missing Message,
     missing contentType, invalid base64, or encrypted content).
@@ -86,12 +126,12 @@ def parse_content_container(el: etree._Element) -> Content:
     children = [c for c in el if isinstance(c.tag, str)]
     if not children or children[0].tag != MESSAGE:
         raise ProtocolError("ContentContainer: the first child must be xta:Message")
-    message = _parse_part(children[0], "Message")
+    message = _parse_part(children[0], "Message", parts)
     attachments = []
     for i, child in enumerate(children[1:], start=1):
         if child.tag != ATTACHMENT:
             raise ProtocolError(f"ContentContainer: unexpected element {etree.QName(child).localname}")
-        attachments.append(_parse_part(child, f"Attachment {i}"))
+        attachments.append(_parse_part(child, f"Attachment {i}", parts))
     return Content(message=message, attachments=tuple(attachments))
 
 

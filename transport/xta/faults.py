@@ -4,14 +4,19 @@ simulator.
 An XTA fault is ``soap-env:Fault`` with Code/Reason and, in Detail, one xta exception element
 (``PermissionDeniedException`` ...) whose ``errorCode`` carries a code of the list
 ``urn:de:xta:webservice:codeliste:fehlernummer`` (version 1.0). Parsing turns it into
-``hub.errors.XtaFault`` (transient for 9030/9031/9032). A SOAP fault without an XTA detail is not
-XTA: a ``Receiver`` fault then counts as the endpoint being unavailable (SOAP 1.2 says a Receiver
-fault may succeed when resent), anything else as a ``ProtocolError``.
+``hub.errors.XtaFault``. ``FAULT_TABLE`` is the one table of every code with its exception type and
+whether it is transient (9030/9031/9032 only); ``TRANSPORT_CONDITIONS`` lists the failures below
+SOAP (connection errors, timeouts, HTTP 5xx/408/429 -> ``EndpointUnavailable``, transient). A SOAP
+fault without an XTA detail is not XTA: a ``Receiver`` fault then counts as the endpoint being
+unavailable (SOAP 1.2 says a Receiver fault may succeed when resent), anything else as a
+``ProtocolError``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from lxml import etree
@@ -33,32 +38,78 @@ EXCEPTION_TYPES: frozenset[str] = frozenset({
     MESSAGE_VIRUS_DETECTION, SYNC_ASYNC, INVALID_MESSAGE_ID, CANCEL_DENIED,
 })
 
-# code -> (exception element it belongs to, codeName from the code list 1.0)
-ERROR_CODES: Mapping[str, tuple[str | None, str]] = {
-    "9000": (None, "Unspezifizierter Fehler, als Freitext beschrieben"),
-    "9010": (PERMISSION_DENIED, "Authentisierung/Zertifikat ist abgelaufen."),
-    "9011": (PERMISSION_DENIED, "Account ist gesperrt."),
-    "9012": (PERMISSION_DENIED, "Account nicht vorhanden."),
-    "9013": (PERMISSION_DENIED, "Dienst ist nicht gebucht."),
-    "9014": (PERMISSION_DENIED, "Authentisierung/Zertifikat passt nicht zur Absenderkennung."),
-    "9020": (PARAMETER_IS_NOT_VALID, "Keine Parameter vorhanden"),
-    "9021": (PARAMETER_IS_NOT_VALID, "Keine gültige URI"),
-    "9022": (PARAMETER_IS_NOT_VALID, "Ungültige Parameterkombination"),
-    "9023": (PARAMETER_IS_NOT_VALID, "Die Nachricht überschreitet die Größenbeschränkung."),
-    "9024": (PARAMETER_IS_NOT_VALID, "MessageID ist bereits vergeben."),
-    "9030": (TECHNICAL_PROBLEM, "Interner Fehler beim XTA-Server bzw. XTA-Dienstleister"),
-    "9031": (TECHNICAL_PROBLEM, "Fehler beim externen Verzeichnisdienst"),
-    "9032": (TECHNICAL_PROBLEM, "Fehler bei der Zustellung"),
-    "9050": (MESSAGE_SCHEMA_VIOLATION, "Fachnachricht ist nicht schemakonform"),
-    "9051": (MESSAGE_SCHEMA_VIOLATION, "Fachnachricht trägt ein falsches Encoding."),
-    "9052": (MESSAGE_SCHEMA_VIOLATION, "Nachricht verletzt das entsprechende Service Profil."),
-    "9060": (MESSAGE_VIRUS_DETECTION, "Es wurde schadhafter Code ermittelt."),
-    "9070": (INVALID_MESSAGE_ID, "MessageID für den Account nicht bekannt."),
-    "9080": (SYNC_ASYNC, "Der Dienst wird nur asynchron angeboten."),
-    "9081": (SYNC_ASYNC, "Der Dienst wird nur synchron angeboten."),
-    "9100": (CANCEL_DENIED, "Der durch den Schalter NotBefore gesetzte Termin ist verstrichen."),
-    "9101": (CANCEL_DENIED, "Der Schalter NotBefore wurde nicht gesetzt."),
-}
+@dataclass(frozen=True)
+class ErrorCode:
+    """One entry of the code list ``urn:de:xta:webservice:codeliste:fehlernummer`` (version 1.0)."""
+
+    code: str
+    exception_type: str | None  # the xta exception element the list assigns it to (None: any)
+    name: str  # codeName from the list
+    transient: bool  # True: retrying the same message later can succeed
+
+
+def _table(*rows: tuple[str, str | None, str, bool]) -> Mapping[str, ErrorCode]:
+    return MappingProxyType({code: ErrorCode(code, etype, name, transient) for code, etype, name, transient in rows})
+
+
+# THE table: every XTA error code, its exception type and whether it is transient. Transient are only
+# the technical problems of the server side (9030 internal error, 9031 directory service, 9032
+# delivery); everything else needs a change by a human (account, certificate, content, MessageID).
+# Transport failures without an XTA fault are classified in ``TRANSPORT_CONDITIONS`` below.
+FAULT_TABLE: Mapping[str, ErrorCode] = _table(
+    ("9000", None, "Unspezifizierter Fehler, als Freitext beschrieben", False),
+    ("9010", PERMISSION_DENIED, "Authentisierung/Zertifikat ist abgelaufen.", False),
+    ("9011", PERMISSION_DENIED, "Account ist gesperrt.", False),
+    ("9012", PERMISSION_DENIED, "Account nicht vorhanden.", False),
+    ("9013", PERMISSION_DENIED, "Dienst ist nicht gebucht.", False),
+    ("9014", PERMISSION_DENIED, "Authentisierung/Zertifikat passt nicht zur Absenderkennung.", False),
+    ("9020", PARAMETER_IS_NOT_VALID, "Keine Parameter vorhanden", False),
+    ("9021", PARAMETER_IS_NOT_VALID, "Keine gültige URI", False),
+    ("9022", PARAMETER_IS_NOT_VALID, "Ungültige Parameterkombination", False),
+    ("9023", PARAMETER_IS_NOT_VALID, "Die Nachricht überschreitet die Größenbeschränkung.", False),
+    ("9024", PARAMETER_IS_NOT_VALID, "MessageID ist bereits vergeben.", False),
+    ("9030", TECHNICAL_PROBLEM, "Interner Fehler beim XTA-Server bzw. XTA-Dienstleister", True),
+    ("9031", TECHNICAL_PROBLEM, "Fehler beim externen Verzeichnisdienst", True),
+    ("9032", TECHNICAL_PROBLEM, "Fehler bei der Zustellung", True),
+    ("9050", MESSAGE_SCHEMA_VIOLATION, "Fachnachricht ist nicht schemakonform", False),
+    ("9051", MESSAGE_SCHEMA_VIOLATION, "Fachnachricht trägt ein falsches Encoding.", False),
+    ("9052", MESSAGE_SCHEMA_VIOLATION, "Nachricht verletzt das entsprechende Service Profil.", False),
+    ("9060", MESSAGE_VIRUS_DETECTION, "Es wurde schadhafter Code ermittelt.", False),
+    ("9070", INVALID_MESSAGE_ID, "MessageID für den Account nicht bekannt.", False),
+    ("9080", SYNC_ASYNC, "Der Dienst wird nur asynchron angeboten.", False),
+    ("9081", SYNC_ASYNC, "Der Dienst wird nur synchron angeboten.", False),
+    ("9100", CANCEL_DENIED, "Der durch den Schalter NotBefore gesetzte Termin ist verstrichen.", False),
+    ("9101", CANCEL_DENIED, "Der Schalter NotBefore wurde nicht gesetzt.", False),
+)
+
+# Failures below the SOAP level, and how the client classifies them (all raise EndpointUnavailable,
+# transient, except an answer that is not SOAP/XTA at all: ProtocolError, permanent).
+TRANSPORT_CONDITIONS: Mapping[str, tuple[type[HubError], bool]] = MappingProxyType({
+    "connection_error": (EndpointUnavailable, True),  # refused, reset, DNS, TLS handshake failure
+    "timeout": (EndpointUnavailable, True),  # connect or read timeout
+    "http_5xx": (EndpointUnavailable, True),  # 500-599 without an XTA fault
+    "http_408": (EndpointUnavailable, True),  # request timeout
+    "http_429": (EndpointUnavailable, True),  # too many requests
+    "soap_receiver_fault": (EndpointUnavailable, True),  # SOAP Receiver fault without XTA detail
+    "not_soap": (ProtocolError, False),  # 2xx/4xx answer that is not SOAP/XTA
+    "soap_sender_fault": (ProtocolError, False),  # SOAP Sender fault without XTA detail
+})
+
+# Backwards-compatible view: code -> (exception type, codeName).
+ERROR_CODES: Mapping[str, tuple[str | None, str]] = MappingProxyType(
+    {code: (entry.exception_type, entry.name) for code, entry in FAULT_TABLE.items()})
+TRANSIENT_CODES: frozenset[str] = frozenset(code for code, entry in FAULT_TABLE.items() if entry.transient)
+
+
+def is_transient(code: str | None) -> bool:
+    """True for the codes the table marks transient; unknown codes and None are permanent."""
+    entry = FAULT_TABLE.get(code or "")
+    return bool(entry and entry.transient)
+
+
+def is_transient_http_status(status: int) -> bool:
+    """HTTP statuses (without an XTA fault) after which a retry can succeed."""
+    return status >= 500 or status in (408, 429)
 
 _MAX_REASON = 300  # fault reasons end up in exception messages and logs: keep them short
 
@@ -165,7 +216,7 @@ def error_from_zeep_fault(exc: Any, *, http_status: int | None = None) -> HubErr
             return error_from_fault(parent, http_status=http_status)
     code = getattr(exc, "code", None)
     if code is None:  # zeep's "Unknown fault occured": the answer held no soap-env:Fault at all
-        if http_status is not None and (http_status >= 500 or http_status in (408, 429)):
+        if http_status is not None and is_transient_http_status(http_status):
             return EndpointUnavailable(f"HTTP {http_status} without SOAP fault")
         return ProtocolError(f"answer is not a SOAP response (HTTP {http_status})")
     soap_code, reason = _local(code), _short(getattr(exc, "message", None))

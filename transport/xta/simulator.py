@@ -1,53 +1,63 @@
-"""A real HTTP XTA 2.1.1 server for tests and demos: ManagementPort checkAccountActive/createMessageId
-and SendXtaPort sendMessage over SOAP 1.2 + WS-Addressing, answers and faults valid against the
-official schemas.
+"""A real HTTP(S) XTA 2.1.1 server for tests, demos and vendors: all three ports of XTA.wsdl.
 
-SOAP requests go to ``POST /xta``; the operation is chosen by wsa:Action (checkAccountActive and
-createMessageId have empty bodies), cross-checked with the body element. Anything malformed gets a
-SOAP 1.2 Sender fault, never an HTTP 500 traceback. A JSON inspection API lives under ``/_sim/``:
+    ManagementPort  checkAccountActive, lookupService, createMessageId, getTransportReport, cancelMessage
+    SendXtaPort     sendMessage, sendMessageSync
+    MsgBoxPort      getStatusList, getMessage, getNextMessage, getNextStatusList, close
 
-    GET  /_sim/messages[?reader=ID]        summaries (no payload bytes)
-    GET  /_sim/messages/<message id>        one summary
-    GET  /_sim/messages/<message id>/parts/<n>   raw bytes of part n (0 = message)
-    GET  /_sim/stats                        messages per reader, calls, faults by code
-    POST /_sim/reset                        forget messages, MessageIDs, counters, injections
-    POST /_sim/inject                       {"operation": "sendMessage"|null, "http_status": 503 |
-                                             "code": "9030" | "garbage": true, "count": 1}
+SOAP 1.2 + WS-Addressing requests go to ``POST /xta`` (plain or MTOM/XOP ``multipart/related``); the
+operation is chosen by wsa:Action and cross-checked with the body. Answers and faults validate against
+the official schemas; content-bearing answers go out as MTOM (``mtom_responses``). Anything malformed
+gets a SOAP 1.2 Sender fault, never an HTTP 500 traceback. Operations: ``simulator_ops`` (management,
+send), ``simulator_msgbox`` (mailboxes), ``simulator_reports`` (transport reports), ``simulator_chaos``
+(fault injection). A JSON inspection/control API lives under ``/_sim/``:
+
+    GET  /_sim/messages[?reader=ID]               summaries (no payload bytes)
+    GET  /_sim/messages/<message id>               one summary
+    GET  /_sim/messages/<message id>/parts/<n>     raw bytes of part n (0 = message)
+    GET  /_sim/reports/<message id>                the transport report (status, records)
+    GET  /_sim/stats                               messages per reader, calls, faults by code
+    POST /_sim/reset                               forget messages, MessageIDs, counters, injections
+    POST /_sim/inject                              {"operation": "sendMessage"|null, "http_status": 503 |
+                                                    "code": "9030" | "garbage": true | "drop": true
+                                                    [, "after_processing": true], "latency": 0.5, "count": 1}
+    GET|POST /_sim/chaos                           standing fault injection (ChaosConfig as JSON)
 
 ``serve()`` runs it in a background thread on a threaded werkzeug server with TCP_NODELAY on every
-accepted socket (without it, Nagle + delayed ACK add ~40 ms per call).
+accepted socket, over HTTPS (optionally requiring client certificates) when ``config.tls`` is set.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import socket
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from cryptography import x509
 from lxml import etree
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
-from werkzeug.wrappers import Request, Response
+from werkzeug.wrappers import Request as HttpRequest
+from werkzeug.wrappers import Response
 
 from hub.errors import ProtocolError, XmlRejected
-from transport.xta import faults
+from transport.xta import faults, mtom
 from transport.xta.http_server import NoDelayWSGIServer
-from transport.xta.ns import (
-    ACTION_CHECK_ACCOUNT_ACTIVE,
-    ACTION_CREATE_MESSAGE_ID,
-    ACTION_SEND_MESSAGE,
-    ACTION_WSA_FAULT,
-    SOAP11,
-    SOAP12_CONTENT_TYPE,
-    WSA,
+from transport.xta.ns import ACTION_WSA_FAULT, ACTIONS, SOAP11, SOAP12_CONTENT_TYPE, WSA
+from transport.xta.simulator_api import InspectionApi, json_response
+from transport.xta.simulator_chaos import Chaos, Disruption
+from transport.xta.simulator_config import (  # noqa: F401 - re-exported
+    ChaosConfig,
+    FaultRate,
+    InjectedFault,
+    Outage,
+    ServerTls,
+    SimulatorConfig,
 )
-from transport.xta.simulator_ops import OperationPolicy, SimulatedFault, XtaOperations, parse_request_xml
+from transport.xta.simulator_msgbox import MsgBoxOperations
+from transport.xta.simulator_ops import Answer, Request, SimulatedFault, XtaOperations, parse_request_xml
 from transport.xta.simulator_store import MessageIdRegistry, MessageStore
 from transport.xta.soap import addressing_headers, body_children, build_envelope, parse_addressing, split_envelope
 
@@ -55,43 +65,6 @@ log = logging.getLogger(__name__)
 
 SOAP_PATH = "/xta"
 _GARBAGE = b"<html>this is not a SOAP answer</oops"
-_OPERATIONS = {
-    ACTION_CHECK_ACCOUNT_ACTIVE: "checkAccountActive",
-    ACTION_CREATE_MESSAGE_ID: "createMessageId",
-    ACTION_SEND_MESSAGE: "sendMessage",
-}
-
-
-@dataclass(frozen=True)
-class SimulatorConfig:
-    """How the simulated XTA server behaves; the defaults accept everything from everyone."""
-
-    reader_keys: Mapping[str, Any] = field(default_factory=dict)  # reader id -> RSA private key
-    trusted_signers: Sequence[x509.Certificate] = ()
-    accounts: frozenset[str] | None = None  # author ids allowed; None = any
-    latency: float = 0.0  # seconds added to every SOAP response
-    store_dir: Path | None = None
-    max_container_bytes: int = 40 * 1024 * 1024
-    server_identity: str = "xta-simulator"
-
-
-@dataclass
-class InjectedFault:
-    """A failure the next ``count`` matching SOAP calls get instead of being processed."""
-
-    operation: str | None = None  # "sendMessage" etc.; None = any operation
-    http_status: int | None = None  # plain HTTP error without SOAP fault (e.g. 503)
-    code: str | None = None  # XTA fault with this errorCode (e.g. "9030")
-    garbage: bool = False  # HTTP 200 with a body that is not XML
-    count: int = 1
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.count, int) or self.count < 1:
-            raise ValueError("count must be a positive integer")
-        if self.http_status is not None and not (isinstance(self.http_status, int) and 100 <= self.http_status < 600):
-            raise ValueError("http_status must be an HTTP status code")
-        if self.code is not None and not isinstance(self.code, str):
-            raise ValueError("code must be a string like '9030'")
 
 
 @dataclass(frozen=True)
@@ -102,9 +75,15 @@ class Exchange:
     request: bytes
     status: int
     response: bytes
+    request_content_type: str = SOAP12_CONTENT_TYPE
+    response_content_type: str = SOAP12_CONTENT_TYPE
 
 
-class XtaSimulator:
+class _Dropped(Exception):
+    """The connection was closed on purpose (fault injection)."""
+
+
+class XtaSimulator(InspectionApi):
     """The WSGI application (usable without a server, e.g. with werkzeug's test client)."""
 
     def __init__(self, config: SimulatorConfig, *, observer: Callable[[Exchange], None] | None = None) -> None:
@@ -112,79 +91,98 @@ class XtaSimulator:
         self.observer = observer
         self.store = MessageStore(config.store_dir)
         self.registry = MessageIdRegistry(config.server_identity)
-        self.operations = XtaOperations(
-            OperationPolicy(reader_keys=dict(config.reader_keys), trusted_signers=tuple(config.trusted_signers),
-                            accounts=config.accounts, max_container_bytes=config.max_container_bytes),
-            self.registry, self.store)
-        self._injections: list[InjectedFault] = []
-        self._injections_lock = threading.Lock()
+        self.operations = XtaOperations(config, self.registry, self.store)
+        self.msgbox = MsgBoxOperations(config, self.store, self.operations)
+        self.chaos = Chaos(config.chaos)
+        ops, box = self.operations, self.msgbox
+        self._handlers: dict[str, Callable[[Request], Answer]] = {
+            "checkAccountActive": ops.check_account_active, "createMessageId": ops.create_message_id,
+            "lookupService": ops.lookup_service, "getTransportReport": ops.get_transport_report,
+            "cancelMessage": ops.cancel_message, "sendMessage": ops.send_message,
+            "sendMessageSync": ops.send_message_sync, "getStatusList": box.get_status_list,
+            "getNextStatusList": box.get_next_status_list, "getMessage": box.get_message,
+            "getNextMessage": box.get_next_message, "close": box.close,
+        }
         self._routes = Map([
             Rule(SOAP_PATH, endpoint="soap", methods=["POST"]),
             Rule(SOAP_PATH, endpoint="soap_info", methods=["GET"]),
             Rule("/_sim/messages", endpoint="messages", methods=["GET"]),
             Rule("/_sim/messages/<message_id>", endpoint="message", methods=["GET"]),
             Rule("/_sim/messages/<message_id>/parts/<int:index>", endpoint="part", methods=["GET"]),
+            Rule("/_sim/reports/<message_id>", endpoint="report", methods=["GET"]),
             Rule("/_sim/stats", endpoint="stats", methods=["GET"]),
             Rule("/_sim/reset", endpoint="reset", methods=["POST"]),
             Rule("/_sim/inject", endpoint="inject", methods=["POST"]),
+            Rule("/_sim/chaos", endpoint="chaos", methods=["GET", "POST"]),
             Rule("/_sim/health", endpoint="health", methods=["GET"]),
         ])
 
     # ------------------------------------------------------------------ control
 
     def inject(self, fault: InjectedFault) -> None:
-        with self._injections_lock:
-            self._injections.append(fault)
+        self.chaos.inject(fault)
+
+    def configure_chaos(self, chaos: ChaosConfig) -> None:
+        self.chaos.configure(chaos)
 
     def reset(self) -> None:
         self.store.reset()
         self.registry.reset()
-        with self._injections_lock:
-            self._injections.clear()
-
-    def _take_injection(self, operation: str | None) -> InjectedFault | None:
-        with self._injections_lock:
-            for fault in self._injections:
-                if fault.operation in (None, operation):
-                    fault.count -= 1
-                    if fault.count <= 0:
-                        self._injections.remove(fault)
-                    return fault
-        return None
+        self.msgbox.reset()
+        self.chaos.reset()
 
     # ------------------------------------------------------------------ WSGI
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        request = Request(environ)
+        request = HttpRequest(environ)
         try:
             endpoint, args = self._routes.bind_to_environ(environ).match()
             response = getattr(self, f"_http_{endpoint}")(request, **args)
+        except _Dropped:
+            start_response("500 Connection Dropped", [("Content-Length", "0")])
+            return [b""]
         except HTTPException as exc:
-            response = _json({"error": exc.name}, exc.code or 500)
+            response = json_response({"error": exc.name}, exc.code or 500)
         except Exception:  # never a traceback page; the SOAP path has its own fault handling
             log.exception("XTA simulator: internal error on %s", request.path)
-            response = _json({"error": "internal error"}, 500)
+            response = json_response({"error": "internal error"}, 500)
         return response(environ, start_response)
 
-    def _http_soap(self, request: Request) -> Response:
-        data, operation = b"", None
+    def _http_soap(self, request: HttpRequest) -> Response:
+        before = self.chaos.before_request()
+        if before is not None and before.kind == "drop":
+            _drop(request)
+        data, operation, ctype = b"", None, request.headers.get("Content-Type", "")
         try:
             data = self._read_body(request)
-            operation, status, body = self._soap(data)
+            if before is not None and before.kind in ("http", "fault"):
+                operation, status, body, rtype = self._disrupted(before, None, None)
+            else:
+                operation, status, body, rtype = self._soap(data, ctype, request)
         except SimulatedFault as fault:
             status, body = self._fault_answer(fault, None, None)
-        if self.config.latency > 0:
-            time.sleep(self.config.latency)
+            rtype = f"{SOAP12_CONTENT_TYPE}; charset=utf-8"
+        delay = self.config.latency + (before.delay if before is not None else 0.0)
+        if delay > 0:
+            time.sleep(delay)
         if self.observer is not None:
-            self.observer(Exchange(operation=operation, request=data, status=status, response=body))
-        content_type = "text/plain" if body == _GARBAGE else f"{SOAP12_CONTENT_TYPE}; charset=utf-8"
-        return Response(body, status=status, content_type=content_type)
+            raw = body.to_bytes() if isinstance(body, mtom.MultipartBody) else body
+            self.observer(Exchange(operation, data, status, raw, ctype, rtype))
+        if isinstance(body, mtom.MultipartBody):
+            return Response((bytes(chunk) for chunk in body), status=status,
+                            headers={"Content-Length": str(len(body))},
+                            content_type=rtype, direct_passthrough=True)
+        return Response(body, status=status, content_type=rtype)
 
-    def _http_soap_info(self, request: Request) -> Response:
+    def _http_soap_info(self, request: HttpRequest) -> Response:
         return Response("XTA 2.1.1 simulator: POST SOAP 1.2 requests here\n", content_type="text/plain")
 
-    def _read_body(self, request: Request) -> bytes:
-        limit = 2 * self.config.max_container_bytes + (1 << 20)  # base64 + envelope overhead
+    def _body_limit(self) -> int:
+        # inline base64 of an encrypted container at the limit is ~1.8x; MTOM ~1x; plus envelope
+        return 2 * self.config.max_container_bytes + (1 << 20)
+
+    def _read_body(self, request: HttpRequest) -> bytes:
+        limit = self._body_limit()
         length = request.content_length
         if length is not None and length > limit:
             _drain(request)
@@ -199,17 +197,33 @@ class XtaSimulator:
                 raise SimulatedFault("9023", "request exceeds the size limit")
         return bytes(data)
 
-    def _soap(self, data: bytes) -> tuple[str | None, int, bytes]:
-        """(operation, HTTP status, response body) for one SOAP request."""
-        request_id = action = operation = None
-        try:
+    def _parse(self, data: bytes, content_type: str) -> tuple[etree._Element, dict[str, memoryview], bool]:
+        from transport.security.xml import XmlLimits
+
+        parts: dict[str, memoryview] = {}
+        is_mtom = mtom.is_multipart(content_type)
+        if is_mtom:
             try:
-                root = parse_request_xml(data)
-            except XmlRejected as exc:
-                raise SimulatedFault("9000", f"request rejected: not acceptable XML ({exc.reason})",
+                message = mtom.parse_multipart(data, content_type)
+            except ProtocolError as exc:
+                raise SimulatedFault("9000", f"request rejected: {exc}",
                                      exception_type=faults.PARAMETER_IS_NOT_VALID) from None
+            data, parts = message.root, dict(message.parts)
+        limit = self._body_limit()
+        try:
+            return parse_request_xml(data, XmlLimits(max_bytes=limit, max_text_length=limit)), parts, is_mtom
+        except XmlRejected as exc:
+            raise SimulatedFault("9000", f"request rejected: not acceptable XML ({exc.reason})",
+                                 exception_type=faults.PARAMETER_IS_NOT_VALID) from None
+
+    def _soap(self, data: bytes, content_type: str, http: HttpRequest) -> tuple[str | None, int, Any, str]:
+        """(operation, HTTP status, response body, response content type) for one SOAP request."""
+        request_id = action = operation = None
+        plain = f"{SOAP12_CONTENT_TYPE}; charset=utf-8"
+        try:
+            root, parts, is_mtom = self._parse(data, content_type)
             if root.tag == f"{{{SOAP11}}}Envelope":
-                return None, *self._version_mismatch()
+                return None, *self._version_mismatch(), plain
             try:
                 header, body = split_envelope(root)
             except ProtocolError as exc:
@@ -219,49 +233,60 @@ class XtaSimulator:
             if not action or not request_id:
                 raise SimulatedFault("9020", "WS-Addressing headers Action and MessageID are required",
                                      subcode=(WSA, "MessageAddressingHeaderRequired"))
-            operation = _OPERATIONS.get(action)
+            operation = ACTIONS.get(action)
             if operation is None:
                 raise SimulatedFault("9000", f"action not supported by this server: {action}",
                                      exception_type=faults.PARAMETER_IS_NOT_VALID,
                                      subcode=(WSA, "ActionNotSupported"))
             self.store.count_call(operation)
-            injected = self._take_injection(operation)
-            if injected is not None:
-                answer = self._injected(injected, action, request_id)
-                if answer is not None:
-                    return operation, *answer
-            children = body_children(body)
-            if operation != "sendMessage" and children:
-                raise SimulatedFault("9022", f"{operation} expects an empty Body")
-            handler = {"checkAccountActive": self.operations.check_account_active,
-                       "createMessageId": self.operations.create_message_id,
-                       "sendMessage": self.operations.send_message}[operation]
-            result = handler(header, body)
+            disruption = self.chaos.after_parse(operation)
+            if disruption is not None and disruption.kind == "drop" and not disruption.after_processing:
+                _drop(http)
+            if disruption is not None and disruption.kind in ("http", "fault", "garbage"):
+                return self._disrupted(disruption, action, request_id)
+            # sendMessageSync answers in kind; MsgBox answers per config or the client's Accept header
+            wants_mtom = is_mtom if operation == "sendMessageSync" else (
+                self.config.mtom_responses or "multipart/related" in http.headers.get("Accept", ""))
+            answer = self._handlers[operation](Request(
+                operation=operation, header=header, body=body_children(body), parts=parts, mtom=is_mtom,
+                client_certificate=_client_fingerprint(http), wants_mtom=wants_mtom))
+            if disruption is not None and disruption.kind == "drop":
+                _drop(http)  # processed (e.g. accepted), but the answer is lost
+            if disruption is not None and disruption.delay:
+                time.sleep(disruption.delay)
+        except _Dropped:
+            raise
         except SimulatedFault as fault:
-            return operation, *self._fault_answer(fault, action if operation else None, request_id)
+            return operation, *self._fault_answer(fault, action if operation else None, request_id), plain
         except Exception as exc:  # a bug or a failing dependency: a technical problem, not a crash
             log.error("XTA simulator: %s failed: %s", operation or "request", type(exc).__name__)
             fault = SimulatedFault("9030", "internal error of the simulator")
-            return operation, *self._fault_answer(fault, action if operation else None, request_id)
-        headers = addressing_headers(action, relates_to=request_id)
-        return operation, 200, _serialize(build_envelope(headers, result))
+            return operation, *self._fault_answer(fault, action if operation else None, request_id), plain
+        headers = [*answer.headers, *addressing_headers(action, relates_to=request_id)]
+        envelope = _serialize(build_envelope(headers, answer.body))
+        if answer.attachments is not None and len(answer.attachments):
+            content_type_out, multipart = mtom.package(envelope, answer.attachments, action)
+            return operation, 200, multipart, content_type_out
+        return operation, 200, envelope, plain
 
-    def _injected(self, injected: InjectedFault, action: str, request_id: str) -> tuple[int, bytes] | None:
-        if injected.garbage:
-            return 200, _GARBAGE
-        if injected.http_status is not None:
-            return injected.http_status, b""
-        if injected.code is not None:
-            return self._fault_answer(SimulatedFault(injected.code, "injected fault"), action, request_id)
-        return None
+    def _disrupted(self, disruption: Disruption, action: str | None,
+                   request_id: str | None) -> tuple[str | None, int, bytes, str]:
+        if disruption.delay:
+            time.sleep(disruption.delay)
+        operation = ACTIONS.get(action or "")
+        if disruption.kind == "garbage":
+            return operation, 200, _GARBAGE, "text/plain"
+        if disruption.kind == "http":
+            return operation, disruption.http_status or 503, b"", "text/plain"
+        fault = SimulatedFault(disruption.code or "9030", disruption.reason)
+        return operation, *self._fault_answer(fault, action, request_id), f"{SOAP12_CONTENT_TYPE}; charset=utf-8"
 
     def _fault_answer(self, fault: SimulatedFault, action: str | None, request_id: str | None) -> tuple[int, bytes]:
         self.store.count_fault(fault.code)
-        exception_type = fault.exception_type or faults.ERROR_CODES.get(fault.code, (None, ""))[0]
-        exception_type = exception_type or faults.TECHNICAL_PROBLEM
+        entry = faults.FAULT_TABLE.get(fault.code)
+        exception_type = fault.exception_type or (entry.exception_type if entry else None) or faults.TECHNICAL_PROBLEM
         soap_code = faults.soap_code_for(exception_type)
-        element = faults.render_fault(fault.code, fault.reason, exception_type=exception_type,
-                                      subcode=fault.subcode)
+        element = faults.render_fault(fault.code, fault.reason, exception_type=exception_type, subcode=fault.subcode)
         headers = addressing_headers(action or ACTION_WSA_FAULT, relates_to=request_id)
         return faults.http_status_for(soap_code), _serialize(build_envelope(headers, [element]))
 
@@ -276,52 +301,31 @@ class XtaSimulator:
             b"</soap-env:Reason></soap-env:Fault></soap-env:Body></soap-env:Envelope>")
         return 500, _serialize(env)
 
-    # ------------------------------------------------------------------ inspection API
+def _client_fingerprint(request: HttpRequest) -> str | None:
+    pem = request.environ.get("SSL_CLIENT_CERT")
+    if not pem:
+        return None
+    from transport.xta.tls import certificate_fingerprint
 
-    def _http_messages(self, request: Request) -> Response:
-        reader = request.args.get("reader")
-        return _json([m.summary() for m in self.store.messages(reader)])
+    return certificate_fingerprint(pem)
 
-    def _http_message(self, request: Request, message_id: str) -> Response:
-        message = self.store.get(message_id)
-        return _json(message.summary()) if message else _json({"error": "no such message"}, 404)
 
-    def _http_part(self, request: Request, message_id: str, index: int) -> Response:
-        message = self.store.get(message_id)
-        if message is None or index >= len(message.parts):
-            return _json({"error": "no such part"}, 404)
-        part = message.parts[index]
-        return Response(part.data, content_type=part.content_type or "application/octet-stream")
-
-    def _http_stats(self, request: Request) -> Response:
-        return _json(self.store.stats())
-
-    def _http_reset(self, request: Request) -> Response:
-        self.reset()
-        return Response(status=204)
-
-    def _http_inject(self, request: Request) -> Response:
+def _drop(request: HttpRequest) -> None:
+    """Close the TCP connection without an answer (the client sees a reset / remote disconnect)."""
+    sock = request.environ.get("werkzeug.socket")
+    if sock is not None:
         try:
-            spec = json.loads(request.get_data() or b"{}")
-            fault = InjectedFault(**spec)
-        except (ValueError, TypeError) as exc:
-            return _json({"error": f"bad injection: {exc}"}, 400)
-        self.inject(fault)
-        return _json(asdict(fault), 201)
-
-    def _http_health(self, request: Request) -> Response:
-        return _json({"status": "ok"})
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    raise _Dropped()
 
 
 def _serialize(envelope: etree._Element) -> bytes:
     return etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
 
 
-def _json(value: Any, status: int = 200) -> Response:
-    return Response(json.dumps(value, ensure_ascii=False), status=status, content_type="application/json")
-
-
-def _drain(request: Request) -> None:
+def _drain(request: HttpRequest) -> None:
     """Read and drop the rest of an over-long body, so the keep-alive connection stays in sync."""
     while request.stream.read(1 << 20):
         pass
@@ -338,7 +342,8 @@ class RunningSimulator:
         self._server = server
         self._thread = thread
         host, port = server.server_address[:2]
-        self.base_url = f"http://{host}:{port}"
+        scheme = "https" if server.ssl_context is not None else "http"
+        self.base_url = f"{scheme}://{host}:{port}"
         self.url = f"{self.base_url}{SOAP_PATH}"
 
     @property
@@ -370,8 +375,19 @@ def serve(config: SimulatorConfig, host: str = "127.0.0.1", port: int = 0, *,
     Passing a ``simulator`` whose server was stopped serves it again with all its state (issued
     MessageIDs, received messages): an endpoint outage and recovery, as a real server keeps state."""
     simulator = simulator or XtaSimulator(config, observer=observer)
-    server = NoDelayWSGIServer(host, port, simulator)
+    context = None
+    tls = simulator.config.tls
+    if tls is not None:
+        from transport.xta.tls import server_context
+
+        context = server_context(tls.cert, tls.key, client_ca=tls.client_ca,
+                                 require_client_cert=tls.require_client_cert)
+    server = NoDelayWSGIServer(host, port, simulator, ssl_context=context)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                               name=f"xta-simulator-{server.server_address[1]}", daemon=True)
     thread.start()
     return RunningSimulator(simulator, server, thread)
+
+
+__all__ = ["ChaosConfig", "Exchange", "FaultRate", "InjectedFault", "Outage", "RunningSimulator", "ServerTls",
+           "SimulatorConfig", "XtaSimulator", "serve"]

@@ -1,9 +1,11 @@
-"""State of the XTA simulator: issued MessageIDs, received messages per reader, call/fault counters.
+"""State of the XTA simulator: issued MessageIDs, received messages, their transport state (report,
+mailbox, fetch), and call/fault counters.
 
 Thread-safe (the simulator serves each connection in its own thread). Received messages live in
 memory and, if a directory is given, also on disk (one folder per message: ``message.json`` plus one
-``part-N.bin`` per part, written before the sender gets its answer). Summaries never hold payload
-bytes; only the part endpoint hands them out.
+``part-N.bin`` per part, and ``encrypted-data.xml`` + ``cipher.bin`` for encrypted content, written
+before the sender gets its answer). Summaries never hold payload bytes; only the part endpoint hands
+them out.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ import os
 import re
 import tempfile
 import threading
+import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from transport.xta.metadata import MessageMetaData
 
 ACCEPTED, UNKNOWN, USED, IN_FLIGHT = "accepted", "unknown", "used", "in_flight"
 
@@ -47,6 +52,23 @@ class StoredPart:
 
 
 @dataclass(frozen=True)
+class WireContent:
+    """The content as the reader gets it back from its mailbox (what the author sent).
+
+    Plain: ``parts`` as received (signature part included). Encrypted: ``encrypted_template`` is the
+    xenc:EncryptedData with an empty CipherValue and ``cipher`` the raw ``IV || ciphertext || tag``.
+    """
+
+    parts: tuple[StoredPart, ...] = ()
+    encrypted_template: bytes | None = field(default=None, repr=False)
+    cipher: bytes | None = field(default=None, repr=False)
+
+    @property
+    def encrypted(self) -> bool:
+        return self.encrypted_template is not None
+
+
+@dataclass(frozen=True)
 class StoredMessage:
     """What the simulated XTA server accepted for one reader, with the verification outcome."""
 
@@ -62,6 +84,9 @@ class StoredMessage:
     verified: bool = False  # True: content signature checked against the trusted signers
     signer: str | None = None  # subject (RFC 4514) of the verified signer
     received_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    metadata: MessageMetaData | None = field(default=None, repr=False, compare=False)
+    wire: WireContent | None = field(default=None, repr=False, compare=False)
+    mtom: bool = False  # arrived as MTOM
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -69,8 +94,21 @@ class StoredMessage:
             "service": self.service, "message_type": self.message_type,
             "business_scenario": self.business_scenario, "test": self.test,
             "encrypted": self.encrypted, "verified": self.verified, "signer": self.signer,
-            "received_at": self.received_at, "parts": [p.summary() for p in self.parts],
+            "received_at": self.received_at, "mtom": self.mtom, "parts": [p.summary() for p in self.parts],
         }
+
+
+@dataclass
+class TransportState:
+    """The transport order's progress, from which the simulator derives the TransportReport."""
+
+    accepted_at: float  # epoch seconds
+    ready_at: float  # when the transport is finished (report leaves status 0)
+    final_status: int  # 1 green, 2 yellow, 3 red, once ready
+    reason: str = ""  # why yellow/red
+    cancelled_at: float | None = None
+    fetched_at: float | None = None
+    handed_out: set[str] = field(default_factory=set)  # MsgBox request ids it was handed out under
 
 
 class MessageIdRegistry:
@@ -92,6 +130,10 @@ class MessageIdRegistry:
         with self._lock:
             self._owner[message_id] = author
         return message_id
+
+    def owner(self, message_id: str) -> str | None:
+        with self._lock:
+            return self._owner.get(message_id)
 
     def reserve(self, message_id: str, author: str) -> str | None:
         """None if ``author`` may send under ``message_id`` now, else UNKNOWN, USED or IN_FLIGHT."""
@@ -131,31 +173,39 @@ def _dirname(value: str) -> str:
 
 
 class MessageStore:
-    """Received messages, per reader, in arrival order; optionally mirrored to ``directory``."""
+    """Received messages in arrival order, their transport state; optionally mirrored to ``directory``."""
 
     def __init__(self, directory: Path | None = None) -> None:
         self.directory = directory
         self._lock = threading.Lock()
         self._messages: dict[str, StoredMessage] = {}
+        self._states: dict[str, TransportState] = {}
         self._calls: Counter[str] = Counter()
         self._faults: Counter[str] = Counter()
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
 
-    def add(self, message: StoredMessage) -> None:
+    def add(self, message: StoredMessage, state: TransportState | None = None) -> None:
         """Keep ``message``; on disk first (if configured) so an accepted message is never only in RAM."""
         if self.directory is not None:
             self._persist(message)
+        now = time.time()
         with self._lock:
             self._messages[message.message_id] = message
+            self._states[message.message_id] = state or TransportState(now, now, 1)
 
     def _persist(self, message: StoredMessage) -> None:
+        assert self.directory is not None
         reader_dir = self.directory / _dirname(message.reader)
         reader_dir.mkdir(parents=True, exist_ok=True)
         final = reader_dir / _dirname(message.message_id)
         tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=reader_dir))
         for i, part in enumerate(message.parts):
             (tmp / f"part-{i}.bin").write_bytes(part.data)
+        wire = message.wire
+        if wire is not None and wire.encrypted:
+            (tmp / "encrypted-data.xml").write_bytes(wire.encrypted_template or b"")
+            (tmp / "cipher.bin").write_bytes(wire.cipher or b"")
         (tmp / "message.json").write_text(json.dumps(message.summary(), indent=2, ensure_ascii=False),
                                           encoding="utf-8")
         os.replace(tmp, final)
@@ -163,6 +213,25 @@ class MessageStore:
     def get(self, message_id: str) -> StoredMessage | None:
         with self._lock:
             return self._messages.get(message_id)
+
+    def state(self, message_id: str) -> TransportState | None:
+        """A copy of the message's transport state (None: unknown MessageID)."""
+        with self._lock:
+            state = self._states.get(message_id)
+            return replace(state, handed_out=set(state.handed_out)) if state is not None else None
+
+    def update_state(self, message_id: str, **changes: Any) -> None:
+        with self._lock:
+            state = self._states.get(message_id)
+            if state is not None:
+                for name, value in changes.items():
+                    setattr(state, name, value)
+
+    def hand_out(self, message_id: str, request_id: str) -> None:
+        with self._lock:
+            state = self._states.get(message_id)
+            if state is not None:
+                state.handed_out.add(request_id)
 
     def messages(self, reader: str | None = None) -> list[StoredMessage]:
         with self._lock:
@@ -179,13 +248,15 @@ class MessageStore:
     def stats(self) -> dict[str, Any]:
         with self._lock:
             readers = Counter(m.reader for m in self._messages.values())
+            fetched = sum(1 for s in self._states.values() if s.fetched_at is not None)
             return {"total": len(self._messages), "readers": dict(readers), "calls": dict(self._calls),
-                    "faults": dict(self._faults)}
+                    "faults": dict(self._faults), "fetched": fetched}
 
     def reset(self) -> None:
         """Forget everything in memory (files on disk are kept as a record)."""
         with self._lock:
             self._messages.clear()
+            self._states.clear()
             self._calls.clear()
             self._faults.clear()
 

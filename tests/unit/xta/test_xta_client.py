@@ -13,9 +13,10 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Response
 from xta_testdata import AUTHOR, READER, content, metadata
 
-from hub.errors import ConfigError, EndpointUnavailable, ProtocolError, XtaFault
+from hub.errors import ConfigError, EndpointUnavailable, HubError, ProtocolError, XtaFault
 from transport.xta.client import XtaClient, XtaEndpoint
 from transport.xta.container import build_content_container, generic_container
+from transport.xta.faults import TRANSPORT_CONDITIONS
 from transport.xta.metadata import Party
 from transport.xta.simulator import InjectedFault, SimulatorConfig, serve
 
@@ -214,3 +215,41 @@ def test_remote_schemas_are_refused(tmp_path: Path) -> None:
 def test_endpoint_url_must_be_http() -> None:
     with pytest.raises(ConfigError):
         XtaClient(XtaEndpoint("ftp://example/xta"))
+
+
+_SOAP_FAULT = ('<e:Envelope xmlns:e="http://www.w3.org/2003/05/soap-envelope"><e:Body><e:Fault><e:Code><e:Value>e:{code}'
+               '</e:Value></e:Code><e:Reason><e:Text xml:lang="en">x</e:Text></e:Reason></e:Fault></e:Body></e:Envelope>')
+_CONDITION_ANSWERS = {
+    "http_5xx": (503, "text/plain", b"busy"),
+    "http_408": (408, "text/plain", b"request timeout"),
+    "http_429": (429, "text/plain", b"slow down"),
+    "soap_receiver_fault": (500, "application/soap+xml", _SOAP_FAULT.format(code="Receiver").encode()),
+    "soap_sender_fault": (400, "application/soap+xml", _SOAP_FAULT.format(code="Sender").encode()),
+    "not_soap": (200, "text/html", b"<html>proxy login</html>"),
+}
+
+
+@pytest.mark.parametrize("condition", sorted(TRANSPORT_CONDITIONS))
+def test_every_transport_condition_is_mapped(fake_server, condition) -> None:
+    """Each row of faults.TRANSPORT_CONDITIONS, produced for real, raises the class the table names."""
+    error_class, transient = TRANSPORT_CONDITIONS[condition]
+    url, answers = fake_server
+    if condition == "connection_error":
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            url = f"http://127.0.0.1:{s.getsockname()[1]}/xta"
+        client = XtaClient(XtaEndpoint(url, timeout=2))
+    elif condition == "timeout":
+        running = serve(SimulatorConfig(latency=0.5))
+        url = running.url
+        client = XtaClient(XtaEndpoint(url, timeout=0.1))
+    else:
+        answers.append(_CONDITION_ANSWERS[condition])
+        client = XtaClient(XtaEndpoint(url, timeout=5))
+    try:
+        with pytest.raises(HubError) as info:
+            client.create_message_id(AUTHOR)
+    finally:
+        if condition == "timeout":
+            running.stop()
+    assert type(info.value) is error_class and info.value.transient is transient

@@ -111,3 +111,49 @@ def test_zeep_fault_translation() -> None:
     assert isinstance(faults.error_from_zeep_fault(no_fault, http_status=404), ProtocolError)
     assert isinstance(faults.error_from_zeep_fault(_ZeepFault("x", "soap-env:Receiver", None)), EndpointUnavailable)
     assert isinstance(faults.error_from_zeep_fault(_ZeepFault("x", "soap-env:Sender", None)), ProtocolError)
+
+
+# ------------------------------------------------------------------ the one table
+
+
+@pytest.mark.parametrize("code", sorted(faults.FAULT_TABLE))
+def test_every_code_in_the_table_is_mapped(code) -> None:
+    """Render -> parse -> XtaFault for every code: type, code and transient flag as the table says."""
+    entry = faults.FAULT_TABLE[code]
+    exception_type = entry.exception_type or faults.PARAMETER_IS_NOT_VALID
+    fault = _roundtrip(faults.render_fault(code, "Grund", exception_type=exception_type))
+    error = faults.error_from_fault(fault, http_status=faults.http_status_for(faults.soap_code_for(exception_type)))
+    assert isinstance(error, XtaFault)
+    assert (error.exception_type, error.code) == (exception_type, code)
+    assert error.transient is entry.transient is faults.is_transient(code)
+    assert error.reason == f"xta_{code}"
+
+
+def test_table_matches_the_code_list_and_the_error_tree() -> None:
+    from hub.errors import TRANSIENT_XTA_CODES
+
+    official = etree.parse(str(WEBSERVICE_XSD)).getroot()
+    listed = {e.get("value") for e in official.iter("{http://www.w3.org/2001/XMLSchema}enumeration")}
+    assert set(faults.FAULT_TABLE) == listed  # every code of list 1.0, nothing else
+    assert faults.TRANSIENT_CODES == {"9030", "9031", "9032"} == TRANSIENT_XTA_CODES
+    assert {e.exception_type for e in faults.FAULT_TABLE.values()} - {None} == faults.EXCEPTION_TYPES
+    assert faults.ERROR_CODES["9024"] == (faults.PARAMETER_IS_NOT_VALID, "MessageID ist bereits vergeben.")
+
+
+def test_unknown_codes_are_permanent() -> None:
+    fault = _roundtrip(faults.render_fault("9999", "neu", exception_type=faults.TECHNICAL_PROBLEM))
+    error = faults.error_from_fault(fault)
+    assert isinstance(error, XtaFault) and error.code == "9999" and not error.transient
+    assert not faults.is_transient(None) and not faults.is_transient("")
+
+
+@pytest.mark.parametrize("condition", sorted(faults.TRANSPORT_CONDITIONS))
+def test_transport_conditions_are_classified(condition) -> None:
+    error_class, transient = faults.TRANSPORT_CONDITIONS[condition]
+    assert error_class.transient is transient
+    assert (error_class is EndpointUnavailable) is transient
+
+
+def test_transient_http_statuses() -> None:
+    assert all(faults.is_transient_http_status(s) for s in (500, 502, 503, 504, 408, 429))
+    assert not any(faults.is_transient_http_status(s) for s in (200, 400, 401, 403, 404))

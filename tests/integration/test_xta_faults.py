@@ -1,0 +1,128 @@
+"""Each XTA fault class drives the right outcome through a real worker on RabbitMQ.
+
+Transient (XTA 9030/9031/9032, HTTP 5xx, dropped connections, outage windows) -> retry ladder
+(``retry_scheduled`` attempt 1, 2, ...) and delivered once the endpoint recovers, or dead-lettered
+with the reason after the ladder is exhausted. Permanent (every other code, protocol errors, the
+size limit, a service the reader does not offer) -> ``hub.dead`` at once (attempt 1) with the reason
+headers. An answer lost after the server accepted the message -> retry -> 9024 -> delivered once.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from hub.status import DEAD_LETTERED, DELIVERED
+from tests.integration.helpers import AUTHOR, StatusCollector, make_config, running_worker
+from tests.integration.test_xta_support import application, dead_letters, outcome, publish, retries, sim_config
+from transport.xta.simulator import ChaosConfig, FaultRate, InjectedFault, Outage, serve
+
+pytestmark = pytest.mark.broker
+
+LADDER = [1, 1]  # seconds; two retries, then dead letter
+
+TRANSIENT = [
+    # (case, simulator changes, injection)
+    ("xta_9030_send", {}, InjectedFault(operation="sendMessage", code="9030")),
+    ("xta_9031_create_id", {}, InjectedFault(operation="createMessageId", code="9031")),
+    ("xta_9032_lookup", {}, InjectedFault(operation="lookupService", code="9032")),
+    ("http_503", {}, InjectedFault(operation="sendMessage", http_status=503)),
+    ("dropped_connection", {}, InjectedFault(operation="sendMessage", drop=True)),
+    ("outage_window", {"chaos": ChaosConfig(outages=(Outage(0, 1.5, "503"),))}, None),
+]
+
+PERMANENT = [
+    # (case, simulator changes, adapter options, expected x-hub-reason, expected x-hub-xta-code)
+    ("account_unknown", {"accounts": frozenset({"alp:other"})}, {}, "xta_9012", "9012"),
+    ("account_locked", {"account_states": {AUTHOR["identifier"]: "locked"}}, {}, "xta_9011", "9011"),
+    ("service_not_booked", {"booked_services": {AUTHOR["identifier"]: frozenset({"urn:other"})}}, {},
+     "xta_9013", "9013"),
+    ("server_size_limit", {"max_container_bytes": 10_000}, {}, "xta_9023", "9023"),
+    ("content_undecryptable", {}, {}, "xta_9052", "9052"),  # reader key replaced below
+    ("service_not_offered", {"services": {"azr:000100": frozenset({"urn:other"})}}, {},
+     "xta_service_unavailable", None),
+    ("hub_size_limit", {}, {"max_container_bytes": 10_000}, "content_too_large", None),
+]
+
+
+def _deliver_one(broker_url, pki, sim_changes, options=None, *, injection=None, seed: int, size: int = 24_000):  # noqa: ANN001, ANN202
+    config_sim = sim_config(pki, **sim_changes)
+    with serve(config_sim) as sim:
+        if injection is not None:
+            sim.inject(injection)
+        config = make_config(broker_url, pki, sim.url, retry_delays=LADDER,
+                             adapter_overrides={"options": options or {}})
+        envelope = application("azr:000100", seed, size=size)
+        status = StatusCollector(broker_url)
+        try:
+            with running_worker(config, "alpha"):
+                publish(config, [envelope])
+                final = outcome(status, envelope.message_id)
+            attempts = retries(status, envelope.message_id)
+        finally:
+            status.close()
+        return envelope, final, attempts, sim
+
+
+@pytest.mark.parametrize("case, sim_changes, injection", TRANSIENT, ids=[c[0] for c in TRANSIENT])
+def test_transient_faults_are_retried_and_then_delivered(broker_url, pki, case, sim_changes, injection) -> None:
+    seed = 7000 + [c[0] for c in TRANSIENT].index(case)
+    envelope, final, attempts, sim = _deliver_one(broker_url, pki, sim_changes, injection=injection, seed=seed)
+    assert final.event == DELIVERED, final
+    assert attempts[:1] == [1]  # at least one retry was scheduled
+    assert len(sim.store) == 1
+    assert sim.store.messages()[0].parts[0].data == envelope.content.message.data
+
+
+def test_answer_lost_after_acceptance_is_delivered_once(broker_url, pki) -> None:
+    injection = InjectedFault(operation="sendMessage", drop=True, after_processing=True)
+    envelope, final, attempts, sim = _deliver_one(broker_url, pki, {}, injection=injection, seed=7100)
+    assert final.event == DELIVERED and final.detail["duplicate"] is True  # 9024 on the re-send
+    assert attempts == [1]
+    assert len(sim.store) == 1 and sim.store.stats()["faults"].get("9024") == 1
+
+
+def test_transient_fault_that_persists_exhausts_the_ladder(broker_url, pki) -> None:
+    chaos = ChaosConfig(fault_rates=(FaultRate(1.0, code="9030", operation="sendMessage"),))
+    envelope, final, attempts, sim = _deliver_one(broker_url, pki, {"chaos": chaos}, seed=7200)
+    assert final.event == DEAD_LETTERED
+    assert attempts == [1, 2]
+    headers = dead_letters(broker_url, {envelope.message_id})[envelope.message_id]
+    assert headers["x-hub-reason"] == "xta_9030" and headers["x-hub-xta-code"] == "9030"
+    assert headers["x-hub-attempts"] == 3 and headers["x-hub-error-class"] == "XtaFault"
+    assert len(sim.store) == 0
+
+
+def test_http_errors_that_persist_are_dead_lettered_as_endpoint_unavailable(broker_url, pki) -> None:
+    chaos = ChaosConfig(fault_rates=(FaultRate(1.0, http_status=502),))
+    envelope, final, attempts, _ = _deliver_one(broker_url, pki, {"chaos": chaos}, seed=7300)
+    assert final.event == DEAD_LETTERED and attempts == [1, 2]
+    headers = dead_letters(broker_url, {envelope.message_id})[envelope.message_id]
+    assert headers["x-hub-reason"] == "endpoint_unavailable" and headers["x-hub-attempts"] == 3
+
+
+@pytest.mark.parametrize("case, sim_changes, options, reason, code", PERMANENT, ids=[c[0] for c in PERMANENT])
+def test_permanent_faults_are_dead_lettered_at_once(broker_url, pki, case, sim_changes, options, reason, code) -> None:
+    seed = 7400 + [c[0] for c in PERMANENT].index(case)
+    if case == "content_undecryptable":  # the reader's key does not match the directory's certificate
+        from transport.security.keys import load_private_key
+
+        sim_changes = {"reader_keys": {"azr:000100": load_private_key(pki["mallory"][0])}}
+    envelope, final, attempts, sim = _deliver_one(broker_url, pki, sim_changes, options, seed=seed)
+    assert final.event == DEAD_LETTERED, final
+    assert attempts == []  # no retry
+    headers = dead_letters(broker_url, {envelope.message_id})[envelope.message_id]
+    assert headers["x-hub-reason"] == reason
+    assert headers["x-hub-attempts"] == 1 and headers["x-hub-adapter"] == "alpha"
+    assert headers.get("x-hub-xta-code") == code
+    assert len(sim.store) == 0
+    if case == "hub_size_limit":
+        assert "max_container_bytes" in headers["x-hub-error-message"]
+        assert "sendMessage" not in sim.store.stats()["calls"]  # refused before sending
+
+
+def test_garbage_answer_is_a_protocol_error(broker_url, pki) -> None:
+    envelope, final, attempts, _ = _deliver_one(broker_url, pki, {}, injection=InjectedFault(
+        operation="sendMessage", garbage=True), seed=7500)
+    assert final.event == DEAD_LETTERED and attempts == []
+    headers = dead_letters(broker_url, {envelope.message_id})[envelope.message_id]
+    assert headers["x-hub-reason"] == "protocol" and headers["x-hub-error-class"] == "ProtocolError"
