@@ -13,6 +13,7 @@ from typing import Protocol
 from cryptography import x509
 
 from transport.content import Content
+from transport.security.keys import SigningIdentity
 from transport.xta.metadata import BusinessScenario, MessageType, Party
 
 
@@ -40,6 +41,12 @@ class DeliveryReceipt:
     duplicate: bool = False
 
 
+class IdentitySource(Protocol):
+    """Where an adapter gets its signing identity: a key-store handle (reloads renewed files)."""
+
+    def get(self) -> SigningIdentity: ...
+
+
 class Adapter(Protocol):
     """A delivery profile bound to one configured endpoint. Implementations must be thread-safe:
     the worker calls ``deliver`` from several threads at once."""
@@ -48,6 +55,10 @@ class Adapter(Protocol):
 
     def check(self) -> None:
         """Raise a ``HubError`` if the endpoint cannot take deliveries (readiness)."""
+
+    def prepare(self, delivery: Delivery) -> None:
+        """Checks that can refuse a delivery before a transport id is allocated (size limit,
+        the reader's service availability); raise a ``HubError``. Called before ``new_transport_id``."""
 
     def new_transport_id(self) -> str:
         """Allocate the transport's message id (XTA createMessageId); the hub records it before

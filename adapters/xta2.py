@@ -24,7 +24,7 @@ from typing import Any, Literal, Mapping
 from cryptography import x509
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from adapters.base import Delivery, DeliveryReceipt
+from adapters.base import Delivery, DeliveryReceipt, IdentitySource
 from hub.errors import ConfigError, ContentTooLarge, DirectoryError, SecurityError, XtaFault
 from transport.content import Content
 from transport.security.encryption import encrypt_xml
@@ -123,6 +123,16 @@ class Xta2Options(BaseModel):
 
 
 @dataclass(frozen=True)
+class _Fixed:
+    """An identity that never changes (tests, tools); the hub passes a reloading key-store handle."""
+
+    identity: SigningIdentity
+
+    def get(self) -> SigningIdentity:
+        return self.identity
+
+
+@dataclass(frozen=True)
 class TransportReportResult:
     """The XTA transport report of one delivered message (no payload): status 0 open, 1 green,
     2 yellow, 3 red, and the report's error/warning/info records."""
@@ -171,11 +181,11 @@ class _Lookup:
 class Xta2Adapter:
     """Delivers through one XTA 2 endpoint; thread-safe (the client keeps a session per thread)."""
 
-    def __init__(self, name: str, *, endpoint: XtaEndpoint, author: Party, identity: SigningIdentity,
+    def __init__(self, name: str, *, endpoint: XtaEndpoint, author: Party, identity: SigningIdentity | IdentitySource,
                  options: Mapping[str, Any] | None = None, base_dir: Path | None = None) -> None:
         self.name = name
         self._author = author
-        self._identity = identity
+        self._identity: IdentitySource = identity if hasattr(identity, "get") else _Fixed(identity)
         self._options = Xta2Options.from_mapping(options or {}, base_dir)
         tls = self._options.tls()
         if tls is not None and endpoint.tls is None:
@@ -199,6 +209,12 @@ class Xta2Adapter:
         if not self._client.check_account_active(self._author):
             raise XtaFault(f"XTA account {self._author.identifier} is not active",
                            exception_type="PermissionDeniedException", code=None)
+
+    def prepare(self, delivery: Delivery) -> None:
+        """Before createMessageId: refuse oversized content, and lookupService (cached) so an
+        unavailable service fails before an id is spent — the XTA sending order."""
+        self.check_size(delivery.content)
+        self.lookup(delivery)
 
     def new_transport_id(self) -> str:
         return self._client.create_message_id(self._author)
@@ -277,7 +293,7 @@ class Xta2Adapter:
         content: Content = delivery.content
         self.check_size(content)
         if opts.sign:
-            content = sign_content(content, self._identity)
+            content = sign_content(content, self._identity.get())
             self.check_size(content)  # the signature part counts too
         recipient = certificate or delivery.reader_certificate
         attachments = Attachments() if opts.mtom else None
@@ -313,7 +329,7 @@ class Xta2Adapter:
         certificate = self.lookup(delivery)
         with self.prepare_container(delivery, certificate) as container:
             metadata = self.metadata(delivery, transport_message_id, container.content_size)
-            tokens = [self._identity.certificate, certificate] if self._options.x509_token_container else []
+            tokens = [self._identity.get().certificate, certificate] if self._options.x509_token_container else []
             try:
                 if self._options.send_mode == "sync":
                     answer = self._client.send_message_sync(metadata, container, certificates=tokens)

@@ -149,6 +149,7 @@ def worker(ctx: click.Context, adapter: str, http_port: int | None) -> None:
     from hub.worker import AdapterWorker
 
     from hub.certs import certificate_report, readiness_problems, register_certificate_expiry
+    from hub.health import CachedCheck
     from hub.keystore import KeyStore
 
     config = _config(ctx)
@@ -159,8 +160,16 @@ def worker(ctx: click.Context, adapter: str, http_port: int | None) -> None:
     register_certificate_expiry(registry, config, keys, adapter=adapter)
     hub_worker = AdapterWorker(config, adapter, pipeline, metrics)
 
+    account = CachedCheck("XTA account (checkAccountActive)", pipeline.adapter.check)
+    ok, detail = account()
+    if not ok:
+        logging.getLogger("hub.worker").warning("at start: %s", detail)
+
     def ready() -> tuple[bool, str]:
         problems = readiness_problems(certificate_report(config, keys, adapter=adapter, uses={"signing"}))
+        account_ok, account_detail = account()
+        if not account_ok:
+            problems.append(account_detail)
         if problems:
             return False, "; ".join(problems)
         connected = hub_worker.connected.is_set() and hub_worker.publisher is not None and hub_worker.publisher.is_open
@@ -181,22 +190,30 @@ def worker(ctx: click.Context, adapter: str, http_port: int | None) -> None:
         pipeline.close()
 
 
-@main.command()
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--port", type=int, help="Listen port (default: config simulator.port).")
-@click.option("--latency", type=float, help="Seconds added to every response.")
 @click.pass_context
 @_guard
-def simulator(ctx: click.Context, port: int | None, latency: float | None) -> None:
-    """Run the XTA 2 endpoint simulator until SIGTERM/SIGINT."""
+def simulator(ctx: click.Context, port: int | None) -> None:
+    """Run the XTA 2 endpoint simulator until SIGTERM/SIGINT.
+
+    Readers' keys, trusted signers and accounts come from the config's [simulator] section and
+    adapters; any further flags of the simulator are passed through, e.g. --latency 2,
+    --fault-rate 9030:0.1:sendMessage, --outage 30:60, --drop-rate 0.05, --report-status
+    azr:000100=3, --tls-cert/--tls-key/--client-ca/--require-client-cert (`hub simulator --help-simulator`)."""
     import threading
 
-    from hub.simulation import simulator_config
+    from hub.simulation import simulator_argv
+    from transport.xta import simulator_cli
     from transport.xta.simulator import serve
 
+    if "--help-simulator" in ctx.args:
+        simulator_cli.parser().print_help()
+        return
     config = _config(ctx)
-    sim_config = simulator_config(config, latency=latency)
-    running = serve(sim_config, host=config.simulator.host, port=config.simulator.port if port is None else port)
-    click.echo(f"XTA simulator listening at {running.url}", err=True)
+    args = simulator_cli.parser().parse_args(simulator_argv(config, port=port, extra=ctx.args))
+    running = serve(simulator_cli.build_config(args), host=args.host, port=args.port)
+    click.echo(f"XTA simulator listening at {running.url} (inspection: {running.base_url}/_sim/messages)", err=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

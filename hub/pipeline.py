@@ -1,8 +1,8 @@
 """The per-message work of an adapter worker, free of any broker code.
 
 decode envelope -> ledger check -> directory lookup -> hardened parse -> schema validation ->
-transport id (created once, recorded in the ledger) -> adapter.deliver (sign, encrypt, XTA) ->
-ledger: delivered. Every failure surfaces as a ``HubError`` whose ``transient`` flag decides
+adapter.prepare (size limit, lookupService) -> transport id (created once, recorded in the ledger)
+-> adapter.deliver (sign, encrypt, XTA) -> ledger: delivered. Every failure surfaces as a ``HubError`` whose ``transient`` flag decides
 retry vs dead letter; the pipeline itself never acks or publishes.
 """
 
@@ -16,13 +16,11 @@ import pika
 from adapters.base import Adapter, Delivery, DeliveryReceipt
 from hub.directory import Directory
 from hub.envelope import Envelope, decode_envelope
-from hub.errors import ContentTooLarge, DirectoryError, HubError, UnknownMessageType
+from hub.errors import DirectoryError, HubError, UnknownMessageType
 from hub.ledger import DeliveryLedger
 from schemas.registry import SchemaRegistry
 from transport.security.xml import parse_xml
 from transport.xta.metadata import BusinessScenario, MessageType, Party
-
-DEFAULT_MAX_CONTENT_BYTES = 40 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -31,7 +29,6 @@ class PipelineSettings:
     author: Party
     default_service: str
     business_scenario: BusinessScenario
-    max_content_bytes: int = DEFAULT_MAX_CONTENT_BYTES
 
 
 class DeliveryPipeline:
@@ -63,9 +60,6 @@ class DeliveryPipeline:
         message_type = self.message_types.get(envelope.message_type)
         if message_type is None:
             raise UnknownMessageType(f"message type '{envelope.message_type}' is not configured")
-        if envelope.content.size > s.max_content_bytes:
-            raise ContentTooLarge(
-                f"content is {envelope.content.size} bytes, the limit is {s.max_content_bytes}")
         document = parse_xml(envelope.content.message.data)
         self.registry.validate(envelope.message_type, document)
         scenario = s.business_scenario
@@ -82,6 +76,7 @@ class DeliveryPipeline:
             business_scenario=scenario,
             test=envelope.test,
         )
+        self.adapter.prepare(delivery)  # size limit, service availability: refuse before an id is spent
         resend = entry is not None and entry.adapter == s.adapter_name
         if resend:
             transport_id = entry.transport_message_id

@@ -42,11 +42,12 @@ def author_party(adapter: AdapterConfig) -> Party:
     return Party(identifier=a.identifier, name=a.name, category=a.category)
 
 
-def build_adapter(name: str, adapter: AdapterConfig, keys: KeyStore) -> Adapter:
+def build_adapter(name: str, adapter: AdapterConfig, keys: KeyStore, base_dir: Path | None = None) -> Adapter:
+    """The adapter of profile ``adapter.profile``; ``base_dir`` resolves relative paths in its options."""
     cls = profile_class(adapter.profile)
-    try:
-        identity = keys.signing_identity(adapter.signing_key, adapter.signing_cert, adapter.signing_key_password_env,
-                                         password_file=adapter.signing_key_password_file)
+    try:  # a handle: renewed key/certificate files are picked up without a restart
+        identity = keys.identity_handle(adapter.signing_key, adapter.signing_cert, adapter.signing_key_password_env,
+                                        password_file=adapter.signing_key_password_file)
     except ConfigError:
         raise
     except Exception as exc:  # KeyStoreError and friends: name the config key
@@ -57,6 +58,7 @@ def build_adapter(name: str, adapter: AdapterConfig, keys: KeyStore) -> Adapter:
         author=author_party(adapter),
         identity=identity,
         options=adapter.options,
+        base_dir=base_dir,
     )
 
 
@@ -79,5 +81,5 @@ def build_pipeline(config: HubConfig, adapter_name: str, keys: KeyStore | None =
                                            ac.business_scenario_list_version),
     )
     base = config.source.parent if config.source else Path.cwd()
-    return DeliveryPipeline(settings, adapter=build_adapter(adapter_name, ac, keys), directory=directory,
+    return DeliveryPipeline(settings, adapter=build_adapter(adapter_name, ac, keys, base), directory=directory,
                             registry=registry, message_types=types, ledger=open_ledger(config.ledger.url, base))

@@ -1,19 +1,28 @@
-"""Turning the hub config's ``[simulator]`` section into the wire-level simulator's settings."""
+"""Turning the hub config's ``[simulator]`` section into the wire-level simulator's options.
+
+The simulator has its own command line (``transport.xta.simulator_cli``) for fault injection,
+TLS and report behaviour; ``hub simulator`` builds that command line from the hub config (readers'
+keys, trusted signers, the adapters' accounts) and appends whatever extra flags the operator gave,
+so there is one parser and one way to build a ``SimulatorConfig``.
+"""
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from hub.config import HubConfig
-from hub.keystore import KeyStore
-from transport.xta.simulator import SimulatorConfig
 
 
-def simulator_config(config: HubConfig, *, latency: float | None = None, keys: KeyStore | None = None) -> SimulatorConfig:
-    keys = keys or KeyStore()
+def simulator_argv(config: HubConfig, *, port: int | None = None, extra: Sequence[str] = ()) -> list[str]:
     sim = config.simulator
-    return SimulatorConfig(
-        reader_keys={reader: keys.private_key(r.key) for reader, r in sim.readers.items()},
-        trusted_signers=tuple(keys.certificate(p) for p in sim.trusted_signers),
-        accounts=frozenset(a.author.identifier for a in config.adapters.values()) or None,
-        latency=sim.latency if latency is None else latency,
-        store_dir=sim.store_dir,
-    )
+    argv = ["--host", sim.host, "--port", str(sim.port if port is None else port), "--latency", str(sim.latency)]
+    for reader, entry in sorted(sim.readers.items()):
+        argv += ["--reader-key", f"{reader}={entry.key}"]
+    for path in sim.trusted_signers:
+        argv += ["--trusted-signer", str(path)]
+    accounts = sorted({a.author.identifier for a in config.adapters.values()})
+    if accounts:
+        argv += ["--accounts", *accounts]
+    if sim.store_dir is not None:
+        argv += ["--store-dir", str(sim.store_dir)]
+    return argv + list(extra)

@@ -13,7 +13,6 @@ import pytest
 from hub.envelope import CONTENT_TYPE, new_envelope
 from hub.publisher import ConfirmingPublisher, publish_envelope
 from hub.samples import make_attachment, make_ozg_application
-from hub.simulation import simulator_config
 from hub.status import DEAD_LETTERED, DELIVERED
 from hub.topology import DEAD_QUEUE, INBOUND_CHECKED
 from tests.integration.helpers import AUTHOR, StatusCollector, drain, make_config, running_worker, wait_for
