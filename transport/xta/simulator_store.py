@@ -24,27 +24,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from transport.content import ContentPart
 from transport.xta.metadata import MessageMetaData
 
 ACCEPTED, UNKNOWN, USED, IN_FLIGHT = "accepted", "unknown", "used", "in_flight"
 
 
 @dataclass(frozen=True)
-class StoredPart:
+class StoredPart(ContentPart):
     """One received part (message, attachment, or the still-encrypted container)."""
-
-    data: bytes = field(repr=False)
-    content_type: str
-    filename: str | None = None
-    description: str | None = None
-
-    @property
-    def size(self) -> int:
-        return len(self.data)
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
 
     def summary(self) -> dict[str, Any]:
         return {"filename": self.filename, "content_type": self.content_type, "size": self.size,
