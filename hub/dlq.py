@@ -19,16 +19,13 @@ import pika
 
 from hub.broker import connect
 from hub.config import BrokerConfig
+from hub.envelope import copy_properties
 from hub.errors import UnknownDestination
+from hub.failures import clean_headers, header_int
 from hub.publisher import ResilientPublisher
 from hub.status import REPLAYED, StatusEvent
 from hub.topology import DEAD_QUEUE, INBOUND_CHECKED
 
-HUB_FAILURE_HEADERS = ("x-hub-reason", "x-hub-error-class", "x-hub-error-message", "x-hub-xta-code",
-                       "x-hub-attempts", "x-hub-adapter", "x-hub-destination", "x-hub-first-failure",
-                       "x-hub-last-failure", "x-hub-attempt", "x-hub-last-reason")
-BROKER_DEATH_HEADERS = ("x-death", "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason",
-                        "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason", "x-delivery-count")
 
 
 def _text(value: Any) -> str | None:
@@ -59,15 +56,16 @@ class DeadLetter:
         h = props.headers or {}
         reason = _text(h.get("x-hub-reason"))
         adapter = _text(h.get("x-hub-adapter"))
-        last = h.get("x-hub-last-failure")
-        last = last / 1000 if isinstance(last, int) else last
+        last_ms = header_int(h, "x-hub-last-failure", -1)
+        last: float | None = last_ms / 1000 if last_ms >= 0 else None
         if reason is None:  # dead-lettered by the broker itself (delivery limit = poison message)
             reason = _text(h.get("x-first-death-reason")) or "unknown"
             queue = _text(h.get("x-first-death-queue")) or ""
             adapter = queue.removeprefix("hub.deliver.") if queue.startswith("hub.deliver.") else adapter
             deaths = h.get("x-death") or []
-            if deaths and isinstance(deaths[0], dict) and deaths[0].get("time") is not None:
-                last = deaths[0]["time"].timestamp() if hasattr(deaths[0]["time"], "timestamp") else deaths[0]["time"]
+            when = deaths[0].get("time") if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict) else None
+            if hasattr(when, "timestamp"):
+                last = when.timestamp()
         return cls(
             message_id=_text(props.message_id) or "?",
             portal=_text(props.app_id) or "?",
@@ -77,9 +75,9 @@ class DeadLetter:
             error_class=_text(h.get("x-hub-error-class")),
             error_message=_text(h.get("x-hub-error-message")),
             xta_code=_text(h.get("x-hub-xta-code")),
-            attempts=int(h.get("x-hub-attempts") or h.get("x-delivery-count") or 0),
-            first_failure=int(h["x-hub-first-failure"]) / 1000 if h.get("x-hub-first-failure") else None,
-            last_failure=float(last) if last is not None else None,
+            attempts=header_int(h, "x-hub-attempts", header_int(h, "x-delivery-count", 0)),
+            first_failure=first_ms / 1000 if (first_ms := header_int(h, "x-hub-first-failure", -1)) >= 0 else None,
+            last_failure=last,
             size=len(body),
         )
 
@@ -116,12 +114,7 @@ class DeadLetterFilter:
 
 def replay_properties(props: pika.BasicProperties) -> pika.BasicProperties:
     """The original properties, minus what the hub and the broker added on failure."""
-    headers = {k: v for k, v in (props.headers or {}).items()
-               if k not in HUB_FAILURE_HEADERS and k not in BROKER_DEATH_HEADERS}
-    return pika.BasicProperties(
-        content_type=props.content_type, content_encoding=props.content_encoding, headers=headers,
-        delivery_mode=2, correlation_id=props.correlation_id, message_id=props.message_id,
-        timestamp=props.timestamp, type=props.type, app_id=props.app_id)
+    return copy_properties(props, clean_headers(props.headers or {}))
 
 
 class DeadLetterQueue:

@@ -171,9 +171,26 @@ def decode_envelope(properties: pika.BasicProperties, body: bytes) -> Envelope:
         service=_text_header(headers, H_SERVICE),
         business_scenario=_text_header(headers, H_BUSINESS_SCENARIO),
         correlation_id=properties.correlation_id,
-        test=bool(headers.get(H_TEST, False)),
+        test=_bool_header(headers, H_TEST),
         timestamp=int(properties.timestamp or 0),
     )
+
+
+def copy_properties(props: pika.BasicProperties, headers: Mapping[str, Any]) -> pika.BasicProperties:
+    """The same message properties with other headers (for retry, dead-letter and replay copies);
+    persistent, and ``user_id`` dropped (the broker would refuse another connection's user)."""
+    return pika.BasicProperties(
+        content_type=props.content_type, content_encoding=props.content_encoding, headers=dict(headers),
+        delivery_mode=2, priority=props.priority, correlation_id=props.correlation_id, reply_to=props.reply_to,
+        message_id=props.message_id, timestamp=props.timestamp, type=props.type, app_id=props.app_id)
+
+
+def _bool_header(headers: Mapping[str, Any], name: str) -> bool:
+    """A real AMQP boolean only: the string "false" must not turn an application into a test message."""
+    value = headers.get(name, False)
+    if not isinstance(value, bool):
+        raise EnvelopeError(f"header {name} must be a boolean, got {type(value).__name__}")
+    return value
 
 
 def _text_header(headers: Mapping[str, Any], name: str, *, required: bool = False) -> str | None:

@@ -19,6 +19,7 @@ dependency rule.
     │   ├── UnknownMessageType       no schema registered for the message type
     │   └── ContentTooLarge          container above the profile's size limit
     ├── DirectoryError               destination not in the directory           (permanent)
+    ├── LedgerUnavailable            the delivery ledger cannot be read/written  (transient)
     ├── SecurityError                                                           (permanent)
     │   ├── KeyStoreError            key/certificate cannot be loaded
     │   ├── UnsupportedAlgorithm     algorithm refused (deprecated or unknown)
@@ -35,6 +36,8 @@ payload content, only ids, sizes and hashes.
 """
 
 from __future__ import annotations
+
+import re
 
 
 class HubError(Exception):
@@ -99,6 +102,13 @@ class DirectoryError(HubError):
     reason = "directory"
 
 
+class LedgerUnavailable(HubError):
+    """The ledger cannot be read or written; delivering without it could duplicate, so retry later."""
+
+    transient = True
+    reason = "ledger_unavailable"
+
+
 class SecurityError(HubError):
     reason = "security"
 
@@ -135,6 +145,8 @@ class ProtocolError(TransportError):
 # XTA error codes (list urn:de:xta:webservice:codeliste:fehlernummer) after which a later retry
 # of the same message can succeed: internal server error, directory service error, delivery error.
 TRANSIENT_XTA_CODES: frozenset[str] = frozenset({"9030", "9031", "9032"})
+_XTA_CODE = re.compile(r"^\d{4}$")
+_EXCEPTION_TYPE = re.compile(r"^[A-Za-z]{1,64}$")
 
 
 class XtaFault(TransportError):
@@ -144,8 +156,11 @@ class XtaFault(TransportError):
     reason = "xta_fault"
 
     def __init__(self, message: str, *, exception_type: str, code: str | None) -> None:
+        # the code comes from a remote server: only a 4-digit code may reach reason slugs, routing
+        # keys and metric labels (anything else would be unbounded cardinality or an AMQP error)
+        code = code if code is not None and _XTA_CODE.match(code) else None
         super().__init__(message, reason=f"xta_{code}" if code else "xta_fault")
-        self.exception_type = exception_type
+        self.exception_type = exception_type if _EXCEPTION_TYPE.match(exception_type or "") else "XtaException"
         self.code = code
 
     @property

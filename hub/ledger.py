@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from hub.errors import ConfigError, HubError
+from hub.errors import ConfigError, LedgerUnavailable
 
 ALLOCATED = "allocated"
 DELIVERED = "delivered"
@@ -35,13 +35,6 @@ CREATE TABLE IF NOT EXISTS hub_deliveries (
     created_at DOUBLE PRECISION NOT NULL,
     updated_at DOUBLE PRECISION NOT NULL
 )"""
-
-
-class LedgerUnavailable(HubError):
-    """The ledger cannot be read or written; delivering without it could duplicate, so retry later."""
-
-    transient = True
-    reason = "ledger_unavailable"
 
 
 @dataclass(frozen=True)
@@ -59,7 +52,7 @@ class LedgerEntry:
 
 class DeliveryLedger(Protocol):
     def lookup(self, message_id: str) -> LedgerEntry | None: ...
-    def allocate(self, message_id: str, adapter: str, destination: str, transport_message_id: str) -> None: ...
+    def allocate(self, message_id: str, adapter: str, destination: str, transport_message_id: str) -> str: ...
     def mark_delivered(self, message_id: str) -> None: ...
     def forget(self, message_id: str) -> None: ...
     def close(self) -> None: ...
@@ -82,14 +75,23 @@ class _SqlLedger:
             "WHERE message_id = ?"), (message_id,), fetch=True)
         return LedgerEntry(*row) if row else None
 
-    def allocate(self, message_id: str, adapter: str, destination: str, transport_message_id: str) -> None:
+    def allocate(self, message_id: str, adapter: str, destination: str, transport_message_id: str) -> str:
+        """Record ``transport_message_id`` unless the message already has one; return the id that
+        counts. Two processes racing on the same message both end up sending under one id (the
+        server then answers 9024 to the second), never under two. An entry of another adapter
+        (the authority moved) that was never delivered is replaced."""
         now = time.time()
         self._run(self._sql(
             "INSERT INTO hub_deliveries (message_id, adapter, destination, transport_message_id, state, "
             "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (message_id) DO UPDATE SET transport_message_id = excluded.transport_message_id, "
-            "state = excluded.state, updated_at = excluded.updated_at"),
-            (message_id, adapter, destination, transport_message_id, ALLOCATED, now, now))
+            "ON CONFLICT (message_id) DO UPDATE SET adapter = excluded.adapter, "
+            "transport_message_id = excluded.transport_message_id, updated_at = excluded.updated_at "
+            "WHERE hub_deliveries.adapter <> excluded.adapter AND hub_deliveries.state = ?"),
+            (message_id, adapter, destination, transport_message_id, ALLOCATED, now, now, ALLOCATED))
+        entry = self.lookup(message_id)
+        if entry is None:  # forgotten concurrently: ours is as good as any
+            return transport_message_id
+        return entry.transport_message_id
 
     def mark_delivered(self, message_id: str) -> None:
         self._run(self._sql("UPDATE hub_deliveries SET state = ?, updated_at = ? WHERE message_id = ?"),
@@ -137,16 +139,22 @@ class PostgresLedger(_SqlLedger):
         self._url = url
         self._lock = threading.Lock()
         try:
-            self._db = psycopg.connect(url, autocommit=True, connect_timeout=10)
+            self._db = self._connect()
             self._db.execute(_SCHEMA)
         except psycopg.Error as exc:
             raise ConfigError(f"ledger: cannot open PostgreSQL database: {exc}") from None
+
+    def _connect(self) -> Any:
+        """Bounded waits: a hung database must fail a delivery (transient), not block every thread."""
+        return self._psycopg.connect(self._url, autocommit=True, connect_timeout=10,
+                                     options="-c statement_timeout=5000", keepalives=1, keepalives_idle=30,
+                                     keepalives_interval=10, keepalives_count=3)
 
     def _run(self, sql: str, params: tuple[Any, ...] = (), fetch: bool = False) -> Any:
         with self._lock:
             try:
                 if self._db.closed:
-                    self._db = self._psycopg.connect(self._url, autocommit=True, connect_timeout=10)
+                    self._db = self._connect()
                 cursor = self._db.execute(sql, params)
                 return cursor.fetchone() if fetch else None
             except self._psycopg.Error as exc:

@@ -16,7 +16,7 @@ import pika
 from adapters.base import Adapter, Delivery, DeliveryReceipt
 from hub.directory import Directory
 from hub.envelope import Envelope, decode_envelope
-from hub.errors import DirectoryError, HubError, UnknownMessageType
+from hub.errors import DirectoryError, HubError, UnknownMessageType, XtaFault
 from hub.ledger import DeliveryLedger
 from schemas.registry import SchemaRegistry
 from transport.security.xml import parse_xml
@@ -77,20 +77,28 @@ class DeliveryPipeline:
             test=envelope.test,
         )
         self.adapter.prepare(delivery)  # size limit, service availability: refuse before an id is spent
-        resend = entry is not None and entry.adapter == s.adapter_name
-        if resend:
+        if entry is not None and entry.adapter == s.adapter_name:
             transport_id = entry.transport_message_id
         else:
-            transport_id = self.adapter.new_transport_id()
-            self.ledger.allocate(envelope.message_id, s.adapter_name, envelope.destination, transport_id)
+            # the ledger keeps whichever id was recorded first (another process may race us)
+            transport_id = self.ledger.allocate(envelope.message_id, s.adapter_name, envelope.destination,
+                                                self.adapter.new_transport_id())
         try:
-            receipt = self.adapter.deliver(delivery, transport_id, resend=resend)
-        except HubError as error:
-            if not error.transient:  # refused for good: the id was not used, a replay needs a new one
-                self.ledger.forget(envelope.message_id)
+            # every id we send was recorded for this message alone: "already used" means accepted
+            receipt = self.adapter.deliver(delivery, transport_id, resend=True)
+        except XtaFault as error:
+            if not error.transient:  # an explicit refusal: the id was not used, a replay needs a new one
+                self._forget(envelope.message_id)
             raise
         self.ledger.mark_delivered(envelope.message_id)
         return receipt
+
+    def _forget(self, message_id: str) -> None:
+        """Drop a refused allocation; if the ledger is down, keep the id (a resend with it is safe)."""
+        try:
+            self.ledger.forget(message_id)
+        except HubError:
+            pass
 
     def close(self) -> None:
         self.adapter.close()

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 import pika
@@ -36,12 +36,6 @@ class _Pending:
     message_id: str | None
     routing_key: str
     returned: str | None = None
-
-
-@dataclass
-class PublishReport:
-    confirmed: list[str] = field(default_factory=list)
-    failed: list[tuple[str, Exception]] = field(default_factory=list)
 
 
 class ConfirmingPublisher:
@@ -319,16 +313,3 @@ class ResilientPublisher:
 def publish_envelope(publisher: ConfirmingPublisher, envelope: Envelope) -> Future[None]:
     """Publish a portal's application to the checked inbound exchange with ``mandatory``."""
     return publisher.publish(INBOUND_CHECKED, envelope.destination, envelope.body(), envelope.properties(), mandatory=True)
-
-
-def publish_all(publisher: ConfirmingPublisher, envelopes: Iterable[Envelope], timeout: float = 120.0) -> PublishReport:
-    """Publish many with a full window; report each message's outcome after its confirm."""
-    report = PublishReport()
-    futures = [(e.message_id, publish_envelope(publisher, e)) for e in envelopes]
-    for message_id, future in futures:
-        try:
-            future.result(timeout=timeout)
-            report.confirmed.append(message_id)
-        except Exception as exc:  # noqa: BLE001 - reported per message
-            report.failed.append((message_id, exc))
-    return report

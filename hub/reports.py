@@ -49,12 +49,11 @@ class ReportPoller:
     """Schedules and performs report polls for one adapter; thread-safe (the publisher is)."""
 
     def __init__(self, adapter_name: str, poll: Callable[[str], Any], publisher: Callable[[], ResilientPublisher],
-                 *, max_polls: int, on_final: Callable[[str], None] | None = None) -> None:
+                 *, max_polls: int) -> None:
         self.adapter = adapter_name
         self._poll = poll
         self._publisher = publisher
         self.max_polls = max_polls
-        self._on_final = on_final
 
     def schedule(self, request: PollRequest) -> None:
         """Put a poll request in the wait queue; it comes back after the poll interval."""
@@ -71,17 +70,16 @@ class ReportPoller:
         try:
             result = self._poll(request.transport_message_id)
         except HubError as error:
-            if error.transient:
-                self.schedule(request)  # try again after the interval, same attempt count
+            if error.transient and request.attempt < self.max_polls:  # endpoint trouble: next interval
+                self.schedule(PollRequest(request.message_id, request.transport_message_id, request.portal,
+                                          request.destination, request.attempt + 1))
                 return "open"
             self._emit(request, TRANSPORT_REPORT, {"xta_message_id": request.transport_message_id,
                                                     "error": type(error).__name__, "reason": error.reason})
             return "failed"
         if result.final:
-            light = TRAFFIC_LIGHT.get(result.status, f"status_{result.status}")
+            light = TRAFFIC_LIGHT.get(result.status, "unknown")  # a metric label: bounded values only
             self._emit(request, TRANSPORT_REPORT, {**result.detail(), "traffic_light": light})
-            if self._on_final:
-                self._on_final(light)
             return light
         if request.attempt >= self.max_polls:
             self._emit(request, TRANSPORT_REPORT_TIMEOUT, {"xta_message_id": request.transport_message_id,

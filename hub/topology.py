@@ -161,14 +161,15 @@ def _write_state(channel: BlockingChannel, bindings: frozenset[Binding]) -> None
     )
 
 
-def apply_topology(channel: BlockingChannel, plan: TopologyPlan) -> TopologyReport:
-    """Declare everything in ``plan``; remove bindings the hub made earlier that are gone now.
+def apply_topology(channel: BlockingChannel, plan: TopologyPlan, *, remove_stale: bool = True) -> TopologyReport:
+    """Declare everything in ``plan``; with ``remove_stale`` also remove bindings the hub made
+    earlier that are gone now (operators' `hub topology apply`; workers only declare).
 
     The channel must be in confirm mode (so the state write is confirmed). Queue arguments cannot
     change after declaration: a changed argument fails with PRECONDITION_FAILED, by design.
     """
     try:
-        return _apply(channel, plan)
+        return _apply(channel, plan, remove_stale)
     except pika.exceptions.ChannelClosedByBroker as exc:
         if exc.reply_code == 406:  # PRECONDITION_FAILED: an existing queue/exchange has other arguments
             raise ConfigError(
@@ -178,7 +179,7 @@ def apply_topology(channel: BlockingChannel, plan: TopologyPlan) -> TopologyRepo
         raise
 
 
-def _apply(channel: BlockingChannel, plan: TopologyPlan) -> TopologyReport:
+def _apply(channel: BlockingChannel, plan: TopologyPlan, remove_stale: bool) -> TopologyReport:
     report = TopologyReport()
     _declare_exchanges(channel)
     for spec in plan.queues:
@@ -191,6 +192,10 @@ def _apply(channel: BlockingChannel, plan: TopologyPlan) -> TopologyReport:
         channel.queue_bind(binding.queue, binding.exchange, routing_key=binding.routing_key)
         if binding not in previous:
             report.added.append(binding)
+    if not remove_stale:
+        if not plan.bindings <= previous:  # remember new bindings, keep the old ones for the operator
+            _write_state(channel, plan.bindings | previous)
+        return report
     for binding in sorted(previous - plan.bindings):
         channel.queue_unbind(binding.queue, binding.exchange, routing_key=binding.routing_key)
         report.removed.append(binding)

@@ -24,7 +24,10 @@ import pika.exceptions
 from hub.broker import connect
 from hub.config import HubConfig
 from hub.breaker import CLOSED, HALF_OPEN, OPEN, STATE_VALUES, BreakerSettings, CircuitBreaker
-from hub.errors import ConfigError, EndpointUnavailable, HubError, XtaFault
+from hub.envelope import copy_properties
+from hub.errors import ConfigError, EndpointUnavailable, HubError, UnknownDestination, XtaFault
+from hub.failures import (H_ATTEMPT, H_FIRST_FAILURE, dead_letter_headers, epoch_ms, error_reason, header_int,
+                          retry_headers, safe_error_text)
 from hub.metrics import WorkerMetrics
 from hub.pipeline import DeliveryPipeline
 from hub.publisher import ResilientPublisher
@@ -34,9 +37,6 @@ from hub.topology import DEAD_EXCHANGE, apply_topology, deliver_queue, plan_topo
 
 log = logging.getLogger(__name__)
 
-H_ATTEMPT = "x-hub-attempt"
-H_FIRST_FAILURE = "x-hub-first-failure"
-
 
 @dataclass(frozen=True)
 class _Inbound:
@@ -45,30 +45,7 @@ class _Inbound:
     body: bytes
     connection: pika.BlockingConnection
     channel: Any
-
-
-def _epoch_ms() -> int:
-    """Times in headers are integer epoch milliseconds (AMQP tables cannot carry floats via pika)."""
-    return int(time.time() * 1000)
-
-
-def _error_headers(error: BaseException, adapter: str, destination: str | None, attempts: int,
-                   first_failure: int) -> dict[str, Any]:
-    reason = error.reason if isinstance(error, HubError) else "internal_error"
-    headers: dict[str, Any] = {
-        "x-hub-reason": reason,
-        "x-hub-error-class": type(error).__name__,
-        "x-hub-error-message": str(error)[:1000],
-        "x-hub-attempts": attempts,
-        "x-hub-adapter": adapter,
-        "x-hub-first-failure": first_failure,
-        "x-hub-last-failure": _epoch_ms(),
-    }
-    if destination:
-        headers["x-hub-destination"] = destination
-    if isinstance(error, XtaFault) and error.code:
-        headers["x-hub-xta-code"] = error.code
-    return headers
+    generation: int  # the connection it came on; after a reconnect the broker has requeued it
 
 
 class AdapterWorker:
@@ -92,6 +69,7 @@ class AdapterWorker:
         self.connected = threading.Event()
         self.connections_opened = 0
         self._cautious = threading.Event()
+        self._generation = 0
         if breaker_settings is None:
             b = self.adapter_config.breaker
             breaker_settings = BreakerSettings(b.consecutive_failures, b.failure_rate, b.window, b.cool_down)
@@ -124,7 +102,7 @@ class AdapterWorker:
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 30.0)
         finally:
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)
             if self.publisher is not None:
                 self.publisher.close()
 
@@ -144,18 +122,23 @@ class AdapterWorker:
 
     def _run_connected(self) -> None:
         connection = connect(self.config.broker, f"hub-worker-{self.adapter}")
+        self._generation += 1
         try:
             if self._apply_topology:
                 setup = connection.channel()
                 setup.confirm_delivery()
-                apply_topology(setup, plan_topology(self.config))
+                # declare only: removing stale bindings is `hub topology apply`'s job, so a worker
+                # on an older config (rolling deploy) cannot unbind newly added authorities
+                apply_topology(setup, plan_topology(self.config), remove_stale=False)
                 setup.close()
             self._ensure_publisher().ensure_connected()
             connection.add_on_connection_blocked_callback(lambda *_: self._set_blocked(True))
             connection.add_on_connection_unblocked_callback(lambda *_: self._set_blocked(False))
             channel = connection.channel()
             self._cautious.set()
-            full_prefetch = max(self.config.broker.prefetch, self.adapter_config.concurrency)
+            # no more unacked messages than threads: a prefetched message waiting in the pool would
+            # be requeued on a reconnect while its task still ran
+            full_prefetch = min(self.config.broker.prefetch, self.adapter_config.concurrency)
             consumer_tag: str | None = None
             report_tag: str | None = None
             report_channel = None
@@ -201,6 +184,7 @@ class AdapterWorker:
             deadline = time.monotonic() + max(30.0, self.adapter_config.timeout * 2)
             while self._in_flight and time.monotonic() < deadline:
                 connection.process_data_events(time_limit=0.2)
+            connection.process_data_events(time_limit=0)  # run the last settle callbacks
         finally:
             self.connected.clear()
             if connection.is_open:
@@ -220,16 +204,20 @@ class AdapterWorker:
         self.metrics.in_flight.labels(self.adapter).inc()
         with self._lock:
             self._in_flight += 1
-        self._pool.submit(self._handle, _Inbound(method.delivery_tag, properties, body, connection, channel))
+        self._pool.submit(self._handle, _Inbound(method.delivery_tag, properties, body, connection, channel,
+                                                 self._generation))
 
     def _on_report(self, connection: pika.BlockingConnection, channel: Any, method: Any,
                    properties: pika.BasicProperties, body: bytes) -> None:
         with self._lock:
             self._in_flight += 1
-        self._pool.submit(self._handle_report, _Inbound(method.delivery_tag, properties, body, connection, channel))
+        self._pool.submit(self._handle_report, _Inbound(method.delivery_tag, properties, body, connection, channel,
+                                                        self._generation))
 
     def _handle_report(self, msg: _Inbound) -> None:
         ok = False
+        if msg.generation != self._generation:
+            return self._settle(msg, ack=False)  # its connection is gone: the broker requeued it
         try:
             assert self.reports is not None
             result = self.reports.handle(msg.body)
@@ -239,14 +227,15 @@ class AdapterWorker:
             log.exception("transport-report poll for %s failed; it will be retried", msg.properties.message_id)
         finally:
             self._settle(msg, ack=ok)
-            with self._lock:
-                self._in_flight -= 1
 
     # --- delivery threads --------------------------------------------------------------------
     def _handle(self, msg: _Inbound) -> None:
         started = time.monotonic()
         outcome = "dead_lettered"
         settle_ok = False
+        if msg.generation != self._generation:  # its connection is gone: another delivery of it may run
+            self.metrics.in_flight.labels(self.adapter).dec()
+            return self._settle(msg, ack=False)
         try:
             outcome = self._process(msg)
             settle_ok = True
@@ -257,8 +246,6 @@ class AdapterWorker:
             self.metrics.duration.labels(self.adapter, outcome).observe(time.monotonic() - started)
             self.metrics.in_flight.labels(self.adapter).dec()
             self._settle(msg, ack=settle_ok)
-            with self._lock:
-                self._in_flight -= 1
 
     def _process(self, msg: _Inbound) -> str:
         """Deliver, or copy to retry/dead-letter; return the outcome. Raises only if the copy failed."""
@@ -268,12 +255,13 @@ class AdapterWorker:
             envelope = self.pipeline.decode(props, msg.body)
             receipt = self.pipeline.process(envelope)
         except Exception as error:  # noqa: BLE001 - every failure is classified, none crashes the worker
-            if not isinstance(error, HubError):
+            if not isinstance(error, HubError):  # a bug: the traceback (no payload) helps fix it
                 log.exception("unexpected error delivering %s", props.message_id)
             if _endpoint_failure(error):
                 self.breaker.record_failure()
             return self._fail(msg, error, destination if isinstance(destination, str) else None)
-        self.breaker.record_success()
+        if not receipt.duplicate:  # a ledger duplicate made no endpoint call: it proves nothing
+            self.breaker.record_success()
         self._publish_status(StatusEvent(envelope.message_id, DELIVERED, envelope.portal, envelope.destination,
                                          self.adapter, detail={"xta_message_id": receipt.transport_message_id,
                                                  "duplicate": receipt.duplicate}))
@@ -290,32 +278,37 @@ class AdapterWorker:
     def _fail(self, msg: _Inbound, error: BaseException, destination: str | None) -> str:
         props = msg.properties
         headers = dict(props.headers or {})
-        attempts = int(headers.get(H_ATTEMPT, 0)) + 1
-        first_failure = int(headers.get(H_FIRST_FAILURE) or _epoch_ms())
         ladder = self.adapter_config.retry_delays
+        attempts = min(header_int(headers, H_ATTEMPT, 0), len(ladder)) + 1  # forged/stale values clamp
+        first_failure = header_int(headers, H_FIRST_FAILURE, epoch_ms())
         transient = isinstance(error, HubError) and error.transient
         publisher = self._ensure_publisher()
+        text = safe_error_text(error)
+        outcome, event = "retry_scheduled", RETRY_SCHEDULED
         if transient and attempts <= len(ladder):
-            headers.update({H_ATTEMPT: attempts, H_FIRST_FAILURE: first_failure,
-                            "x-hub-last-reason": getattr(error, "reason", "internal_error")})
-            publisher.publish_and_wait("", retry_queue(self.adapter, attempts), msg.body,
-                                       _with_headers(props, headers), deadline=60)
-            outcome, event = "retry_scheduled", RETRY_SCHEDULED
-            log.warning("message %s: %s (%s); retry %d of %d in %ss", props.message_id, type(error).__name__,
-                        error, attempts, len(ladder), ladder[attempts - 1])
+            try:
+                publisher.publish_and_wait("", retry_queue(self.adapter, attempts), msg.body,
+                                           copy_properties(props, retry_headers(headers, error, attempts, first_failure)),
+                                           mandatory=True, deadline=60)
+                log.warning("message %s: %s; retry %d of %d in %ss", props.message_id, text, attempts, len(ladder),
+                            ladder[attempts - 1])
+            except UnknownDestination:  # the wait queue is missing (topology drift): keep it in the DLQ
+                outcome = "dead_lettered"
         else:
-            headers.update(_error_headers(error, self.adapter, destination, attempts, first_failure))
-            reason = headers["x-hub-reason"]
-            publisher.publish_and_wait(DEAD_EXCHANGE, f"{self.adapter}.{reason}", msg.body,
-                                       _with_headers(props, headers), deadline=60)
+            outcome = "dead_lettered"
+        if outcome == "dead_lettered":
+            reason = error_reason(error)
+            publisher.publish_and_wait(DEAD_EXCHANGE, f"{self.adapter}.{reason}", msg.body, copy_properties(
+                props, dead_letter_headers(headers, error, adapter=self.adapter, destination=destination,
+                                           attempts=attempts, first_failure=first_failure)),
+                mandatory=True, deadline=60)
             self.metrics.dead_lettered.labels(self.adapter, reason).inc()
-            outcome, event = "dead_lettered", DEAD_LETTERED
-            log.warning("message %s dead-lettered: %s: %s", props.message_id, type(error).__name__, error)
+            event = DEAD_LETTERED
+            log.warning("message %s dead-lettered: %s", props.message_id, text)
         self.metrics.processed.labels(self.adapter, outcome).inc()
         self._publish_status(StatusEvent(
             str(props.message_id), event, str(props.app_id or "unknown"), destination or "unknown", self.adapter,
-            detail={"reason": getattr(error, "reason", "internal_error"), "error": type(error).__name__,
-                    "attempts": attempts}))
+            detail={"reason": error_reason(error), "error": type(error).__name__, "attempts": attempts}))
         return outcome
 
     def _publish_status(self, event: StatusEvent) -> None:
@@ -327,27 +320,28 @@ class AdapterWorker:
             log.warning("status event %s for %s not published: %s", event.event, event.message_id, exc)
 
     def _settle(self, msg: _Inbound, *, ack: bool) -> None:
+        """Ack or return the message on its connection's I/O thread; the in-flight count drops
+        there too, so a draining shutdown waits until the ack has really been sent."""
         def settle() -> None:
-            if not msg.channel.is_open:
-                return  # the broker redelivers it on the next connection
-            if ack:
-                msg.channel.basic_ack(msg.tag)
-            else:
-                msg.channel.basic_nack(msg.tag, requeue=True)
+            try:
+                if msg.channel.is_open:  # else the broker has requeued it already
+                    if ack:
+                        msg.channel.basic_ack(msg.tag)
+                    else:  # reject, not nack: it counts towards the quorum queue's delivery limit
+                        msg.channel.basic_reject(msg.tag, requeue=True)
+            finally:
+                self._done()
         try:
             msg.connection.add_callback_threadsafe(settle)
         except Exception:  # noqa: BLE001 - connection gone: the broker redelivers
             log.info("connection closed before settling %s; it will be redelivered", msg.properties.message_id)
+            self._done()
+
+    def _done(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
 
 
 def _endpoint_failure(error: BaseException) -> bool:
     """Failures that say the endpoint is unwell (count for the breaker); input errors do not."""
     return isinstance(error, EndpointUnavailable) or (isinstance(error, XtaFault) and error.transient)
-
-
-def _with_headers(props: pika.BasicProperties, headers: dict[str, Any]) -> pika.BasicProperties:
-    return pika.BasicProperties(
-        content_type=props.content_type, content_encoding=props.content_encoding, headers=headers,
-        delivery_mode=2, priority=props.priority, correlation_id=props.correlation_id,
-        reply_to=props.reply_to, message_id=props.message_id, timestamp=props.timestamp,
-        type=props.type, app_id=props.app_id)

@@ -141,8 +141,9 @@ def test_crypto_cases_are_refused_by_the_receiver_and_dead_lettered(broker_url, 
         assert headers["x-hub-reason"] == "xta_9052"
         assert headers["x-hub-xta-code"] == "9052"
         assert headers["x-hub-error-class"] == "XtaFault"
-        assert headers["x-hub-error-message"].startswith("MessageSchemaViolationException 9052")
-        assert text in headers["x-hub-error-message"]
+        # type and code only: a server's fault text may quote the payload, so it is not kept
+        assert headers["x-hub-error-message"] == "XTA MessageSchemaViolationException errorCode 9052"
+        assert text not in headers["x-hub-error-message"]
         assert headers["x-hub-attempts"] == 1
     base_url = simulator.url.rsplit("/", 1)[0]
     with urllib.request.urlopen(f"{base_url}/_sim/messages", timeout=10) as resp:

@@ -31,15 +31,36 @@ def ledger(request, tmp_path: Path):  # noqa: ANN001
 def test_allocate_then_deliver(ledger) -> None:  # noqa: ANN001
     mid = str(uuid.uuid4())
     assert ledger.lookup(mid) is None
-    ledger.allocate(mid, "advis", "azr:000100", "urn:xta:1")
+    assert ledger.allocate(mid, "advis", "azr:000100", "urn:xta:1") == "urn:xta:1"
     entry = ledger.lookup(mid)
     assert (entry.transport_message_id, entry.state, entry.delivered) == ("urn:xta:1", ALLOCATED, False)
+    # a second process racing on the same message gets the first id back, not its own
+    assert ledger.allocate(mid, "advis", "azr:000100", "urn:xta:other") == "urn:xta:1"
+    # the authority moved to another adapter before delivery: that adapter's id replaces it
+    assert ledger.allocate(mid, "auso", "azr:000100", "urn:xta:2") == "urn:xta:2"
     ledger.mark_delivered(mid)
     entry = ledger.lookup(mid)
     assert entry.state == DELIVERED and entry.delivered
-    # re-allocation (e.g. the authority moved to another adapter) replaces the id
-    ledger.allocate(mid, "auso", "azr:000100", "urn:xta:2")
-    assert ledger.lookup(mid).transport_message_id == "urn:xta:2"
+    # once delivered, nothing replaces the record
+    assert ledger.allocate(mid, "advis", "azr:000100", "urn:xta:3") == "urn:xta:2"
+    assert ledger.lookup(mid).delivered
+
+
+def test_racing_allocations_agree_on_one_id(ledger) -> None:  # noqa: ANN001
+    mid = str(uuid.uuid4())
+    results: list[str] = []
+    barrier = threading.Barrier(4)
+
+    def race(n: int) -> None:
+        barrier.wait()
+        results.append(ledger.allocate(mid, "advis", "azr:000100", f"urn:xta:{n}"))
+
+    threads = [threading.Thread(target=race, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(results)) == 1 and results[0] == ledger.lookup(mid).transport_message_id
 
 
 def test_forget_drops_only_undelivered_allocations(ledger) -> None:  # noqa: ANN001

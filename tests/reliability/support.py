@@ -121,6 +121,19 @@ class WorkerProcess:
                 time.sleep(0.1)
         raise AssertionError(f"worker not up after {timeout}s; log: {self.log_path}")
 
+    def wait_connected(self, timeout: float = 60) -> None:
+        """Consuming, whether or not ready (a worker whose XTA account is refused is not ready)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None and self.proc.poll() is None, f"worker exited; log: {self.log_path}"
+            try:
+                if metric_value(self.metrics(), "hub_consumer_connected") == 1:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"worker not consuming after {timeout}s; log: {self.log_path}")
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 

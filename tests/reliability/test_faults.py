@@ -29,6 +29,17 @@ def simulator(pki):  # noqa: ANN001
     running.stop()
 
 
+def _readyz(worker: WorkerProcess) -> str:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/readyz", timeout=5) as resp:
+            return resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.read().decode()
+
+
 def _assert_exact(acc, envelopes, *, allow_dead: bool = False) -> None:  # noqa: ANN001
     lost, dup, both = acc.check(envelopes)
     assert lost == [], f"{len(lost)} applications lost"
@@ -155,8 +166,11 @@ def test_permanent_faults_dead_lettered_then_replayed_without_loss(broker_url, p
     schema_bad = applications(20, "perm-schema", readers=("azr:000300",))
     everything = no_account + virus + schema_bad
     try:
-        # phase 1: 9012 (no account) for alpha's first batch
-        w = WorkerProcess(broken, "alpha", tmp_path).start()
+        # phase 1: 9012 (no account) for alpha's first batch; the worker is not ready (its
+        # checkAccountActive fails) but consumes, and dead-letters what it cannot deliver
+        w = WorkerProcess(broken, "alpha", tmp_path).start(wait_ready=False)
+        w.wait_connected()
+        assert "not active" in _readyz(w)
         publish(config, no_account)
         wait_accounted(running.store, config.broker, no_account, timeout=60)
         w.terminate()

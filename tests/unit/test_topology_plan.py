@@ -32,6 +32,11 @@ def test_adapter_queue_is_quorum_with_poison_guard_and_retry_ladder() -> None:
     assert retry_queue("advis", len(delays) + 1) not in queues
 
 
-def test_plan_is_a_pure_function_of_config() -> None:
-    config = load_config(EXAMPLE, environ={})
-    assert plan_topology(config) == plan_topology(config)
+def test_report_polling_queues_follow_the_config() -> None:
+    from hub.topology import report_queue, report_wait_queue
+
+    config = load_config(EXAMPLE, environ={"HUB_ADAPTERS__AUSO__POLL_TRANSPORT_REPORTS": "false"})
+    queues = {q.name: q.arguments for q in plan_topology(config).queues}
+    assert queues[report_wait_queue("advis")]["x-message-ttl"] == 10_000
+    assert queues[report_wait_queue("advis")]["x-dead-letter-routing-key"] == report_queue("advis")
+    assert report_queue("auso") not in queues
