@@ -85,6 +85,7 @@ class Xta2Options(BaseModel):
     lookup_negative_ttl: float = Field(60.0, ge=0)
     lookup_certificate_codes: tuple[str, ...] = ("ENCRYPTION_CERTIFICATE",)
     reader_certificate: Literal["directory", "lookup", "match"] = "directory"
+    signature_method: str | None = None  # e.g. ...xmldsig-more#rsa-sha256 (default), #sha256-rsa-MGF1, #ecdsa-sha256
     tls_client_cert: Path | None = None
     tls_client_key: Path | None = None
     tls_password_env: str | None = None
@@ -293,7 +294,7 @@ class Xta2Adapter:
         content: Content = delivery.content
         self.check_size(content)
         if opts.sign:
-            content = sign_content(content, self._identity.get())
+            content = sign_content(content, self._identity.get(), method=opts.signature_method)
             self.check_size(content)  # the signature part counts too
         recipient = certificate or delivery.reader_certificate
         attachments = Attachments() if opts.mtom else None

@@ -106,7 +106,7 @@ def certificate_report(config: HubConfig, keys: KeyStore, *, now: _dt.datetime |
     """Every certificate in use by the configuration, in configuration order.
 
     ``adapter``: only what that adapter's worker uses. ``uses``: only these uses (readiness
-    needs ``{"signing"}`` only, which keeps a probe cheap with hundreds of authorities).
+    needs ``READINESS_USES`` only, which keeps a probe cheap with hundreds of authorities).
     """
     now = now or _dt.datetime.now(_dt.timezone.utc)
     if adapter is not None:
@@ -123,6 +123,15 @@ def certificate_report(config: HubConfig, keys: KeyStore, *, now: _dt.datetime |
                                           password_file=pf).certificate]
 
         report.extend(_collect("signing", name, where, path, identity, now))
+    for name, ac in (config.adapters.items() if "tls" in wanted else ()):
+        tls_cert = ac.options.get("tls_client_cert")
+        if tls_cert:  # mutual TLS client certificate (PEM, or PKCS#12 with tls_password_env)
+            path = Path(tls_cert)
+            if not path.is_absolute() and config.source is not None:
+                path = config.source.parent / path
+            password_env = ac.options.get("tls_password_env")
+            report.extend(_collect("tls", name, f"adapters.{name}.options.tls_client_cert", path,
+                                   lambda p=path, e=password_env: keys.certificates(p, e)[:1], now))
     for authority in (config.authorities if "reader" in wanted else ()):
         report.extend(_collect("reader", authority.id, f"authorities[{authority.id}].certificate",
                                authority.certificate, lambda a=authority: [keys.certificate(a.certificate)], now))

@@ -148,7 +148,7 @@ def worker(ctx: click.Context, adapter: str, http_port: int | None) -> None:
     from hub.runtime import build_pipeline
     from hub.worker import AdapterWorker
 
-    from hub.certs import certificate_report, readiness_problems, register_certificate_expiry
+    from hub.certs import READINESS_USES, certificate_report, readiness_problems, register_certificate_expiry
     from hub.health import CachedCheck
     from hub.keystore import KeyStore
 
@@ -166,7 +166,7 @@ def worker(ctx: click.Context, adapter: str, http_port: int | None) -> None:
         logging.getLogger("hub.worker").warning("at start: %s", detail)
 
     def ready() -> tuple[bool, str]:
-        problems = readiness_problems(certificate_report(config, keys, adapter=adapter, uses={"signing"}))
+        problems = readiness_problems(certificate_report(config, keys, adapter=adapter, uses=READINESS_USES))
         account_ok, account_detail = account()
         if not account_ok:
             problems.append(account_detail)
