@@ -31,6 +31,7 @@ from hub.envelope import Envelope, new_envelope
 from hub.errors import HubError
 from hub.publisher import ConfirmingPublisher, publish_envelope
 from hub.samples import make_attachment, make_ozg_application
+from hub.reports import TRANSPORT_REPORT
 from hub.status import DEAD_LETTERED, DELIVERED, StatusEvent
 from hub.topology import STATUS_EXCHANGE, apply_topology, plan_topology
 from transport.content import ContentPart
@@ -62,11 +63,18 @@ class _Tracker:
     expected: set[str]
     published_at: dict[str, float] = field(default_factory=dict)
     outcomes: dict[str, StatusEvent] = field(default_factory=dict)
+    reports: dict[str, str] = field(default_factory=dict)  # message id -> traffic light
     lock: threading.Lock = field(default_factory=threading.Lock)
     done: threading.Event = field(default_factory=threading.Event)
 
     def record(self, event: StatusEvent) -> None:
-        if event.message_id not in self.expected or event.event not in (DELIVERED, DEAD_LETTERED):
+        if event.message_id not in self.expected:
+            return
+        if event.event == TRANSPORT_REPORT:
+            with self.lock:
+                self.reports[event.message_id] = str(event.detail.get("traffic_light", "?"))
+            return
+        if event.event not in (DELIVERED, DEAD_LETTERED):
             return
         with self.lock:
             self.outcomes[event.message_id] = event
@@ -213,6 +221,10 @@ def run_demo(config_path: Path, *, count: int, timeout: float, environ: Mapping[
             if time.monotonic() > deadline:
                 print("timeout waiting for deliveries", flush=True)
                 break
+        delivered = sum(1 for ev in tracker.outcomes.values() if ev.event == DELIVERED)
+        report_deadline = time.monotonic() + 30
+        while len(tracker.reports) < delivered and time.monotonic() < report_deadline:
+            time.sleep(0.5)  # the workers poll getTransportReport until each report is final
         return _summarise(config, envelopes, tracker, started, sim_url)
     finally:
         stop_status.set()
@@ -246,12 +258,16 @@ def _summarise(config: HubConfig, envelopes: list[Envelope], tracker: _Tracker, 
     print(f"  delivered:        {len(delivered)}/{len(envelopes)}")
     print(f"  dead-lettered:    {len(dead)}")
     print(f"  at the simulator: {identical} byte-identical (message + attachment), {verified} signature-verified")
+    with tracker.lock:
+        lights = Counter(tracker.reports.values())
+    print(f"  transport reports: {', '.join(f'{n} {light}' for light, n in sorted(lights.items())) or 'none'}")
     if latencies:
         p50 = statistics.median(latencies)
         p95 = latencies[min(len(latencies) - 1, int(round(0.95 * len(latencies))) - 1)]
         print(f"  latency p50/p95:  {p50 * 1000:.0f} ms / {p95 * 1000:.0f} ms (publish -> delivered)")
         print(f"  throughput:       {len(delivered) / max(last - started, 1e-6):.1f} applications/s")
-    ok = len(delivered) == len(envelopes) and identical == len(envelopes) and verified == len(envelopes)
+    ok = (len(delivered) == len(envelopes) and identical == len(envelopes) and verified == len(envelopes)
+          and lights.get("green", 0) == len(envelopes))
     print("demo " + ("succeeded" if ok else "FAILED"))
     return 0 if ok else 1
 
