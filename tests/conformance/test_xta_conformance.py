@@ -18,6 +18,7 @@ import xmlschema
 from lxml import etree
 
 from schemas.xta import MESSAGE_METADATA_XSD, WEBSERVICE_XSD, WSDL_PATH
+from tests.conformance.xta_official import official_xta_schema
 from transport.content import Content, ContentPart
 from transport.security.encryption import encrypt_xml
 from transport.security.keys import load_certificate, load_private_key
@@ -66,21 +67,8 @@ def _content(size: int = 20 * 1024) -> Content:
 
 
 @pytest.fixture(scope="module")
-def official_schema(tmp_path_factory) -> xmlschema.XMLSchema:
-    """One schema holding the official envelope, XTA, exception, MessageMetaData and WSA declarations."""
-    def uri(name: str) -> str:
-        return (SCHEMA_DIR / name).as_uri()
-
-    wrapper = tmp_path_factory.mktemp("xta-official") / "all.xsd"
-    wrapper.write_text(f"""<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema"
-        targetNamespace="{XTA}" elementFormDefault="qualified">
-      <xs:import namespace="{SOAP12}" schemaLocation="{uri('.xsd')}"/>
-      <xs:import namespace="{WSA}" schemaLocation="{uri('ws-addr.xsd')}"/>
-      <xs:import namespace="{OSCIMETA}" schemaLocation="{uri('OSCI_MessageMetaData_V2.02.xsd')}"/>
-      <xs:include schemaLocation="{uri('XTA-Webservice-Globale-Elemente.xsd')}"/>
-      <xs:include schemaLocation="{uri('XTA-Webservice-Exceptions.xsd')}"/>
-    </xs:schema>""")
-    return xmlschema.XMLSchema(str(wrapper), allow="local")
+def official_schema(tmp_path_factory) -> xmlschema.XMLSchema:  # noqa: ANN001
+    return official_xta_schema(SCHEMA_DIR, tmp_path_factory.mktemp("xta-official"))
 
 
 @dataclass
