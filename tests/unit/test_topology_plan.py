@@ -37,6 +37,7 @@ def test_report_polling_queues_follow_the_config() -> None:
 
     config = load_config(EXAMPLE, environ={"HUB_ADAPTERS__AUSO__POLL_TRANSPORT_REPORTS": "false"})
     queues = {q.name: q.arguments for q in plan_topology(config).queues}
-    assert queues[report_wait_queue("advis")]["x-message-ttl"] == 10_000
+    interval = config.adapters["advis"].report_poll_interval
+    assert queues[report_wait_queue("advis")]["x-message-ttl"] == int(interval * 1000)
     assert queues[report_wait_queue("advis")]["x-dead-letter-routing-key"] == report_queue("advis")
     assert report_queue("auso") not in queues
