@@ -13,11 +13,8 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -36,19 +33,10 @@ from transport.security.testpki import make_test_pki  # noqa: E402
 from transport.security.xml import parse_xml, serialize  # noqa: E402
 from transport.xta.container import build_content_container  # noqa: E402
 
+from timing import median_ms  # noqa: E402  (bench/timing.py, beside this script)
+
 TARGET_MS = 3.0
 PIN = b"bench-pin"
-
-
-def median_ms(fn: Callable[[], object], repeat: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples) * 1000
 
 
 def application(size: int) -> Content:

@@ -21,7 +21,6 @@ import argparse
 import gc
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from timing import median_ms  # noqa: E402  (bench/timing.py, beside this script)
 
 CONTENT_BYTES = 40_000_000
 AUTHOR = {"identifier": "alp:000001", "name": "Bench-Portal", "category": "Ausländerportal"}
@@ -169,17 +170,6 @@ class _Canned:
         return [answer]
 
 
-def _median_ms(fn: Callable[[], object], repeat: int) -> float:
-    for _ in range(min(3, repeat)):
-        fn()
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples) * 1000
-
-
 def _overhead(quick: bool) -> list[tuple[str, float, float]]:
     from transport.content import Content, ContentPart
     from transport.xta.client import XtaClient, XtaEndpoint, default_session
@@ -224,7 +214,7 @@ def _overhead(quick: bool) -> list[tuple[str, float, float]]:
         def post(data: bytes = data, content_type: str = content_type) -> bytes:
             return bare.post(url, data=data, headers={"Content-Type": content_type}, timeout=60).content
 
-        rows.append((name, _median_ms(call, repeat), _median_ms(post, repeat)))
+        rows.append((name, median_ms(call, repeat), median_ms(post, repeat)))
     server.shutdown()
     return rows
 

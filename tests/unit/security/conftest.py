@@ -30,9 +30,8 @@ class Pki:
     other: SigningIdentity
 
 
-@pytest.fixture(scope="session")
-def tpki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    paths = make_test_pki(tmp_path_factory.mktemp("tpki"), ["portal", "reader", "other"])
+def _pki(folder: Path) -> Pki:
+    paths = make_test_pki(folder, ["portal", "reader", "other"])
     return Pki(
         paths=paths,
         ca=load_certificate(paths["ca"][1]),
@@ -40,16 +39,14 @@ def tpki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
         reader=load_signing_identity(*paths["reader"]),
         other=load_signing_identity(*paths["other"]),
     )
+
+
+@pytest.fixture(scope="session")
+def tpki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return _pki(tmp_path_factory.mktemp("tpki"))
 
 
 @pytest.fixture(scope="session")
 def rogue_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     """A second, untrusted CA issuing certificates with the same names."""
-    paths = make_test_pki(tmp_path_factory.mktemp("rogue"), ["portal", "reader", "other"])
-    return Pki(
-        paths=paths,
-        ca=load_certificate(paths["ca"][1]),
-        portal=load_signing_identity(*paths["portal"]),
-        reader=load_signing_identity(*paths["reader"]),
-        other=load_signing_identity(*paths["other"]),
-    )
+    return _pki(tmp_path_factory.mktemp("rogue"))
