@@ -17,15 +17,22 @@ import datetime as _dt
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from cryptography import x509
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from adapters.base import Delivery, DeliveryReceipt, IdentitySource
-from hub.errors import ConfigError, ContentTooLarge, DirectoryError, SecurityError, XtaFault
+from hub.errors import (
+    ConfigError,
+    ContentTooLarge,
+    DirectoryError,
+    SecurityError,
+    XtaFault,
+)
 from transport.content import Content
 from transport.security.encryption import encrypt_xml
 from transport.security.keys import SigningIdentity
@@ -33,7 +40,11 @@ from transport.security.signature import sign_content
 from transport.security.xml import serialize
 from transport.xta import wire
 from transport.xta.client import XtaClient, XtaEndpoint
-from transport.xta.container import OutgoingContainer, build_content_container, generic_container
+from transport.xta.container import (
+    OutgoingContainer,
+    build_content_container,
+    generic_container,
+)
 from transport.xta.e2e import SPOOL_THRESHOLD, encrypt_container
 from transport.xta.metadata import (
     RECEIPT_KINDS,
@@ -344,7 +355,11 @@ class Xta2Adapter:
 
     @staticmethod
     def _sync_receipt(message_id: str, answer: Any) -> Xta2Receipt:
-        from transport.xta.container import CONTENT_CONTAINER, container_payload, parse_content_container
+        from transport.xta.container import (
+            CONTENT_CONTAINER,
+            container_payload,
+            parse_content_container,
+        )
 
         content = None
         if container_payload(answer.container).tag == CONTENT_CONTAINER:

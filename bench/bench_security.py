@@ -19,21 +19,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import cryptography  # noqa: E402
-from cryptography.hazmat.backends.openssl.backend import backend as openssl_backend  # noqa: E402
-from cryptography.hazmat.primitives import serialization  # noqa: E402
-from cryptography.hazmat.primitives.serialization import pkcs12  # noqa: E402
+import cryptography
+from cryptography.hazmat.backends.openssl.backend import backend as openssl_backend
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+from timing import median_ms
 
-from hub.keystore import KeyStore  # noqa: E402
-from transport.content import Content, ContentPart  # noqa: E402
-from transport.security.encryption import decrypt_xml, encrypt_xml  # noqa: E402
-from transport.security.keys import load_signing_identity  # noqa: E402
-from transport.security.signature import sign_content, verify_content  # noqa: E402
-from transport.security.testpki import make_test_pki  # noqa: E402
-from transport.security.xml import parse_xml, serialize  # noqa: E402
-from transport.xta.container import build_content_container  # noqa: E402
-
-from timing import median_ms  # noqa: E402  (bench/timing.py, beside this script)
+from hub.keystore import KeyStore
+from transport.content import Content, ContentPart
+from transport.security.encryption import decrypt_xml, encrypt_xml
+from transport.security.keys import load_signing_identity
+from transport.security.signature import sign_content, verify_content
+from transport.security.testpki import make_test_pki
+from transport.security.xml import parse_xml, serialize
+from transport.xta.container import build_content_container
 
 TARGET_MS = 3.0
 PIN = b"bench-pin"

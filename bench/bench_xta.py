@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from timing import median_ms  # noqa: E402  (bench/timing.py, beside this script)
+from timing import median_ms
 
 CONTENT_BYTES = 40_000_000
 AUTHOR = {"identifier": "alp:000001", "name": "Bench-Portal", "category": "Ausländerportal"}
@@ -173,9 +173,18 @@ class _Canned:
 def _overhead(quick: bool) -> list[tuple[str, float, float]]:
     from transport.content import Content, ContentPart
     from transport.xta.client import XtaClient, XtaEndpoint, default_session
-    from transport.xta.container import OutgoingContainer, build_content_container, generic_container
+    from transport.xta.container import (
+        OutgoingContainer,
+        build_content_container,
+        generic_container,
+    )
     from transport.xta.http_server import NoDelayWSGIServer
-    from transport.xta.metadata import BusinessScenario, MessageMetaData, MessageType, Party
+    from transport.xta.metadata import (
+        BusinessScenario,
+        MessageMetaData,
+        MessageType,
+        Party,
+    )
     from transport.xta.mtom import Attachments
 
     app = _Canned()

@@ -12,8 +12,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 CLOSED = "closed"
 HALF_OPEN = "half_open"
@@ -75,9 +75,7 @@ class CircuitBreaker:
             self._recent.append(False)
             failures = self._recent.count(False)
             change = None
-            if self._state == HALF_OPEN:
-                change = self._transition(OPEN)
-            elif self._state == CLOSED and (
+            if self._state == HALF_OPEN or self._state == CLOSED and (
                 self._run >= s.consecutive_failures
                 or (len(self._recent) >= s.window and failures / len(self._recent) >= s.failure_rate)
             ):

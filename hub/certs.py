@@ -15,10 +15,10 @@ needs. No subject, serial or person data goes into labels.
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -36,10 +36,10 @@ __all__ = [
     "CertificateInUse",
     "certificate_report",
     "check_exit_code",
-    "worker_view",
     "readiness_problems",
     "register_certificate_expiry",
     "render_report",
+    "worker_view",
 ]
 
 EXPIRY_METRIC = "hub_certificate_expiry_seconds"
@@ -108,7 +108,7 @@ def certificate_report(config: HubConfig, keys: KeyStore, *, now: _dt.datetime |
     ``adapter``: only what that adapter's worker uses. ``uses``: only these uses (readiness
     needs ``READINESS_USES`` only, which keeps a probe cheap with hundreds of authorities).
     """
-    now = now or _dt.datetime.now(_dt.timezone.utc)
+    now = now or _dt.datetime.now(_dt.UTC)
     if adapter is not None:
         config = worker_view(config, adapter)
     wanted = set(uses) if uses is not None else {"signing", "reader", "trust", "tls"}
@@ -198,7 +198,7 @@ class CertificateExpiryCollector(Collector):
                  clock: Callable[[], _dt.datetime] | None = None) -> None:
         self._config = config
         self._keys = keys
-        self._clock = clock or (lambda: _dt.datetime.now(_dt.timezone.utc))
+        self._clock = clock or (lambda: _dt.datetime.now(_dt.UTC))
 
     def values(self) -> dict[tuple[str, str], float]:
         soonest: dict[tuple[str, str], float] = {}

@@ -11,8 +11,9 @@ import os
 import signal
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
@@ -143,14 +144,18 @@ def worker(ctx: click.Context, adapter: str, http_port: int | None) -> None:
     """Run the worker of ADAPTER until SIGTERM/SIGINT."""
     from prometheus_client import CollectorRegistry
 
+    from hub.certs import (
+        READINESS_USES,
+        certificate_report,
+        readiness_problems,
+        register_certificate_expiry,
+    )
+    from hub.health import CachedCheck
     from hub.http import OpsServer
+    from hub.keystore import KeyStore
     from hub.metrics import WorkerMetrics
     from hub.runtime import build_pipeline
     from hub.worker import AdapterWorker
-
-    from hub.certs import READINESS_USES, certificate_report, readiness_problems, register_certificate_expiry
-    from hub.health import CachedCheck
-    from hub.keystore import KeyStore
 
     config = _config(ctx)
     keys = KeyStore()

@@ -11,10 +11,18 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from hub.errors import ConfigError
 
@@ -145,7 +153,7 @@ class HubConfig(_Strict):
     source: Path | None = None
 
     @model_validator(mode="after")
-    def _cross_references(self) -> "HubConfig":
+    def _cross_references(self) -> HubConfig:
         for name in self.adapters:
             if not ADAPTER_NAME_PATTERN.match(name):
                 raise ValueError(f"adapters.{name}: adapter names are lower-case letters, digits, '-', '_'")

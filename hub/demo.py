@@ -21,17 +21,17 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 from hub.broker import connect
 from hub.config import HubConfig, load_config
 from hub.envelope import Envelope, new_envelope
 from hub.errors import HubError
 from hub.publisher import ConfirmingPublisher, publish_envelope
-from hub.samples import make_attachment, make_ozg_application
 from hub.reports import TRANSPORT_REPORT
+from hub.samples import make_attachment, make_ozg_application
 from hub.status import DEAD_LETTERED, DELIVERED, StatusEvent
 from hub.topology import STATUS_EXCHANGE, apply_topology, plan_topology
 from transport.content import ContentPart
@@ -88,7 +88,7 @@ def _follow_status(config: HubConfig, tracker: _Tracker, bound: threading.Event,
     queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
     channel.queue_bind(queue, STATUS_EXCHANGE, routing_key=f"{DEMO_PORTAL}.#")
 
-    def on_event(ch, method, _props, body):  # noqa: ANN001 - pika callback
+    def on_event(ch, method, _props, body):
         tracker.record(StatusEvent.from_body(body))
         ch.basic_ack(method.delivery_tag)
 

@@ -7,8 +7,9 @@ key store's handles: a renewed certificate file is picked up without a restart.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any, Iterator
+from typing import Any
 
 from cryptography import x509
 
@@ -37,7 +38,7 @@ class Directory:
         self._handles = dict(handles or {})
 
     @classmethod
-    def from_config(cls, config: HubConfig, keys: KeyStore, *, adapter: str | None = None) -> "Directory":
+    def from_config(cls, config: HubConfig, keys: KeyStore, *, adapter: str | None = None) -> Directory:
         """Load the directory; with ``adapter`` only that adapter's authorities (a worker needs no more)."""
         entries: dict[str, Authority] = {}
         handles: dict[str, Any] = {}

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pika
 
@@ -25,7 +26,6 @@ from hub.failures import clean_headers, header_int
 from hub.publisher import ResilientPublisher
 from hub.status import REPLAYED, StatusEvent
 from hub.topology import DEAD_QUEUE, INBOUND_CHECKED
-
 
 
 def _text(value: Any) -> str | None:
@@ -52,7 +52,7 @@ class DeadLetter:
     size: int
 
     @classmethod
-    def from_amqp(cls, props: pika.BasicProperties, body: bytes) -> "DeadLetter":
+    def from_amqp(cls, props: pika.BasicProperties, body: bytes) -> DeadLetter:
         h = props.headers or {}
         reason = _text(h.get("x-hub-reason"))
         adapter = _text(h.get("x-hub-adapter"))

@@ -10,7 +10,8 @@ server's fault text may quote the payload).
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from hub.errors import HubError, XtaFault
 

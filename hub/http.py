@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from werkzeug.serving import BaseWSGIServer, make_server
@@ -30,7 +30,7 @@ class OpsServer:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> "OpsServer":
+    def start(self) -> OpsServer:
         self._thread.start()
         return self
 

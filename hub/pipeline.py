@@ -8,8 +8,8 @@ retry vs dead letter; the pipeline itself never acks or publishes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import pika
 

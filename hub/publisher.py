@@ -13,9 +13,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import pika
 import pika.exceptions
@@ -211,7 +212,7 @@ class ConfirmingPublisher:
                 pass
             self._thread.join(10)
 
-    def __enter__(self) -> "ConfirmingPublisher":
+    def __enter__(self) -> ConfirmingPublisher:
         return self
 
     def __exit__(self, *_exc: object) -> None:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 import pika
 
@@ -41,7 +42,7 @@ class PollRequest:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
 
     @classmethod
-    def from_body(cls, body: bytes) -> "PollRequest":
+    def from_body(cls, body: bytes) -> PollRequest:
         return cls(**json.loads(body))
 
 

@@ -8,7 +8,7 @@ so there is one parser and one way to build a ``SimulatorConfig``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from hub.config import HubConfig
 

@@ -46,7 +46,7 @@ class StatusEvent:
             timestamp=int(self.at), type=f"hub.status.{self.event}")
 
     @classmethod
-    def from_body(cls, body: bytes) -> "StatusEvent":
+    def from_body(cls, body: bytes) -> StatusEvent:
         return cls(**json.loads(body))
 
     exchange = STATUS_EXCHANGE

@@ -21,19 +21,47 @@ from typing import Any
 import pika
 import pika.exceptions
 
+from hub.breaker import (
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    STATE_VALUES,
+    BreakerSettings,
+    CircuitBreaker,
+)
 from hub.broker import connect
 from hub.config import HubConfig
-from hub.breaker import CLOSED, HALF_OPEN, OPEN, STATE_VALUES, BreakerSettings, CircuitBreaker
 from hub.envelope import copy_properties
-from hub.errors import ConfigError, EndpointUnavailable, HubError, UnknownDestination, XtaFault
-from hub.failures import (H_ATTEMPT, H_FIRST_FAILURE, dead_letter_headers, epoch_ms, error_reason, header_int,
-                          retry_headers, safe_error_text)
+from hub.errors import (
+    ConfigError,
+    EndpointUnavailable,
+    HubError,
+    UnknownDestination,
+    XtaFault,
+)
+from hub.failures import (
+    H_ATTEMPT,
+    H_FIRST_FAILURE,
+    dead_letter_headers,
+    epoch_ms,
+    error_reason,
+    header_int,
+    retry_headers,
+    safe_error_text,
+)
 from hub.metrics import WorkerMetrics
 from hub.pipeline import DeliveryPipeline
 from hub.publisher import ResilientPublisher
 from hub.reports import PollRequest, ReportPoller
 from hub.status import DEAD_LETTERED, DELIVERED, RETRY_SCHEDULED, StatusEvent
-from hub.topology import DEAD_EXCHANGE, apply_topology, deliver_queue, plan_topology, report_queue, retry_queue
+from hub.topology import (
+    DEAD_EXCHANGE,
+    apply_topology,
+    deliver_queue,
+    plan_topology,
+    report_queue,
+    retry_queue,
+)
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +251,7 @@ class AdapterWorker:
             result = self.reports.handle(msg.body)
             self.metrics.transport_reports.labels(self.adapter, result).inc()
             ok = True
-        except Exception:  # noqa: BLE001 - the poll request goes back to the queue
+        except Exception:
             log.exception("transport-report poll for %s failed; it will be retried", msg.properties.message_id)
         finally:
             self._settle(msg, ack=ok)
@@ -240,7 +268,7 @@ class AdapterWorker:
             outcome = self._process(msg)
             settle_ok = True
             self._cautious.clear()
-        except Exception:  # noqa: BLE001 - never let a delivery thread die; message goes back
+        except Exception:
             log.exception("could not settle message %s; returning it to the queue", msg.properties.message_id)
         finally:
             self.metrics.duration.labels(self.adapter, outcome).observe(time.monotonic() - started)
@@ -254,7 +282,7 @@ class AdapterWorker:
         try:
             envelope = self.pipeline.decode(props, msg.body)
             receipt = self.pipeline.process(envelope)
-        except Exception as error:  # noqa: BLE001 - every failure is classified, none crashes the worker
+        except Exception as error:
             if not isinstance(error, HubError):  # a bug: the traceback (no payload) helps fix it
                 log.exception("unexpected error delivering %s", props.message_id)
             if _endpoint_failure(error):

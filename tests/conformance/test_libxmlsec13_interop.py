@@ -66,8 +66,17 @@ from transport.security.encryption import (
     decrypt_xml,
     encrypt_xml,
 )
-from transport.security.keys import SigningIdentity, load_certificate, load_signing_identity
-from transport.security.signature import sign_content, sign_enveloped, verify_content, verify_enveloped
+from transport.security.keys import (
+    SigningIdentity,
+    load_certificate,
+    load_signing_identity,
+)
+from transport.security.signature import (
+    sign_content,
+    sign_enveloped,
+    verify_content,
+    verify_enveloped,
+)
 from transport.security.xml import parse_xml, serialize
 
 APPLICATION = (b'<?xml version="1.0" encoding="UTF-8"?>\n<xau:antrag xmlns:xau="http://www.osci.de/xauslaender2611">'

@@ -20,8 +20,16 @@ from lxml import etree
 
 from hub.errors import DecryptionFailed, SignatureInvalid
 from tests.conftest import standards_dir
-from transport.security.keys import SigningIdentity, load_certificate, load_signing_identity
-from transport.security.osci12 import decrypt_osci, decrypt_with_mgmt_data, verify_osci_signature
+from transport.security.keys import (
+    SigningIdentity,
+    load_certificate,
+    load_signing_identity,
+)
+from transport.security.osci12 import (
+    decrypt_osci,
+    decrypt_with_mgmt_data,
+    verify_osci_signature,
+)
 from transport.security.xml import parse_xml
 
 SOAP = "http://schemas.xmlsoap.org/soap/envelope/"

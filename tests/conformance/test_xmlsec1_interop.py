@@ -41,8 +41,18 @@ from transport.security.encryption import (
     decrypt_xml,
     encrypt_xml,
 )
-from transport.security.keys import SigningIdentity, load_certificate, load_private_key, load_signing_identity
-from transport.security.signature import sign_content, sign_enveloped, verify_content, verify_enveloped
+from transport.security.keys import (
+    SigningIdentity,
+    load_certificate,
+    load_private_key,
+    load_signing_identity,
+)
+from transport.security.signature import (
+    sign_content,
+    sign_enveloped,
+    verify_content,
+    verify_enveloped,
+)
 from transport.security.xml import parse_xml, serialize
 
 DS = "http://www.w3.org/2000/09/xmldsig#"
@@ -74,7 +84,7 @@ class Env:
 
 def _ec_party(directory: Path, name: str, curve: ec.EllipticCurve, ca_key: Path, ca_cert: x509.Certificate) -> Party:
     key = ec.generate_private_key(curve)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, name)]))
             .issuer_name(ca_cert.subject).public_key(key.public_key())
@@ -159,7 +169,7 @@ def test_hub_enveloped_signature_verifies_in_xmlsec1(env: Env, tmp_path: Path, s
     path = tmp_path / "signed.xml"
     path.write_bytes(serialize(signed))
     assert_ok(xmlsec1(env, "--verify", "--trusted-pem", env.ca, path))
-    path.write_bytes(serialize(signed).replace("Söhne".encode(), "Sohne".encode()))
+    path.write_bytes(serialize(signed).replace("Söhne".encode(), b"Sohne"))
     result = xmlsec1(env, "--verify", "--trusted-pem", env.ca, path)
     assert result.returncode != 0 and "FAIL" in result.stderr + result.stdout
 
@@ -280,7 +290,7 @@ def test_xmlsec1_enveloped_signature_verifies_in_hub(env: Env, tmp_path: Path, s
     assert verified.signer == party.identity.certificate
     assert c14n(etree.tostring(verified.element)) == c14n(APPLICATION)  # exactly the signed document
     with pytest.raises(SignatureInvalid, match="digest mismatch for the document"):
-        verify_enveloped(data.replace("Müller".encode(), "Mueller".encode()), [env.ca_cert])
+        verify_enveloped(data.replace("Müller".encode(), b"Mueller"), [env.ca_cert])
 
 
 def test_xmlsec1_sha1_signature_is_refused(env: Env, tmp_path: Path) -> None:

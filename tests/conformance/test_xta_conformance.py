@@ -67,7 +67,7 @@ def _content(size: int = 20 * 1024) -> Content:
 
 
 @pytest.fixture(scope="module")
-def official_schema(tmp_path_factory) -> xmlschema.XMLSchema:  # noqa: ANN001
+def official_schema(tmp_path_factory) -> xmlschema.XMLSchema:
     return official_xta_schema(SCHEMA_DIR, tmp_path_factory.mktemp("xta-official"))
 
 

@@ -27,9 +27,19 @@ from transport.security.keys import load_certificate
 from transport.security.testpki import make_test_pki
 from transport.xta import mtom, wire
 from transport.xta.client import XtaClient, XtaEndpoint
-from transport.xta.container import OutgoingContainer, build_content_container, generic_container
+from transport.xta.container import (
+    OutgoingContainer,
+    build_content_container,
+    generic_container,
+)
 from transport.xta.e2e import encrypt_container
-from transport.xta.metadata import BusinessScenario, DeliveryAttributes, MessageMetaData, MessageType, Party
+from transport.xta.metadata import (
+    BusinessScenario,
+    DeliveryAttributes,
+    MessageMetaData,
+    MessageType,
+    Party,
+)
 from transport.xta.msgbox import MsgBoxClient
 from transport.xta.ns import OPERATION_ACTIONS, OSCI, OSCIMETA, SOAP12, WSA, XOP, XTA
 from transport.xta.simulator import Exchange, SimulatorConfig, serve
@@ -65,7 +75,7 @@ def _content() -> Content:
 
 
 @pytest.fixture(scope="module")
-def official_schema(tmp_path_factory) -> xmlschema.XMLSchema:  # noqa: ANN001
+def official_schema(tmp_path_factory) -> xmlschema.XMLSchema:
     return official_xta_schema(SCHEMA_DIR, tmp_path_factory.mktemp("xta-official-full"))
 
 
@@ -138,7 +148,7 @@ def scenarios(tmp_path_factory) -> Iterator[dict[str, Scenario]]:
         record("sendMessage_x509token", lambda: client.send_message(
             _metadata(ids["tok"], test=True), mtom_plain(), certificates=[reader_cert]))
         record("sendMessage_red", lambda: client.send_message(_metadata(ids["red"], reader=RED_READER), mtom_plain()))
-        later = _dt.datetime.now(_dt.timezone.utc) + _dt.timedelta(hours=1)
+        later = _dt.datetime.now(_dt.UTC) + _dt.timedelta(hours=1)
         record("sendMessage_notbefore", lambda: client.send_message(
             _metadata(ids["held"], delivery_attributes=DeliveryAttributes(not_before=later)), mtom_plain()))
         record("sendMessage_sync_only_9081", lambda: client.send_message(

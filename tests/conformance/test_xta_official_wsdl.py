@@ -173,7 +173,7 @@ def _md(client: zeep.Client, message_id: str, service: str = "urn:x") -> object:
     return md
 
 
-def _fault_of(call) -> tuple[str, str]:  # noqa: ANN001
+def _fault_of(call) -> tuple[str, str]:
     with pytest.raises(zeep.exceptions.Fault) as info:
         call()
     return _error_code(info.value)

@@ -6,8 +6,9 @@ import contextlib
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pika
 from prometheus_client import CollectorRegistry

@@ -27,7 +27,7 @@ def _hub(config: Path, *args: str, env: dict | None = None, timeout: float = 60)
 
 
 @pytest.fixture()
-def config_file(broker_url, pki, tmp_path: Path) -> Path:  # noqa: ANN001
+def config_file(broker_url, pki, tmp_path: Path) -> Path:
     key, cert = pki["portal"]
     doc = {
         "broker": {"url": broker_url},

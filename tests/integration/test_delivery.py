@@ -15,7 +15,14 @@ from hub.publisher import ConfirmingPublisher, publish_envelope
 from hub.samples import make_attachment, make_ozg_application
 from hub.status import DEAD_LETTERED, DELIVERED
 from hub.topology import DEAD_QUEUE, INBOUND_CHECKED
-from tests.integration.helpers import AUTHOR, StatusCollector, drain, make_config, running_worker, wait_for
+from tests.integration.helpers import (
+    AUTHOR,
+    StatusCollector,
+    drain,
+    make_config,
+    running_worker,
+    wait_for,
+)
 from transport.content import ContentPart
 from transport.xta.metadata import Party
 from transport.xta.simulator import SimulatorConfig, serve
@@ -23,7 +30,7 @@ from transport.xta.simulator import SimulatorConfig, serve
 pytestmark = pytest.mark.broker
 
 
-def _sim_config(pki, latency: float = 0.0) -> SimulatorConfig:  # noqa: ANN001
+def _sim_config(pki, latency: float = 0.0) -> SimulatorConfig:
     from transport.security.keys import load_certificate, load_private_key
 
     return SimulatorConfig(
@@ -44,7 +51,7 @@ def _sim_part(sim_url: str, xta_id: str, n: int) -> bytes:
         return resp.read()
 
 
-def _application(destination: str, seed: int):  # noqa: ANN202
+def _application(destination: str, seed: int):
     attachment, filename, ctype = make_attachment(seed)
     xml, message_id = make_ozg_application(reader=Party(destination, "ABH"), author=Party(**AUTHOR), seed=seed,
                                            attachment=attachment)
@@ -54,13 +61,13 @@ def _application(destination: str, seed: int):  # noqa: ANN202
 
 
 @pytest.fixture()
-def simulator(pki):  # noqa: ANN001
+def simulator(pki):
     running = serve(_sim_config(pki))
     yield running
     running.stop()
 
 
-def test_publish_deliver_byte_identical_signed_and_encrypted(broker_url, pki, simulator):  # noqa: ANN001
+def test_publish_deliver_byte_identical_signed_and_encrypted(broker_url, pki, simulator):
     config = make_config(broker_url, pki, simulator.url)
     status = StatusCollector(broker_url)
     try:
@@ -99,7 +106,7 @@ def _raw_publish(url: str, routing_key: str, body: bytes, props: pika.BasicPrope
     conn.close()
 
 
-def test_invalid_input_is_dead_lettered_with_reason_and_worker_keeps_running(broker_url, pki, simulator):  # noqa: ANN001
+def test_invalid_input_is_dead_lettered_with_reason_and_worker_keeps_running(broker_url, pki, simulator):
     config = make_config(broker_url, pki, simulator.url)
     marker = "MARKER-Geheimname-4711"
     good = _application("azr:000100", 10)
@@ -153,7 +160,7 @@ def test_invalid_input_is_dead_lettered_with_reason_and_worker_keeps_running(bro
     assert status.of(schema_bad.message_id, DEAD_LETTERED)
 
 
-def test_slow_endpoint_does_not_drop_the_connection(broker_url, pki):  # noqa: ANN001
+def test_slow_endpoint_does_not_drop_the_connection(broker_url, pki):
     heartbeat = 1
     latency = 3.5  # > two heartbeat intervals: a SOAP call on the I/O thread would lose the connection
     running = serve(_sim_config(pki, latency=latency))

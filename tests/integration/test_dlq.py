@@ -9,7 +9,13 @@ import pytest
 
 from hub.dlq import DeadLetterFilter, DeadLetterQueue
 from hub.envelope import new_envelope
-from hub.topology import DEAD_EXCHANGE, DEAD_QUEUE, apply_topology, deliver_queue, plan_topology
+from hub.topology import (
+    DEAD_EXCHANGE,
+    DEAD_QUEUE,
+    apply_topology,
+    deliver_queue,
+    plan_topology,
+)
 from tests.integration.helpers import drain, make_config
 
 pytestmark = pytest.mark.broker
@@ -23,7 +29,7 @@ def _depth(url: str, queue: str) -> int:
 
 
 @pytest.fixture()
-def dead_letters(fresh_broker_url, pki):  # noqa: ANN001
+def dead_letters(fresh_broker_url, pki):
     """Ten dead letters as the worker writes them: 6 schema violations on alpha, 4 xta_9012 on beta,
     the 9012 ones failed two days ago."""
     config = make_config(fresh_broker_url, pki, "http://127.0.0.1:9/xta")
@@ -52,7 +58,7 @@ def dead_letters(fresh_broker_url, pki):  # noqa: ANN001
     return config, envelopes
 
 
-def test_list_filters_and_show_leave_the_queue_unchanged(dead_letters) -> None:  # noqa: ANN001
+def test_list_filters_and_show_leave_the_queue_unchanged(dead_letters) -> None:
     config, envelopes = dead_letters
     dlq = DeadLetterQueue(config.broker)
     assert len(dlq.list()) == 10
@@ -69,7 +75,7 @@ def test_list_filters_and_show_leave_the_queue_unchanged(dead_letters) -> None: 
     assert _depth(config.broker.url, DEAD_QUEUE) == 10
 
 
-def test_replay_moves_only_matching_messages_with_clean_headers(dead_letters) -> None:  # noqa: ANN001
+def test_replay_moves_only_matching_messages_with_clean_headers(dead_letters) -> None:
     config, envelopes = dead_letters
     counts = DeadLetterQueue(config.broker).replay(DeadLetterFilter(adapter="alpha"))
     assert counts == {"replayed": 6, "unroutable": 0, "skipped": 4}
@@ -84,14 +90,14 @@ def test_replay_moves_only_matching_messages_with_clean_headers(dead_letters) ->
 
 
 @pytest.mark.parametrize("crash_at", ["after_publish_before_ack", "after_ack"])
-def test_interrupted_replay_loses_nothing(dead_letters, monkeypatch, crash_at: str) -> None:  # noqa: ANN001
+def test_interrupted_replay_loses_nothing(dead_letters, monkeypatch, crash_at: str) -> None:
     config, envelopes = dead_letters
     from pika.adapters.blocking_connection import BlockingChannel
 
     acks = {"n": 0}
     real_ack = BlockingChannel.basic_ack
 
-    def flaky_ack(self, delivery_tag=0, multiple=False):  # noqa: ANN001, ANN202
+    def flaky_ack(self, delivery_tag=0, multiple=False):
         if acks["n"] == 3 and crash_at == "after_publish_before_ack":
             raise KeyboardInterrupt("operator pressed Ctrl-C")
         real_ack(self, delivery_tag, multiple)
@@ -112,7 +118,7 @@ def test_interrupted_replay_loses_nothing(dead_letters, monkeypatch, crash_at: s
     assert len(in_dlq & requeued) == (1 if crash_at == "after_publish_before_ack" else 0)
 
 
-def test_unroutable_replay_stays_in_the_dlq(dead_letters, pki) -> None:  # noqa: ANN001
+def test_unroutable_replay_stays_in_the_dlq(dead_letters, pki) -> None:
     config, envelopes = dead_letters
     # azr:000300 leaves the directory
     smaller = make_config(config.broker.url, pki, "http://127.0.0.1:9/xta", authorities={"azr:000100": "alpha"})
@@ -126,7 +132,7 @@ def test_unroutable_replay_stays_in_the_dlq(dead_letters, pki) -> None:  # noqa:
     assert _depth(config.broker.url, DEAD_QUEUE) == 10
 
 
-def test_purge_older_than(dead_letters) -> None:  # noqa: ANN001
+def test_purge_older_than(dead_letters) -> None:
     config, _envelopes = dead_letters
     assert DeadLetterQueue(config.broker).purge(DeadLetterFilter(older_than=86400)) == 4
     assert _depth(config.broker.url, DEAD_QUEUE) == 6

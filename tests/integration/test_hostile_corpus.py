@@ -28,7 +28,14 @@ from hub.publisher import ConfirmingPublisher, publish_envelope
 from hub.samples import make_attachment, make_ozg_application
 from hub.status import DEAD_LETTERED, DELIVERED
 from hub.topology import DEAD_QUEUE
-from tests.integration.helpers import AUTHOR, StatusCollector, drain, make_config, running_worker, wait_for
+from tests.integration.helpers import (
+    AUTHOR,
+    StatusCollector,
+    drain,
+    make_config,
+    running_worker,
+    wait_for,
+)
 from transport.content import Content, ContentPart
 from transport.security.keys import load_certificate, load_private_key
 from transport.xta.metadata import Party
@@ -43,7 +50,7 @@ READERS = ("azr:000100", "azr:000200", "azr:000300")
 
 
 @pytest.fixture()
-def simulator(pki):  # noqa: ANN001, ANN201
+def simulator(pki):
     running = serve(SimulatorConfig(
         reader_keys={aid: load_private_key(pki[aid.replace(":", "-")][0]) for aid in READERS},
         trusted_signers=(load_certificate(pki["ca"][1]),)))
@@ -60,13 +67,13 @@ def application(destination: str, seed: int) -> Envelope:
                         attachments=(ContentPart(attachment, ctype, filename),))
 
 
-def publish(config, envelopes) -> None:  # noqa: ANN001
+def publish(config, envelopes) -> None:
     with ConfirmingPublisher(config.broker, "test-portal") as publisher:
         for future in [publish_envelope(publisher, e) for e in envelopes]:
             future.result(timeout=10)
 
 
-def test_payload_cases_are_dead_lettered_with_their_reason(broker_url, pki, simulator) -> None:  # noqa: ANN001
+def test_payload_cases_are_dead_lettered_with_their_reason(broker_url, pki, simulator) -> None:
     config = make_config(broker_url, pki, simulator.url)
     hostile = {name: new_envelope(destination="azr:000100", message_type="OZG.Antrag.130101", portal="test-portal",
                                   message=(HOSTILE / name).read_bytes(), message_id=f"hostile-{name}")
@@ -96,8 +103,8 @@ def test_payload_cases_are_dead_lettered_with_their_reason(broker_url, pki, simu
         assert hashlib.sha256(body).digest() == hashlib.sha256(envelope.body()).digest()  # kept intact
 
 
-def test_crypto_cases_are_refused_by_the_receiver_and_dead_lettered(broker_url, pki, simulator,  # noqa: ANN001
-                                                                     monkeypatch) -> None:  # noqa: ANN001
+def test_crypto_cases_are_refused_by_the_receiver_and_dead_lettered(broker_url, pki, simulator,
+                                                                     monkeypatch) -> None:
     # azr:000200's directory entry carries mallory's certificate: the reader cannot decrypt
     base = make_config(broker_url, pki, simulator.url)
     authorities = tuple(a.model_copy(update={"certificate": pki["mallory"][1]}) if a.id == "azr:000200" else a
@@ -108,7 +115,7 @@ def test_crypto_cases_are_refused_by_the_receiver_and_dead_lettered(broker_url, 
     good = application("azr:000100", 54)
     real_sign = adapters.xta2.sign_content
 
-    def hostile_signer(content: Content, identity, **kwargs) -> Content:  # noqa: ANN001
+    def hostile_signer(content: Content, identity, **kwargs) -> Content:
         signed = real_sign(content, identity, **kwargs)
         if content.message.data == tampered.content.message.data:  # one byte changed after signing
             data = bytearray(signed.message.data)

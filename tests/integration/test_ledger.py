@@ -16,7 +16,7 @@ PG_URL = os.environ.get("HUB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def ledger(request, tmp_path: Path):  # noqa: ANN001
+def ledger(request, tmp_path: Path):
     if request.param == "sqlite":
         led = open_ledger("sqlite:///ledger.db", base=tmp_path)
     else:
@@ -28,7 +28,7 @@ def ledger(request, tmp_path: Path):  # noqa: ANN001
     led.close()
 
 
-def test_allocate_then_deliver(ledger) -> None:  # noqa: ANN001
+def test_allocate_then_deliver(ledger) -> None:
     mid = str(uuid.uuid4())
     assert ledger.lookup(mid) is None
     assert ledger.allocate(mid, "advis", "azr:000100", "urn:xta:1") == "urn:xta:1"
@@ -46,7 +46,7 @@ def test_allocate_then_deliver(ledger) -> None:  # noqa: ANN001
     assert ledger.lookup(mid).delivered
 
 
-def test_racing_allocations_agree_on_one_id(ledger) -> None:  # noqa: ANN001
+def test_racing_allocations_agree_on_one_id(ledger) -> None:
     mid = str(uuid.uuid4())
     results: list[str] = []
     barrier = threading.Barrier(4)
@@ -63,7 +63,7 @@ def test_racing_allocations_agree_on_one_id(ledger) -> None:  # noqa: ANN001
     assert len(set(results)) == 1 and results[0] == ledger.lookup(mid).transport_message_id
 
 
-def test_forget_drops_only_undelivered_allocations(ledger) -> None:  # noqa: ANN001
+def test_forget_drops_only_undelivered_allocations(ledger) -> None:
     a, b = str(uuid.uuid4()), str(uuid.uuid4())
     ledger.allocate(a, "x", "azr:1", "t-a")
     ledger.allocate(b, "x", "azr:1", "t-b")
@@ -74,7 +74,7 @@ def test_forget_drops_only_undelivered_allocations(ledger) -> None:  # noqa: ANN
     assert ledger.lookup(b).delivered
 
 
-def test_concurrent_writers(ledger) -> None:  # noqa: ANN001
+def test_concurrent_writers(ledger) -> None:
     ids = [str(uuid.uuid4()) for _ in range(200)]
 
     def work(chunk: list[str]) -> None:

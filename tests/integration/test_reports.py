@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.helpers import StatusCollector, make_config, running_worker, wait_for
+from tests.integration.helpers import (
+    StatusCollector,
+    make_config,
+    running_worker,
+    wait_for,
+)
 from tests.integration.test_xta_support import application, publish, sim_config
 from transport.xta.simulator import serve
 
 pytestmark = pytest.mark.broker
 
 
-def test_worker_emits_transport_report_events_with_traffic_light(fresh_broker_url, pki) -> None:  # noqa: ANN001
+def test_worker_emits_transport_report_events_with_traffic_light(fresh_broker_url, pki) -> None:
     settings = sim_config(pki, report_delay=1.0, report_status={"azr:000200": 2, "azr:000300": 3})
     with serve(settings) as sim:
         config = make_config(fresh_broker_url, pki, sim.url, adapter_overrides={"report_poll_interval": 0.5})
@@ -34,7 +39,7 @@ def test_worker_emits_transport_report_events_with_traffic_light(fresh_broker_ur
     assert metrics.transport_reports.labels("alpha", "green")._value.get() == 1
 
 
-def test_report_that_stays_open_times_out(fresh_broker_url, pki) -> None:  # noqa: ANN001
+def test_report_that_stays_open_times_out(fresh_broker_url, pki) -> None:
     with serve(sim_config(pki, report_delay=600)) as sim:
         config = make_config(fresh_broker_url, pki, sim.url,
                              adapter_overrides={"report_poll_interval": 0.3, "report_poll_max": 3})

@@ -30,7 +30,14 @@ from hub.publisher import ConfirmingPublisher, publish_envelope
 from hub.samples import make_ozg_application
 from hub.status import DEAD_LETTERED, DELIVERED
 from hub.topology import DEAD_QUEUE
-from tests.integration.helpers import AUTHOR, StatusCollector, drain, make_config, running_worker, wait_for
+from tests.integration.helpers import (
+    AUTHOR,
+    StatusCollector,
+    drain,
+    make_config,
+    running_worker,
+    wait_for,
+)
 from transport.content import ContentPart
 from transport.security.keys import load_certificate, load_private_key
 from transport.xta.metadata import Party
@@ -127,7 +134,7 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def run(broker_url, pki) -> Run:  # noqa: ANN001
+def run(broker_url, pki) -> Run:
     """Publish every case (portal-side ConfirmingPublisher) and let one worker process them."""
     readers = ("azr:000100", "azr:000200", "azr:000300")
     simulator = serve(SimulatorConfig(

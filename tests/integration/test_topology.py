@@ -9,13 +9,19 @@ from hub.config import BrokerConfig
 from hub.envelope import new_envelope
 from hub.errors import UnknownDestination
 from hub.publisher import ConfirmingPublisher, publish_envelope
-from hub.topology import INBOUND, UNROUTABLE, apply_topology, deliver_queue, plan_topology
+from hub.topology import (
+    INBOUND,
+    UNROUTABLE,
+    apply_topology,
+    deliver_queue,
+    plan_topology,
+)
 from tests.integration.helpers import drain, make_config
 
 pytestmark = pytest.mark.broker
 
 
-def _apply(config):  # noqa: ANN001
+def _apply(config):
     conn = pika.BlockingConnection(pika.URLParameters(config.broker.url))
     ch = conn.channel()
     ch.confirm_delivery()
@@ -31,7 +37,7 @@ def _queue_depth(url: str, queue: str) -> int:
     return n
 
 
-def test_apply_is_idempotent_and_removes_stale_bindings(broker_url, pki):  # noqa: ANN001
+def test_apply_is_idempotent_and_removes_stale_bindings(broker_url, pki):
     config = make_config(broker_url, pki, "http://127.0.0.1:9/xta")
     first = _apply(config)
     assert len(first.added) == 6  # 3 authorities x 2 inbound exchanges
@@ -65,7 +71,7 @@ def test_apply_is_idempotent_and_removes_stale_bindings(broker_url, pki):  # noq
     assert _queue_depth(broker_url, deliver_queue("alpha")) == 0
 
 
-def test_unknown_destination_reported_to_publisher(broker_url, pki):  # noqa: ANN001
+def test_unknown_destination_reported_to_publisher(broker_url, pki):
     config = make_config(broker_url, pki, "http://127.0.0.1:9/xta")
     _apply(config)
     with ConfirmingPublisher(config.broker, "test") as publisher:

@@ -7,21 +7,26 @@ import pytest
 from hub.publisher import ConfirmingPublisher
 from hub.status import DEAD_LETTERED, DELIVERED, RETRY_SCHEDULED
 from hub.topology import INBOUND_CHECKED
-from tests.integration.helpers import StatusCollector, make_config, running_worker, wait_for
+from tests.integration.helpers import (
+    StatusCollector,
+    make_config,
+    running_worker,
+    wait_for,
+)
 from tests.integration.test_xta_support import application, sim_config
 from transport.xta.simulator import InjectedFault, serve
 
 pytestmark = pytest.mark.broker
 
 
-def _publish_with_headers(config, envelope, extra) -> None:  # noqa: ANN001
+def _publish_with_headers(config, envelope, extra) -> None:
     with ConfirmingPublisher(config.broker, "test-portal") as publisher:
         props = envelope.properties(extra)
         publisher.publish_and_wait(INBOUND_CHECKED, envelope.destination, envelope.body(), props, mandatory=True)
 
 
 @pytest.mark.parametrize("forged", [-1, "abc", 2**40, 99])
-def test_forged_attempt_header_cannot_misroute_a_retry(fresh_broker_url, pki, forged) -> None:  # noqa: ANN001
+def test_forged_attempt_header_cannot_misroute_a_retry(fresh_broker_url, pki, forged) -> None:
     with serve(sim_config(pki)) as sim:
         sim.inject(InjectedFault(operation="sendMessage", code="9030", count=1))  # one transient failure
         config = make_config(fresh_broker_url, pki, sim.url, retry_delays=[0.5, 1])
@@ -43,7 +48,7 @@ def test_forged_attempt_header_cannot_misroute_a_retry(fresh_broker_url, pki, fo
         assert status.of(app.message_id, DELIVERED) and len(received) == 1
 
 
-def test_string_test_flag_is_refused_not_misread(fresh_broker_url, pki) -> None:  # noqa: ANN001
+def test_string_test_flag_is_refused_not_misread(fresh_broker_url, pki) -> None:
     with serve(sim_config(pki)) as sim:
         config = make_config(fresh_broker_url, pki, sim.url)
         app = application("azr:000100", 7002)
@@ -58,7 +63,7 @@ def test_string_test_flag_is_refused_not_misread(fresh_broker_url, pki) -> None:
     assert not sim.store.messages()
 
 
-def test_lost_answer_after_acceptance_is_delivered_exactly_once(fresh_broker_url, pki) -> None:  # noqa: ANN001
+def test_lost_answer_after_acceptance_is_delivered_exactly_once(fresh_broker_url, pki) -> None:
     with serve(sim_config(pki)) as sim:
         # the server accepts the message, then the connection drops before the answer arrives
         sim.inject(InjectedFault(operation="sendMessage", drop=True, after_processing=True, count=1))

@@ -12,8 +12,20 @@ from __future__ import annotations
 import pytest
 
 from hub.status import DEAD_LETTERED, DELIVERED
-from tests.integration.helpers import AUTHOR, StatusCollector, make_config, running_worker
-from tests.integration.test_xta_support import application, dead_letters, outcome, publish, retries, sim_config
+from tests.integration.helpers import (
+    AUTHOR,
+    StatusCollector,
+    make_config,
+    running_worker,
+)
+from tests.integration.test_xta_support import (
+    application,
+    dead_letters,
+    outcome,
+    publish,
+    retries,
+    sim_config,
+)
 from transport.xta.simulator import ChaosConfig, FaultRate, InjectedFault, Outage, serve
 
 pytestmark = pytest.mark.broker
@@ -44,7 +56,7 @@ PERMANENT = [
 ]
 
 
-def _deliver_one(broker_url, pki, sim_changes, options=None, *, injection=None, seed: int, size: int = 24_000):  # noqa: ANN001, ANN202
+def _deliver_one(broker_url, pki, sim_changes, options=None, *, injection=None, seed: int, size: int = 24_000):
     config_sim = sim_config(pki, **sim_changes)
     with serve(config_sim) as sim:
         if injection is not None:

@@ -12,7 +12,13 @@ import pytest
 
 from hub.status import DEAD_LETTERED, DELIVERED
 from tests.integration.helpers import StatusCollector, make_config, running_worker
-from tests.integration.test_xta_support import application, dead_letters, outcome, publish, sim_config
+from tests.integration.test_xta_support import (
+    application,
+    dead_letters,
+    outcome,
+    publish,
+    sim_config,
+)
 from transport.xta.simulator import Exchange, serve
 
 pytestmark = pytest.mark.broker

@@ -9,8 +9,20 @@ import pytest
 from cryptography import x509
 
 from hub.status import DEAD_LETTERED, DELIVERED
-from tests.integration.helpers import AUTHOR, StatusCollector, make_config, running_worker
-from tests.integration.test_xta_support import application, dead_letters, outcome, publish, retries, sim_config
+from tests.integration.helpers import (
+    AUTHOR,
+    StatusCollector,
+    make_config,
+    running_worker,
+)
+from tests.integration.test_xta_support import (
+    application,
+    dead_letters,
+    outcome,
+    publish,
+    retries,
+    sim_config,
+)
 from transport.xta.simulator import ServerTls, serve
 from transport.xta.testtls import P12_PASSWORD, TlsPki, make_tls_pki
 from transport.xta.tls import certificate_fingerprint
@@ -33,7 +45,7 @@ def https_sim(pki, tls_pki):
         yield running
 
 
-def _run(broker_url, pki, sim, options, seed):  # noqa: ANN001, ANN202
+def _run(broker_url, pki, sim, options, seed):
     config = make_config(broker_url, pki, sim.url, retry_delays=[1], adapter_overrides={"options": options})
     envelope = application("azr:000100", seed)
     status = StatusCollector(broker_url)

@@ -6,7 +6,12 @@ from __future__ import annotations
 import pytest
 
 from hub.status import DELIVERED
-from tests.integration.helpers import StatusCollector, make_config, running_worker, wait_for
+from tests.integration.helpers import (
+    StatusCollector,
+    make_config,
+    running_worker,
+    wait_for,
+)
 from tests.integration.test_xta_support import application, publish, sim_config
 from transport.xta.simulator import serve
 

@@ -96,7 +96,7 @@ class WorkerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
-    def start(self, wait_ready: bool = True) -> "WorkerProcess":
+    def start(self, wait_ready: bool = True) -> WorkerProcess:
         log = self.log_path.open("ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(

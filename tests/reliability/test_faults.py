@@ -14,16 +14,26 @@ from pathlib import Path
 import pytest
 
 from hub.dlq import DeadLetterFilter, DeadLetterQueue
-from transport.xta.simulator import InjectedFault, serve
 from tests.reliability.support import (
-    account, applications, cli, free_port, load, metric_value, publish, simulator_settings, wait_accounted,
-    write_config, WorkerProcess)
+    WorkerProcess,
+    account,
+    applications,
+    cli,
+    free_port,
+    load,
+    metric_value,
+    publish,
+    simulator_settings,
+    wait_accounted,
+    write_config,
+)
+from transport.xta.simulator import InjectedFault, serve
 
 pytestmark = pytest.mark.broker
 
 
 @pytest.fixture()
-def simulator(pki):  # noqa: ANN001
+def simulator(pki):
     running = serve(simulator_settings(pki))
     yield running
     running.stop()
@@ -40,7 +50,7 @@ def _readyz(worker: WorkerProcess) -> str:
         return exc.read().decode()
 
 
-def _assert_exact(acc, envelopes, *, allow_dead: bool = False) -> None:  # noqa: ANN001
+def _assert_exact(acc, envelopes, *, allow_dead: bool = False) -> None:
     lost, dup, both = acc.check(envelopes)
     assert lost == [], f"{len(lost)} applications lost"
     assert dup == [], f"{len(dup)} applications delivered more than once"
@@ -49,7 +59,7 @@ def _assert_exact(acc, envelopes, *, allow_dead: bool = False) -> None:  # noqa:
         assert acc.dead == {}, f"unexpected dead letters: {acc.dead}"
 
 
-def test_sigkill_worker_repeatedly_loses_and_duplicates_nothing(broker_url, pki, simulator, tmp_path: Path) -> None:  # noqa: ANN001
+def test_sigkill_worker_repeatedly_loses_and_duplicates_nothing(broker_url, pki, simulator, tmp_path: Path) -> None:
     config_path = write_config(tmp_path, broker_url, pki, simulator.url, adapter={"delivery_limit": 20})
     config = load(config_path)
     workers = [WorkerProcess(config_path, "alpha", tmp_path).start(), WorkerProcess(config_path, "beta", tmp_path).start()]
@@ -79,7 +89,7 @@ def test_sigkill_worker_repeatedly_loses_and_duplicates_nothing(broker_url, pki,
     assert sum(acc.delivered.values()) == 1000
 
 
-def test_broker_restart_mid_run_everything_recovers(broker_url, pki, simulator, tmp_path: Path) -> None:  # noqa: ANN001
+def test_broker_restart_mid_run_everything_recovers(broker_url, pki, simulator, tmp_path: Path) -> None:
     ctl = shutil.which("rabbitmqctl")
     assert ctl, "rabbitmqctl is needed to restart the broker"
     config_path = write_config(tmp_path, broker_url, pki, simulator.url)
@@ -117,7 +127,7 @@ def test_broker_restart_mid_run_everything_recovers(broker_url, pki, simulator, 
     _assert_exact(acc, envelopes)
 
 
-def test_endpoint_outage_waits_in_ladder_and_breaker_opens_and_closes(broker_url, pki, tmp_path: Path) -> None:  # noqa: ANN001
+def test_endpoint_outage_waits_in_ladder_and_breaker_opens_and_closes(broker_url, pki, tmp_path: Path) -> None:
     port = free_port()
     settings = simulator_settings(pki)
     running = serve(settings, port=port)
@@ -147,7 +157,7 @@ def test_endpoint_outage_waits_in_ladder_and_breaker_opens_and_closes(broker_url
     assert metric_value(metrics, "hub_circuit_breaker_state") == 0
 
 
-def test_permanent_faults_dead_lettered_then_replayed_without_loss(broker_url, pki, tmp_path: Path) -> None:  # noqa: ANN001
+def test_permanent_faults_dead_lettered_then_replayed_without_loss(broker_url, pki, tmp_path: Path) -> None:
     strict = tmp_path / "strict.xsd"
     # a schema that demands an element the applications do not have (a schema update gone wrong)
     strict.write_text('<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" '
@@ -221,7 +231,7 @@ def test_permanent_faults_dead_lettered_then_replayed_without_loss(broker_url, p
     assert sum(acc.delivered.values()) == len(everything)
 
 
-def test_poison_message_is_dead_lettered_after_delivery_limit(broker_url, pki, simulator, tmp_path: Path) -> None:  # noqa: ANN001
+def test_poison_message_is_dead_lettered_after_delivery_limit(broker_url, pki, simulator, tmp_path: Path) -> None:
     config_path = write_config(tmp_path, broker_url, pki, simulator.url, profile="tests.reliability.poison:PoisonAdapter",
                                adapter={"delivery_limit": 3})
     config = load(config_path)
@@ -246,7 +256,7 @@ def test_poison_message_is_dead_lettered_after_delivery_limit(broker_url, pki, s
     assert sum(acc.delivered.values()) == len(envelopes) - 1
 
 
-def test_sigterm_finishes_in_flight_work_within_bound(broker_url, pki, tmp_path: Path) -> None:  # noqa: ANN001
+def test_sigterm_finishes_in_flight_work_within_bound(broker_url, pki, tmp_path: Path) -> None:
     running = serve(simulator_settings(pki, latency=1.0))  # every XTA call takes a second
     worker = None
     try:

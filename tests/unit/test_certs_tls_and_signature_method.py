@@ -26,7 +26,7 @@ RSA_PSS = "http://www.w3.org/2007/05/xmldsig-more#sha256-rsa-MGF1"
 def _expired_cert(path: Path) -> Path:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "old tls client")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(1).not_valid_before(now - dt.timedelta(days=400)).not_valid_after(now - dt.timedelta(days=1))
             .sign(key, hashes.SHA256()))
@@ -34,7 +34,7 @@ def _expired_cert(path: Path) -> Path:
     return path
 
 
-def _config(pki, tls_cert: Path):  # noqa: ANN001, ANN202
+def _config(pki, tls_cert: Path):
     key, cert = pki["portal"]
     return parse_config({
         "adapters": {"a": {"endpoint": "https://127.0.0.1:1/xta", "signing_key": str(key), "signing_cert": str(cert),
@@ -43,7 +43,7 @@ def _config(pki, tls_cert: Path):  # noqa: ANN001, ANN202
     }, base=Path("/"), environ={})
 
 
-def test_tls_client_certificate_is_reported_and_an_expired_one_fails_readiness(pki, tmp_path: Path) -> None:  # noqa: ANN001
+def test_tls_client_certificate_is_reported_and_an_expired_one_fails_readiness(pki, tmp_path: Path) -> None:
     good = _config(pki, pki["portal"][1])
     report = certificate_report(good, KeyStore(), adapter="a", uses=READINESS_USES)
     assert {(c.use, c.where) for c in report} >= {("tls", "adapters.a.options.tls_client_cert")}
@@ -53,7 +53,7 @@ def test_tls_client_certificate_is_reported_and_an_expired_one_fails_readiness(p
     assert len(problems) == 1 and "tls_client_cert" in problems[0]
 
 
-def test_signature_method_is_a_profile_option(pki) -> None:  # noqa: ANN001
+def test_signature_method_is_a_profile_option(pki) -> None:
     identity = load_signing_identity(*pki["portal"])
     adapter = Xta2Adapter("a", endpoint=XtaEndpoint("http://127.0.0.1:1/xta"), author=Party("alp:1"),
                           identity=identity, options={"signature_method": RSA_PSS, "encrypt": False, "mtom": False})

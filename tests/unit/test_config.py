@@ -45,7 +45,7 @@ def test_environment_overrides() -> None:
     (lambda c: c["adapters"]["advis"].pop("author"), r"adapters\.advis\.author: Field required"),
     (lambda c: c["authorities"].append(dict(c["authorities"][0])), r"'azr:000100' is listed twice"),
 ])
-def test_errors_name_the_bad_key(mutate, expected) -> None:  # noqa: ANN001
+def test_errors_name_the_bad_key(mutate, expected) -> None:
     raw = _minimal()
     mutate(raw)
     with pytest.raises(ConfigError, match=expected):

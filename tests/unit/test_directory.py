@@ -12,7 +12,7 @@ from hub.errors import DirectoryError
 from hub.keystore import KeyStore
 
 
-def _config(cert: Path):  # noqa: ANN202
+def _config(cert: Path):
     return parse_config({
         "adapters": {"a": {"endpoint": "http://127.0.0.1:1/x", "signing_key": "k", "author": {"identifier": "alp:1"}},
                      "b": {"endpoint": "http://127.0.0.1:1/x", "signing_key": "k", "author": {"identifier": "alp:1"}}},
@@ -21,7 +21,7 @@ def _config(cert: Path):  # noqa: ANN202
     }, base=Path("/"), environ={})
 
 
-def test_lookup_per_adapter_and_unknown(pki, tmp_path: Path) -> None:  # noqa: ANN001
+def test_lookup_per_adapter_and_unknown(pki, tmp_path: Path) -> None:
     cert = tmp_path / "reader.pem"
     shutil.copy(pki["azr-000100"][1], cert)
     d = Directory.from_config(_config(cert), KeyStore(), adapter="a")
@@ -32,7 +32,7 @@ def test_lookup_per_adapter_and_unknown(pki, tmp_path: Path) -> None:  # noqa: A
         d.lookup("azr:000300")
 
 
-def test_renewed_reader_certificate_is_picked_up_without_restart(pki, tmp_path: Path) -> None:  # noqa: ANN001
+def test_renewed_reader_certificate_is_picked_up_without_restart(pki, tmp_path: Path) -> None:
     cert = tmp_path / "reader.pem"
     shutil.copy(pki["azr-000100"][1], cert)
     d = Directory.from_config(_config(cert), KeyStore(check_interval=0))

@@ -10,7 +10,7 @@ from hub.errors import EnvelopeError
 from transport.content import ContentPart
 
 
-def _envelope():  # noqa: ANN202
+def _envelope():
     return new_envelope(destination="azr:000100", message_type="OZG.Antrag.130101", message=b"<a>\xc3\xa4</a>",
                         portal="portal-1", message_id="8a7f0c1e-0000-4000-8000-000000000001",
                         attachments=(ContentPart(b"%PDF-1.7 ...", "application/pdf", "pass.pdf"),),
@@ -31,7 +31,7 @@ def test_destination_syntax_checked_on_build() -> None:
         new_envelope(destination="000100", message_type="t", message=b"<a/>", portal="p")
 
 
-def _tampered(mutate) -> bytes:  # noqa: ANN001
+def _tampered(mutate) -> bytes:
     doc = json.loads(_envelope().body())
     mutate(doc)
     return json.dumps(doc).encode()
@@ -49,7 +49,7 @@ def _tampered(mutate) -> bytes:  # noqa: ANN001
     ({}, _tampered(lambda d: d["message"].update(data="***")), "not valid base64"),
     ({}, _tampered(lambda d: d["message"].pop("sha256")), "missing field sha256"),
 ])
-def test_contract_violations_are_envelope_errors(props_change, body, expected) -> None:  # noqa: ANN001
+def test_contract_violations_are_envelope_errors(props_change, body, expected) -> None:
     e = _envelope()
     p = e.properties()
     props = pika.BasicProperties(**{**{k: getattr(p, k) for k in ("message_id", "content_type", "headers", "app_id")},

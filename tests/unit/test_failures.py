@@ -5,11 +5,17 @@ import datetime
 import pytest
 
 from hub.errors import SchemaViolation, XtaFault
-from hub.failures import clean_headers, dead_letter_headers, header_int, retry_headers, safe_error_text
+from hub.failures import (
+    clean_headers,
+    dead_letter_headers,
+    header_int,
+    retry_headers,
+    safe_error_text,
+)
 
 
 @pytest.mark.parametrize("value", [None, -1, "3", b"3", 3.0, True, 2**70, datetime.datetime.now(), [1], {"a": 1}])
-def test_header_int_ignores_anything_but_a_sane_int(value) -> None:  # noqa: ANN001
+def test_header_int_ignores_anything_but_a_sane_int(value) -> None:
     assert header_int({"x": value}, "x", 7) == 7
 
 

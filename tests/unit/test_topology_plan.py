@@ -3,7 +3,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from hub.config import load_config
-from hub.topology import INBOUND, INBOUND_CHECKED, Binding, deliver_queue, plan_topology, retry_queue
+from hub.topology import (
+    INBOUND,
+    INBOUND_CHECKED,
+    Binding,
+    deliver_queue,
+    plan_topology,
+    retry_queue,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "demo.toml"
 

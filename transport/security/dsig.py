@@ -263,7 +263,7 @@ def check_trust(
     signer: x509.Certificate, trusted: Sequence[x509.Certificate], at: _dt.datetime | None = None
 ) -> None:
     """Signer must be a trusted certificate itself or directly issued by a trusted CA."""
-    at = at or _dt.datetime.now(_dt.timezone.utc)
+    at = at or _dt.datetime.now(_dt.UTC)
     if not _valid_at(signer, at):
         raise SignatureInvalid(f"signer certificate {fingerprint(signer)} not valid at {at:%Y-%m-%d}")
     try:

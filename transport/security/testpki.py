@@ -64,7 +64,7 @@ def _reusable(
     cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     if not cns or cns[0].value != name:
         return False
-    now = _dt.datetime.now(_dt.timezone.utc)
+    now = _dt.datetime.now(_dt.UTC)
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc - _MIN_REMAINING:
         return False
     try:
@@ -80,7 +80,7 @@ def _issue(
     issuer_key: rsa.RSAPrivateKey,
     issuer: x509.Certificate | None,
 ) -> x509.Certificate:
-    now = _dt.datetime.now(_dt.timezone.utc)
+    now = _dt.datetime.now(_dt.UTC)
     subject = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "xoev-hub test PKI"),

@@ -39,12 +39,23 @@ from cryptography import x509
 from lxml import etree
 from zeep.transports import Transport
 
-from hub.errors import ConfigError, EndpointUnavailable, HubError, ProtocolError, XmlRejected, XtaFault
+from hub.errors import (
+    ConfigError,
+    EndpointUnavailable,
+    HubError,
+    ProtocolError,
+    XmlRejected,
+    XtaFault,
+)
 from schemas.xta import WSDL_PATH
 from transport.security.xml import XmlLimits, parse_xml
 from transport.xta import mtom, wire
 from transport.xta.container import GENERIC_CONTENT_CONTAINER, OutgoingContainer
-from transport.xta.faults import PERMISSION_DENIED, error_from_fault, is_transient_http_status
+from transport.xta.faults import (
+    PERMISSION_DENIED,
+    error_from_fault,
+    is_transient_http_status,
+)
 from transport.xta.metadata import LookupResult, MessageMetaData, Party, TransportReport
 from transport.xta.mmd import MESSAGE_METADATA, parse_message_metadata
 from transport.xta.ns import BINDINGS, SOAP12, SOAP12_CONTENT_TYPE, XTA, q

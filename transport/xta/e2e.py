@@ -66,7 +66,7 @@ def _part_xml(tag: str, part: ContentPart) -> Iterator[bytes]:
     if part.description:
         attrs.append(("contentDescription", part.description))
     rendered = "".join(f" {name}={quoteattr(value)}" for name, value in attrs)
-    yield f"<xta:{tag}{rendered}>".encode("utf-8")
+    yield f"<xta:{tag}{rendered}>".encode()
     data = memoryview(part.data)
     for start in range(0, len(data), _B64_SLICE):
         yield base64.b64encode(data[start:start + _B64_SLICE])
@@ -158,7 +158,11 @@ def cipher_octets(encrypted: etree._Element, parts: Mapping[str, memoryview] | N
 
 def decrypt_octets_for(encrypted: etree._Element, raw: memoryview, private_key: Any) -> bytes:
     """Decrypt raw cipher octets with the key transported in ``encrypted`` (reader's private key)."""
-    from transport.security.encryption import content_algorithm, decrypt_octets, unwrap_content_key
+    from transport.security.encryption import (
+        content_algorithm,
+        decrypt_octets,
+        unwrap_content_key,
+    )
 
     if not isinstance(private_key, rsa.RSAPrivateKey):
         raise DecryptionFailed("reader key is not an RSA key")

@@ -22,7 +22,15 @@ from typing import Any
 from lxml import etree
 
 from hub.errors import EndpointUnavailable, HubError, ProtocolError, XtaFault
-from transport.xta.ns import ERROR_CODE_LIST_URI, ERROR_CODE_LIST_VERSION, SOAP12, WSA, XML, XTA, q
+from transport.xta.ns import (
+    ERROR_CODE_LIST_URI,
+    ERROR_CODE_LIST_VERSION,
+    SOAP12,
+    WSA,
+    XML,
+    XTA,
+    q,
+)
 
 PERMISSION_DENIED = "PermissionDeniedException"
 PARAMETER_IS_NOT_VALID = "ParameterIsNotValidException"

@@ -25,7 +25,7 @@ class QuietRequestHandler(WSGIRequestHandler):
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         pass
 
-    def log_error(self, format: str, *args: Any) -> None:  # noqa: A002 - werkzeug's signature
+    def log_error(self, format: str, *args: Any) -> None:
         pass  # refused TLS handshakes and dropped connections are expected in tests
 
 

@@ -79,7 +79,7 @@ def parse_party(el: etree._Element) -> Party:
 def xs_datetime(value: _dt.datetime) -> str:
     """xs:dateTime with an explicit offset (naive datetimes are taken as UTC)."""
     if value.tzinfo is None:
-        value = value.replace(tzinfo=_dt.timezone.utc)
+        value = value.replace(tzinfo=_dt.UTC)
     return value.isoformat(timespec="seconds")
 
 

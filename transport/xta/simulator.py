@@ -48,7 +48,7 @@ from transport.xta.http_server import NoDelayWSGIServer
 from transport.xta.ns import ACTION_WSA_FAULT, ACTIONS, SOAP11, SOAP12_CONTENT_TYPE, WSA
 from transport.xta.simulator_api import InspectionApi, json_response
 from transport.xta.simulator_chaos import Chaos, Disruption
-from transport.xta.simulator_config import (  # noqa: F401 - re-exported
+from transport.xta.simulator_config import (
     ChaosConfig,
     FaultRate,
     InjectedFault,
@@ -57,9 +57,21 @@ from transport.xta.simulator_config import (  # noqa: F401 - re-exported
     SimulatorConfig,
 )
 from transport.xta.simulator_msgbox import MsgBoxOperations
-from transport.xta.simulator_ops import Answer, Request, SimulatedFault, XtaOperations, parse_request_xml
+from transport.xta.simulator_ops import (
+    Answer,
+    Request,
+    SimulatedFault,
+    XtaOperations,
+    parse_request_xml,
+)
 from transport.xta.simulator_store import MessageIdRegistry, MessageStore
-from transport.xta.soap import addressing_headers, body_children, build_envelope, parse_addressing, split_envelope
+from transport.xta.soap import (
+    addressing_headers,
+    body_children,
+    build_envelope,
+    parse_addressing,
+    split_envelope,
+)
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,14 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from transport.xta.simulator import ChaosConfig, FaultRate, Outage, ServerTls, SimulatorConfig, serve
+from transport.xta.simulator import (
+    ChaosConfig,
+    FaultRate,
+    Outage,
+    ServerTls,
+    SimulatorConfig,
+    serve,
+)
 
 
 def parse_fault_rate(text: str) -> FaultRate:
@@ -58,7 +65,11 @@ def _pairs(specs: Sequence[str], flag: str) -> list[tuple[str, str]]:
 
 def build_config(args: argparse.Namespace) -> SimulatorConfig:
     """The SimulatorConfig the parsed flags describe (keys and certificates loaded here, once)."""
-    from transport.security.keys import load_certificate, load_certificates, load_private_key
+    from transport.security.keys import (
+        load_certificate,
+        load_certificates,
+        load_private_key,
+    )
 
     try:
         chaos = chaos_from_flags(args.fault_rate, args.drop_rate, args.outage, args.latency_jitter, args.seed)

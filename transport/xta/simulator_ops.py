@@ -51,11 +51,27 @@ from transport.xta.container import (
     parse_content_container,
 )
 from transport.xta.e2e import cipher_octets, decrypt_octets_for
-from transport.xta.metadata import LookupResult, MessageMetaData, MessageType, Party, ServiceParameter
-from transport.xta.mmd import AUTHOR, MESSAGE_METADATA, parse_message_metadata, parse_party, render_message_metadata
+from transport.xta.metadata import (
+    LookupResult,
+    MessageMetaData,
+    MessageType,
+    Party,
+    ServiceParameter,
+)
+from transport.xta.mmd import (
+    AUTHOR,
+    MESSAGE_METADATA,
+    parse_message_metadata,
+    parse_party,
+    render_message_metadata,
+)
 from transport.xta.mtom import Attachments
 from transport.xta.ns import XENC, q
-from transport.xta.simulator_config import ACCOUNT_EXPIRED, ACCOUNT_LOCKED, SimulatorConfig
+from transport.xta.simulator_config import (
+    ACCOUNT_EXPIRED,
+    ACCOUNT_LOCKED,
+    SimulatorConfig,
+)
 from transport.xta.simulator_reports import build_report, current_status, initial_state
 from transport.xta.simulator_store import (
     IN_FLIGHT,

@@ -35,11 +35,11 @@ RECORD_LIST_VERSION = "1"
 
 
 def _iso(epoch: float) -> str:
-    return _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.fromtimestamp(epoch, _dt.UTC).isoformat(timespec="seconds")
 
 
 def _dt_of(epoch: float) -> _dt.datetime:
-    return _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc)
+    return _dt.datetime.fromtimestamp(int(epoch), _dt.UTC)
 
 
 def initial_state(config: SimulatorConfig, md: MessageMetaData, now: float | None = None) -> TransportState:
@@ -48,7 +48,7 @@ def initial_state(config: SimulatorConfig, md: MessageMetaData, now: float | Non
     ready = now + config.report_delay
     not_before = md.delivery_attributes.not_before
     if not_before is not None:
-        when = not_before if not_before.tzinfo else not_before.replace(tzinfo=_dt.timezone.utc)
+        when = not_before if not_before.tzinfo else not_before.replace(tzinfo=_dt.UTC)
         ready = max(ready, when.timestamp() + config.report_delay)
     status, reason = config.report_status.get(md.reader.identifier, STATUS_GREEN), ""
     offered = config.services.get(md.reader.identifier) if config.services is not None else None

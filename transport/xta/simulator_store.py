@@ -20,7 +20,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,7 @@ class StoredMessage:
     encrypted: bool = False  # True: stored as received (no key for the reader), not decrypted
     verified: bool = False  # True: content signature checked against the trusted signers
     signer: str | None = None  # subject (RFC 4514) of the verified signer
-    received_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    received_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     metadata: MessageMetaData | None = field(default=None, repr=False, compare=False)
     wire: WireContent | None = field(default=None, repr=False, compare=False)
     mtom: bool = False  # arrived as MTOM

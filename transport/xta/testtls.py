@@ -50,7 +50,7 @@ def _name(cn: str) -> x509.Name:
 
 def _cert(cn: str, key: rsa.RSAPrivateKey, issuer: tuple[x509.Certificate, rsa.RSAPrivateKey] | None, *,
           server: bool = False, client: bool = False) -> x509.Certificate:
-    now = _dt.datetime.now(_dt.timezone.utc)
+    now = _dt.datetime.now(_dt.UTC)
     issuer_name = issuer[0].subject if issuer else _name(cn)
     builder = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(issuer_name)
                .public_key(key.public_key()).serial_number(x509.random_serial_number())

@@ -33,8 +33,16 @@ from transport.xta.metadata import (
     StatusList,
     TransportReport,
 )
-from transport.xta.mmd import MESSAGE_METADATA, READER, code_element, parse_message_metadata, parse_party, \
-    render_message_metadata, render_party, xs_datetime
+from transport.xta.mmd import (
+    MESSAGE_METADATA,
+    READER,
+    code_element,
+    parse_message_metadata,
+    parse_party,
+    render_message_metadata,
+    render_party,
+    xs_datetime,
+)
 from transport.xta.ns import DS, OSCI, OSCIMETA, WSA, XTA, q
 
 LOOKUP_SERVICE_REQUEST = q(XTA, "LookupServiceRequest")
@@ -250,7 +258,7 @@ def parse_transport_report(el: etree._Element) -> TransportReport:
 def render_x509_token_container(certificates: Sequence[x509.Certificate],
                                 at: _dt.datetime | None = None) -> etree._Element:
     """osci:X509TokenContainer listing the certificates a message uses (e.g. signer, reader cipher)."""
-    when = xs_datetime(at or _dt.datetime.now(_dt.timezone.utc))
+    when = xs_datetime(at or _dt.datetime.now(_dt.UTC))
     root = etree.Element(X509_TOKEN_CONTAINER, nsmap={"osci": OSCI, "ds": DS})
     root.set("validateCompleted", "false")
     for i, cert in enumerate(certificates, start=1):

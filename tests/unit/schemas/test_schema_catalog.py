@@ -76,7 +76,7 @@ def local_http_server(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
         def __init__(self, *args: object, **kwargs: object) -> None:
             super().__init__(*args, directory=str(served), **kwargs)  # type: ignore[arg-type]
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server naming
+        def do_GET(self) -> None:
             requests.append(self.path)
             super().do_GET()
 

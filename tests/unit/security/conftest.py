@@ -8,7 +8,11 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from transport.security.keys import SigningIdentity, load_certificate, load_signing_identity
+from transport.security.keys import (
+    SigningIdentity,
+    load_certificate,
+    load_signing_identity,
+)
 from transport.security.testpki import make_test_pki
 
 STANDARDS = Path(__file__).resolve().parents[4] / "shared" / "standards"

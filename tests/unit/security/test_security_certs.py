@@ -50,7 +50,7 @@ def config_for(tpki: Pki, *, alpha_cert: Path | None = None, reader_cert: Path |
 
 def issue(tpki: Pki, directory: Path, name: str, *, days_from: int, days_to: int) -> Path:
     """A certificate for the portal's key (so key and cert still match) with chosen validity."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     key = tpki.portal.private_key
     cert = (x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, name)]))

@@ -17,7 +17,12 @@ from hub.errors import DecryptionFailed, SignatureInvalid, UnsupportedAlgorithm
 from transport.security import dsig
 from transport.security.encryption import XENC_NS, encrypt_xml
 from transport.security.keys import SigningIdentity
-from transport.security.osci12 import OSCI12_8_NS, decrypt_osci, decrypt_with_mgmt_data, verify_osci_signature
+from transport.security.osci12 import (
+    OSCI12_8_NS,
+    decrypt_osci,
+    decrypt_with_mgmt_data,
+    verify_osci_signature,
+)
 from transport.security.xml import parse_xml, serialize
 
 if TYPE_CHECKING:  # conftest is not importable at run time

@@ -278,7 +278,7 @@ def test_non_ca_issuer_is_not_a_trust_anchor(tpki: Pki) -> None:
 
 def test_expired_signer_fails(tpki: Pki) -> None:
     signed = sign_content(make_content(), tpki.portal)
-    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=800)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=800)
     with pytest.raises(SignatureInvalid, match="not valid at"):
         verify_content(signed, [tpki.ca], at=later)
 
@@ -336,7 +336,7 @@ def test_weak_or_unknown_algorithms_refused(tpki: Pki, where: str, uri: str) -> 
 def _ec_identity(tpki: Pki) -> SigningIdentity:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "ec-signer")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)

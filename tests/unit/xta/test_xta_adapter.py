@@ -12,7 +12,11 @@ from adapters.base import Delivery
 from adapters.xta2 import Xta2Adapter
 from hub.errors import ContentTooLarge
 from transport.content import Content, ContentPart
-from transport.security.keys import load_certificate, load_private_key, load_signing_identity
+from transport.security.keys import (
+    load_certificate,
+    load_private_key,
+    load_signing_identity,
+)
 from transport.security.testpki import make_test_pki
 from transport.xta.client import XtaEndpoint
 from transport.xta.metadata import BusinessScenario

@@ -12,7 +12,14 @@ from xta_testdata import AUTHOR, content, metadata
 from hub.errors import EndpointUnavailable, XtaFault
 from transport.xta.client import XtaClient, XtaEndpoint
 from transport.xta.container import build_content_container, generic_container
-from transport.xta.simulator import ChaosConfig, FaultRate, InjectedFault, Outage, SimulatorConfig, serve
+from transport.xta.simulator import (
+    ChaosConfig,
+    FaultRate,
+    InjectedFault,
+    Outage,
+    SimulatorConfig,
+    serve,
+)
 from transport.xta.simulator_cli import build_config, parser
 
 

@@ -13,7 +13,13 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Response
 from xta_testdata import AUTHOR, READER, content, metadata
 
-from hub.errors import ConfigError, EndpointUnavailable, HubError, ProtocolError, XtaFault
+from hub.errors import (
+    ConfigError,
+    EndpointUnavailable,
+    HubError,
+    ProtocolError,
+    XtaFault,
+)
 from transport.xta.client import XtaClient, XtaEndpoint
 from transport.xta.container import build_content_container, generic_container
 from transport.xta.faults import TRANSPORT_CONDITIONS

@@ -17,7 +17,11 @@ from transport.security.keys import load_certificate
 from transport.security.testpki import make_test_pki
 from transport.xta import wire
 from transport.xta.client import XtaClient, XtaEndpoint
-from transport.xta.container import OutgoingContainer, build_content_container, generic_container
+from transport.xta.container import (
+    OutgoingContainer,
+    build_content_container,
+    generic_container,
+)
 from transport.xta.metadata import DeliveryAttributes, Party
 from transport.xta.mmd import parse_message_metadata
 from transport.xta.mtom import Attachments
@@ -125,7 +129,7 @@ def test_transport_report_of_unknown_or_foreign_message_is_9070() -> None:
 
 
 def test_cancel_message() -> None:
-    later = _dt.datetime.now(_dt.timezone.utc) + _dt.timedelta(hours=1)
+    later = _dt.datetime.now(_dt.UTC) + _dt.timedelta(hours=1)
     with serve(SimulatorConfig()) as running:
         client = _client(running)
         without = _send(client)
@@ -138,7 +142,7 @@ def test_cancel_message() -> None:
         report = client.get_transport_report(AUTHOR, held)
         assert report.status == 3 and "cancelled" in report.errors[0].reason
         past = _send(client, delivery_attributes=DeliveryAttributes(
-            not_before=_dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(minutes=1)))
+            not_before=_dt.datetime.now(_dt.UTC) - _dt.timedelta(minutes=1)))
         with pytest.raises(XtaFault) as info:
             client.cancel_message(AUTHOR, past)
         assert info.value.code == "9100"

@@ -18,7 +18,12 @@ from transport.security.keys import load_certificate, load_private_key
 from transport.security.testpki import make_test_pki
 from transport.xta import mtom
 from transport.xta.container import build_content_container, parse_content_container
-from transport.xta.e2e import cipher_octets, container_octets, decrypt_octets_for, encrypt_container
+from transport.xta.e2e import (
+    cipher_octets,
+    container_octets,
+    decrypt_octets_for,
+    encrypt_container,
+)
 from transport.xta.ns import XENC, XOP, XTA
 
 

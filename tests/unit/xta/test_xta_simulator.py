@@ -11,7 +11,11 @@ from xta_testdata import AUTHOR, READER, content, metadata
 from hub.errors import XtaFault
 from transport.content import Content, ContentPart
 from transport.security.encryption import encrypt_xml
-from transport.security.keys import load_certificate, load_private_key, load_signing_identity
+from transport.security.keys import (
+    load_certificate,
+    load_private_key,
+    load_signing_identity,
+)
 from transport.security.signature import sign_content
 from transport.security.testpki import make_test_pki
 from transport.xta.client import XtaClient, XtaEndpoint

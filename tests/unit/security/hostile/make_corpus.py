@@ -14,18 +14,18 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[3]))
 
-from cryptography import x509  # noqa: E402
-from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
-from cryptography.x509.oid import NameOID  # noqa: E402
-from lxml import etree  # noqa: E402
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+from lxml import etree
 
-from transport.content import Content, ContentPart  # noqa: E402
-from transport.security.encryption import encrypt_xml  # noqa: E402
-from transport.security.keys import load_certificate, load_signing_identity  # noqa: E402
-from transport.security.signature import sign_content, sign_enveloped  # noqa: E402
-from transport.security.xml import parse_xml, serialize  # noqa: E402
-from transport.xta.container import build_content_container  # noqa: E402
+from transport.content import Content, ContentPart
+from transport.security.encryption import encrypt_xml
+from transport.security.keys import load_certificate, load_signing_identity
+from transport.security.signature import sign_content, sign_enveloped
+from transport.security.xml import parse_xml, serialize
+from transport.xta.container import build_content_container
 
 PKI = HERE / "pki"
 DS = "http://www.w3.org/2000/09/xmldsig#"
@@ -37,8 +37,8 @@ def _issue(name: str, key: rsa.RSAPrivateKey, issuer_key: rsa.RSAPrivateKey, iss
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"hostile corpus {name}")])
     return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer or subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc))
-            .not_valid_after(dt.datetime(2125, 1, 1, tzinfo=dt.timezone.utc))
+            .not_valid_before(dt.datetime(2025, 1, 1, tzinfo=dt.UTC))
+            .not_valid_after(dt.datetime(2125, 1, 1, tzinfo=dt.UTC))
             .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), True)
             .sign(issuer_key, hashes.SHA256()))
 
