@@ -25,6 +25,10 @@ class WorkerMetrics:
         self.dead_lettered = Counter(
             "hub_messages_dead_lettered", "Messages sent to the dead-letter queue, by reason",
             ["adapter", "reason"], registry=registry)
+        self.failures = Counter(
+            "hub_delivery_failures",
+            "Failed delivery attempts by reason (retried or dead-lettered), e.g. endpoint_protocol",
+            ["adapter", "reason"], registry=registry)
         self.duration = Histogram(
             "hub_delivery_duration_seconds",
             "Time from taking a message to its outcome (validate, sign, encrypt, XTA calls)",

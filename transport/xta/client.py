@@ -16,7 +16,13 @@ Every third-party error is translated here (classes in ``faults.TRANSPORT_CONDIT
     requests ConnectionError / SSLError / Timeout / broken stream -> EndpointUnavailable (transient)
     HTTP 5xx, 408, 429 without a SOAP fault                     -> EndpointUnavailable (transient)
     SOAP fault with an xta exception                            -> XtaFault(code=...) (faults.FAULT_TABLE)
-    anything that is not a SOAP/XTA answer                      -> ProtocolError
+    any other answer that is not what XTA promises: not SOAP 1.2 -> MalformedAnswer (transient)
+      (HTML, text, empty, SOAP 1.1), an empty or unexpected body,
+      a missing field, a truncated MTOM package, a bare SOAP fault
+
+A nonsensical answer is the endpoint's fault, not the message's: it is retried and counted by the
+circuit breaker (pitfall 11). Answers are read in ``transport.xta.answers`` (``parse_reply``,
+``Reply``, ``malformed_answers``).
 
 Payloads are never logged.
 """
@@ -28,9 +34,9 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlparse
 
 import requests
@@ -43,30 +49,23 @@ from hub.errors import (
     ConfigError,
     EndpointUnavailable,
     HubError,
-    ProtocolError,
-    XmlRejected,
+    MalformedAnswer,
     XtaFault,
 )
 from schemas.xta import WSDL_PATH
-from transport.security.xml import XmlLimits, parse_xml
 from transport.xta import mtom, wire
+from transport.xta.answers import MAX_RESPONSE_BYTES, Reply, malformed_answers, parse_reply
 from transport.xta.container import GENERIC_CONTENT_CONTAINER, OutgoingContainer
-from transport.xta.faults import (
-    PERMISSION_DENIED,
-    error_from_fault,
-    is_transient_http_status,
-)
+from transport.xta.faults import PERMISSION_DENIED
 from transport.xta.metadata import LookupResult, MessageMetaData, Party, TransportReport
 from transport.xta.mmd import MESSAGE_METADATA, parse_message_metadata
-from transport.xta.ns import BINDINGS, SOAP12, SOAP12_CONTENT_TYPE, XTA, q
+from transport.xta.ns import BINDINGS, SOAP12_CONTENT_TYPE, XTA
 from transport.xta.soap import (
     addressing_headers,
-    body_children,
     build_envelope,
     render_author_header,
     render_message_metadata,
     reply_to_anonymous_header,
-    split_envelope,
 )
 from transport.xta.tls import TlsSettings, client_context, mount_tls
 
@@ -76,11 +75,7 @@ MANAGEMENT_BINDING = f"{{{XTA}}}managementHttpsBinding"
 SEND_BINDING = f"{{{XTA}}}sendXTAHttpsBinding"
 MSGBOX_BINDING = f"{{{XTA}}}msgBoxHttpsBinding"
 USER_AGENT = "xoev-hub-xta/0.2"
-_FAULT = q(SOAP12, "Fault")
-# Largest answer read (a 40 MB container inline, base64 twice when encrypted, plus envelope).
-MAX_RESPONSE_BYTES = 128 * 1024 * 1024
 _JOIN_BELOW = 1024 * 1024
-_REPLY_LIMITS = XmlLimits(max_bytes=MAX_RESPONSE_BYTES, max_text_length=MAX_RESPONSE_BYTES)
 
 
 @dataclass(frozen=True)
@@ -91,21 +86,6 @@ class XtaEndpoint:
     url: str
     timeout: float = 30.0
     tls: TlsSettings | None = None
-
-
-@dataclass(frozen=True)
-class Reply:
-    """A parsed non-fault answer: header, body children and (MTOM) binary parts by Content-ID."""
-
-    status: int
-    header: etree._Element | None
-    body: list[etree._Element]
-    parts: Mapping[str, memoryview] = field(default_factory=dict)
-
-    def only(self, tag: str, what: str) -> etree._Element:
-        if len(self.body) != 1 or self.body[0].tag != tag:
-            raise ProtocolError(f"{what}: answer body must hold exactly one {etree.QName(tag).localname}")
-        return self.body[0]
 
 
 @dataclass(frozen=True)
@@ -217,33 +197,39 @@ class XtaClient:
         Other faults (e.g. a technical problem) raise, so an outage is not mistaken for a lock-out.
         """
         try:
-            self.call("checkAccountActive", [render_author_header(author)])
+            reply = self.call("checkAccountActive", [render_author_header(author)])
         except XtaFault as fault:
             if fault.exception_type == PERMISSION_DENIED:
                 return False
             raise
+        reply.empty("checkAccountActive")
         return True
 
     def create_message_id(self, author: Party) -> str:
         """Ask the server for a new XTA MessageID (keep it across retries of the same message)."""
         reply = self.call("createMessageId", [render_author_header(author)])
-        if len(reply.body) != 1 or reply.body[0].tag != wire.WSA_MESSAGE_ID or not (reply.body[0].text or "").strip():
-            raise ProtocolError("createMessageId answered without a MessageID")
-        return reply.body[0].text.strip()
+        with malformed_answers("createMessageId"):
+            return wire.parse_message_id(reply.body, "createMessageId answer wsa:MessageID")
 
     def lookup_service(self, author: Party, queries: Sequence[tuple[Party, str]]) -> list[LookupResult]:
         """Is each (reader, service) offered, and with which parameters (e.g. encryption certificate)?"""
         reply = self.call("lookupService", [render_author_header(author)], [wire.render_lookup_request(queries)])
-        return wire.parse_lookup_response(reply.only(wire.LOOKUP_SERVICE_RESPONSE, "lookupService"))
+        with malformed_answers("lookupService"):
+            results = wire.parse_lookup_response(reply.only(wire.LOOKUP_SERVICE_RESPONSE, "lookupService"))
+        if len(results) > len(queries):
+            raise MalformedAnswer(f"XTA lookupService: {len(results)} results for {len(queries)} queries")
+        return results
 
     def get_transport_report(self, author: Party, message_id: str) -> TransportReport:
         """The transport report of a sent message (status 0 open, 1 green, 2 yellow, 3 red)."""
         reply = self.call("getTransportReport", [render_author_header(author)], [wire.render_message_id(message_id)])
-        return wire.parse_transport_report(reply.only(wire.TRANSPORT_REPORT, "getTransportReport"))
+        with malformed_answers("getTransportReport"):
+            return wire.parse_transport_report(reply.only(wire.TRANSPORT_REPORT, "getTransportReport"))
 
     def cancel_message(self, author: Party, message_id: str) -> None:
         """Cancel a transport order not yet executed (needs DeliveryAttributes/NotBefore in the future)."""
-        self.call("cancelMessage", [render_author_header(author)], [wire.render_message_id(message_id)])
+        self.call("cancelMessage", [render_author_header(author)], [wire.render_message_id(message_id)]).empty(
+            "cancelMessage")
 
     # ------------------------------------------------------------------ send port
 
@@ -254,7 +240,8 @@ class XtaClient:
         An ``OutgoingContainer`` with binary parts is sent as MTOM; a bare element inline. The caller's
         element is left untouched. ``certificates`` go into an osci:X509TokenContainer header.
         """
-        self.call("sendMessage", *self._send_request(metadata, container, certificates))
+        # an answer with a body is nonsense: retried, and a re-send of an accepted message gets 9024
+        self.call("sendMessage", *self._send_request(metadata, container, certificates)).empty("sendMessage")
 
     def send_message_sync(self, metadata: MessageMetaData, container: etree._Element | OutgoingContainer, *,
                           certificates: Sequence[x509.Certificate] = ()) -> SyncAnswer:
@@ -262,13 +249,17 @@ class XtaClient:
         reply = self.call("sendMessageSync", *self._send_request(metadata, container, certificates))
         answer = reply.only(GENERIC_CONTENT_CONTAINER, "sendMessageSync")
         mmd_el = reply.header.find(MESSAGE_METADATA) if reply.header is not None else None
-        return SyncAnswer(parse_message_metadata(mmd_el) if mmd_el is not None else None, answer, reply.parts)
+        with malformed_answers("sendMessageSync"):
+            return SyncAnswer(parse_message_metadata(mmd_el) if mmd_el is not None else None, answer, reply.parts)
 
     def _send_request(self, metadata: MessageMetaData, container: etree._Element | OutgoingContainer,
                       certificates: Sequence[x509.Certificate]) -> tuple[list[etree._Element], list[etree._Element],
                                                                          mtom.Attachments | None]:
-        outgoing = container if isinstance(container, OutgoingContainer) else None
-        element = outgoing.element if outgoing is not None else container
+        outgoing: OutgoingContainer | None
+        if isinstance(container, OutgoingContainer):
+            outgoing, element = container, container.element
+        else:
+            outgoing, element = None, container
         if element.tag != GENERIC_CONTENT_CONTAINER:
             raise ValueError("send_message expects an xta:GenericContentContainer element")
         headers = [render_message_metadata(metadata)]
@@ -299,7 +290,7 @@ class XtaClient:
         for session in sessions:
             session.close()
 
-    def __enter__(self) -> XtaClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -328,7 +319,9 @@ class XtaClient:
             content_type, data = f'{SOAP12_CONTENT_TYPE}; charset=utf-8; action="{action}"', envelope
         timeout = self.endpoint.timeout
         try:
-            response = self.session.post(self.endpoint.url, data=data, headers={"Content-Type": content_type},
+            # requests streams whatever buffers the body yields; its stubs accept bytes only
+            response = self.session.post(self.endpoint.url, data=data,  # type: ignore[arg-type]
+                                         headers={"Content-Type": content_type},
                                          timeout=(timeout, timeout), stream=True)
             with response:
                 content = _read_limited(response, MAX_RESPONSE_BYTES, operation)
@@ -339,8 +332,8 @@ class XtaClient:
                 raise EndpointUnavailable(f"XTA {operation}: TLS handshake failed ({_tls_reason(exc)})",
                                           reason="tls_handshake_failed") from exc
             raise EndpointUnavailable(f"XTA {operation}: connection failed ({type(exc).__name__})") from exc
-        except requests.exceptions.RequestException as exc:
-            raise ProtocolError(f"XTA {operation}: HTTP request failed ({type(exc).__name__})") from exc
+        except requests.exceptions.RequestException as exc:  # redirect loop, undecodable body, bad header
+            raise MalformedAnswer(f"XTA {operation}: HTTP request failed ({type(exc).__name__})") from exc
         return parse_reply(operation, response.status_code, response.headers.get("Content-Type", ""), content)
 
 
@@ -357,12 +350,12 @@ def _tls_reason(exc: BaseException) -> str:
 def _read_limited(response: requests.Response, limit: int, operation: str) -> bytes:
     declared = response.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise ProtocolError(f"XTA {operation}: answer of {declared} bytes exceeds {limit}")
+        raise MalformedAnswer(f"XTA {operation}: answer of {declared} bytes exceeds {limit}")
     buffer = bytearray()
     for chunk in response.iter_content(1 << 20):
         buffer += chunk
         if len(buffer) > limit:
-            raise ProtocolError(f"XTA {operation}: answer exceeds {limit} bytes")
+            raise MalformedAnswer(f"XTA {operation}: answer exceeds {limit} bytes")
     return bytes(buffer)
 
 
@@ -384,30 +377,3 @@ def _serialize_envelope(headers: list[etree._Element], body: Sequence[etree._Ele
                 borrowed_by.remove(el)
             if parent is not None:
                 parent.insert(index, el)
-
-
-def parse_reply(operation: str, status: int, content_type: str, data: bytes) -> Reply:
-    """Parse an HTTP answer (plain SOAP or MTOM) or raise the hub error it stands for."""
-    parts: Mapping[str, memoryview] = {}
-    try:
-        if mtom.is_multipart(content_type):
-            message = mtom.parse_multipart(data, content_type)
-            data, parts = message.root, message.parts
-        if not data.strip():
-            if status in (200, 202):
-                return Reply(status, None, [], parts)
-            raise ProtocolError("empty answer")
-        root = parse_xml(data, _REPLY_LIMITS)
-        header, body = split_envelope(root)
-    except (ProtocolError, XmlRejected) as exc:
-        if is_transient_http_status(status):
-            raise EndpointUnavailable(f"XTA {operation}: HTTP {status} without SOAP fault") from None
-        raise ProtocolError(f"XTA {operation}: HTTP {status}, not a SOAP answer ({exc})") from None
-    fault = body.find(_FAULT)
-    if fault is not None:
-        raise error_from_fault(fault, http_status=status)
-    if status not in (200, 202):
-        if is_transient_http_status(status):
-            raise EndpointUnavailable(f"XTA {operation}: HTTP {status} without SOAP fault")
-        raise ProtocolError(f"XTA {operation}: HTTP {status} without SOAP fault")
-    return Reply(status, header, body_children(body), parts)

@@ -6,10 +6,11 @@ An XTA fault is ``soap-env:Fault`` with Code/Reason and, in Detail, one xta exce
 ``urn:de:xta:webservice:codeliste:fehlernummer`` (version 1.0). Parsing turns it into
 ``hub.errors.XtaFault``. ``FAULT_TABLE`` is the one table of every code with its exception type and
 whether it is transient (9030/9031/9032 only); ``TRANSPORT_CONDITIONS`` lists the failures below
-SOAP (connection errors, timeouts, HTTP 5xx/408/429 -> ``EndpointUnavailable``, transient). A SOAP
-fault without an XTA detail is not XTA: a ``Receiver`` fault then counts as the endpoint being
-unavailable (SOAP 1.2 says a Receiver fault may succeed when resent), anything else as a
-``ProtocolError``.
+SOAP (connection errors, timeouts, HTTP 5xx/408/429 -> ``EndpointUnavailable``, transient). An
+answer that is not what XTA promises (not SOAP 1.2, an empty or unexpected body, a SOAP fault
+without an XTA detail other than ``Receiver``) is ``MalformedAnswer``: the endpoint's fault, so
+transient and counted by the breaker. Permanent are only the codes ``FAULT_TABLE`` marks so: an
+explicit refusal by the server.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from lxml import etree
 
-from hub.errors import EndpointUnavailable, HubError, ProtocolError, XtaFault
+from hub.errors import EndpointUnavailable, HubError, MalformedAnswer, XtaFault
 from transport.xta.ns import (
     ERROR_CODE_LIST_URI,
     ERROR_CODE_LIST_VERSION,
@@ -90,8 +91,9 @@ FAULT_TABLE: Mapping[str, ErrorCode] = _table(
     ("9101", CANCEL_DENIED, "Der Schalter NotBefore wurde nicht gesetzt.", False),
 )
 
-# Failures below the SOAP level, and how the client classifies them (all raise EndpointUnavailable,
-# transient, except an answer that is not SOAP/XTA at all: ProtocolError, permanent).
+# Failures without an XTA fault, and how the client classifies them: all transient, all counted by
+# the circuit breaker. An answer that makes no sense is the endpoint's fault, never the message's:
+# dead-lettering on it would empty a whole queue during one bad deploy upstream (pitfall 11).
 TRANSPORT_CONDITIONS: Mapping[str, tuple[type[HubError], bool]] = MappingProxyType({
     "connection_error": (EndpointUnavailable, True),  # refused, reset, DNS, TLS handshake failure
     "timeout": (EndpointUnavailable, True),  # connect or read timeout
@@ -99,8 +101,12 @@ TRANSPORT_CONDITIONS: Mapping[str, tuple[type[HubError], bool]] = MappingProxyTy
     "http_408": (EndpointUnavailable, True),  # request timeout
     "http_429": (EndpointUnavailable, True),  # too many requests
     "soap_receiver_fault": (EndpointUnavailable, True),  # SOAP Receiver fault without XTA detail
-    "not_soap": (ProtocolError, False),  # 2xx/4xx answer that is not SOAP/XTA
-    "soap_sender_fault": (ProtocolError, False),  # SOAP Sender fault without XTA detail
+    "not_soap": (MalformedAnswer, True),  # 2xx/4xx answer that is no SOAP 1.2 envelope: HTML, text, empty
+    "soap11_envelope": (MalformedAnswer, True),  # a SOAP 1.1 envelope (XTA 2 is SOAP 1.2 only)
+    "unexpected_body": (MalformedAnswer, True),  # SOAP 1.2, but the body is empty or the wrong element
+    "missing_field": (MalformedAnswer, True),  # the right element without a field XTA requires
+    "truncated_mtom": (MalformedAnswer, True),  # multipart/related answer cut off before its end
+    "soap_sender_fault": (MalformedAnswer, True),  # SOAP Sender fault without XTA detail
 })
 
 # Backwards-compatible view: code -> (exception type, codeName).
@@ -186,7 +192,8 @@ def _xta_exception(detail: etree._Element | None) -> etree._Element | None:
     if detail is None:
         return None
     for child in detail:
-        if not isinstance(child.tag, str):
+        tag: object = child.tag  # comments and PIs have a function as tag (lxml-stubs 0.5.1 say str)
+        if not isinstance(tag, str):
             continue
         qn = etree.QName(child)
         if qn.namespace == XTA or qn.localname in EXCEPTION_TYPES:
@@ -212,7 +219,7 @@ def error_from_fault(fault: etree._Element, *, http_status: int | None = None) -
     status = f" (HTTP {http_status})" if http_status else ""
     if soap_code == "Receiver":
         return EndpointUnavailable(f"SOAP Receiver fault without XTA detail{status}: {reason}")
-    return ProtocolError(f"SOAP {soap_code or 'unknown'} fault without XTA detail{status}: {reason}")
+    return MalformedAnswer(f"SOAP {soap_code or 'unknown'} fault without XTA detail{status}: {reason}")
 
 
 def error_from_zeep_fault(exc: Any, *, http_status: int | None = None) -> HubError:
@@ -226,8 +233,8 @@ def error_from_zeep_fault(exc: Any, *, http_status: int | None = None) -> HubErr
     if code is None:  # zeep's "Unknown fault occured": the answer held no soap-env:Fault at all
         if http_status is not None and is_transient_http_status(http_status):
             return EndpointUnavailable(f"HTTP {http_status} without SOAP fault")
-        return ProtocolError(f"answer is not a SOAP response (HTTP {http_status})")
+        return MalformedAnswer(f"answer is not a SOAP response (HTTP {http_status})")
     soap_code, reason = _local(code), _short(getattr(exc, "message", None))
     if soap_code == "Receiver":
         return EndpointUnavailable(f"SOAP Receiver fault without XTA detail: {reason}")
-    return ProtocolError(f"SOAP {soap_code} fault without XTA detail: {reason}")
+    return MalformedAnswer(f"SOAP {soap_code} fault without XTA detail: {reason}")

@@ -15,7 +15,8 @@ from lxml import etree
 from hub.errors import ProtocolError
 from transport.content import Content
 from transport.xta import wire
-from transport.xta.client import Reply, XtaClient
+from transport.xta.answers import Reply, malformed_answers
+from transport.xta.client import XtaClient
 from transport.xta.container import (
     CONTENT_CONTAINER,
     GENERIC_CONTENT_CONTAINER,
@@ -61,12 +62,14 @@ class MsgBoxClient:
         request = wire.render_msgbox_request(wire.MSGBOX_STATUS_LIST_REQUEST, wire.MsgBoxRequest(
             max_items=max_items, list_form="MessageMetaData", message_ids=tuple(message_ids)))
         reply = self._call("getStatusList", reader, request)
-        return wire.parse_status_list(reply.header, reply.body[0] if reply.body else None)
+        with malformed_answers("getStatusList"):
+            return wire.parse_status_list(reply.header, reply.body[0] if reply.body else None)
 
     def get_next_status_list(self, reader: Party, request_id: str) -> StatusList:
         request = wire.render_msgbox_request(wire.MSGBOX_GET_NEXT_REQUEST, wire.MsgBoxRequest(request_id=request_id))
         reply = self._call("getNextStatusList", reader, request)
-        return wire.parse_status_list(reply.header, reply.body[0] if reply.body else None)
+        with malformed_answers("getNextStatusList"):
+            return wire.parse_status_list(reply.header, reply.body[0] if reply.body else None)
 
     def get_message(self, reader: Party, message_id: str | None = None) -> FetchedMessage | None:
         """The message ``message_id`` (or the oldest one); None when the mailbox holds none."""
@@ -89,11 +92,12 @@ class MsgBoxClient:
 
     @staticmethod
     def _fetched(reply: Reply) -> FetchedMessage | None:
-        request_id, pending, reason = wire.parse_msgbox_response(reply.header)
-        if reason is not None or not reply.body:
-            return None
-        container = reply.only(GENERIC_CONTENT_CONTAINER, "getMessage")
-        mmd_el = reply.header.find(MESSAGE_METADATA) if reply.header is not None else None
-        if mmd_el is None:
-            raise ProtocolError("getMessage answer without MessageMetaData header")
-        return FetchedMessage(request_id, parse_message_metadata(mmd_el), container, reply.parts, pending)
+        with malformed_answers("getMessage"):
+            request_id, pending, reason = wire.parse_msgbox_response(reply.header)
+            if reason is not None or not reply.body:
+                return None
+            container = reply.only(GENERIC_CONTENT_CONTAINER, "getMessage")
+            mmd_el = reply.header.find(MESSAGE_METADATA) if reply.header is not None else None
+            if mmd_el is None:
+                raise ProtocolError("getMessage answer without MessageMetaData header")
+            return FetchedMessage(request_id, parse_message_metadata(mmd_el), container, reply.parts, pending)

@@ -39,7 +39,9 @@ def parse_fault_rate(text: str) -> FaultRate:
 
 
 def parse_outage(text: str) -> Outage:
-    """``START:DURATION[:MODE]`` in seconds after start; MODE 503 (default), drop, or an XTA code."""
+    """``START:DURATION[:MODE]`` in seconds after start; MODE 503 (default), drop, an XTA code, or a
+    kind of nonsensical answer (``GARBAGE_KINDS``: empty-body, wrong-body, html, text, empty, soap11,
+    truncated-mtom)."""
     parts = text.split(":")
     if len(parts) not in (2, 3):
         raise ValueError(f"outage {text!r}: expected START:DURATION[:MODE]")
@@ -139,7 +141,8 @@ def parser() -> argparse.ArgumentParser:
                    help="XTA error CODE (or httpNNN) for a share RATE of calls, e.g. 9030:0.1:sendMessage")
     f.add_argument("--drop-rate", type=float, default=0.0, help="share of calls whose connection is closed")
     f.add_argument("--outage", action="append", default=[], metavar="START:DURATION[:MODE]",
-                   help="seconds after start, length, mode 503|drop|<code> (e.g. 60:30:drop)")
+                   help="seconds after start, length, mode 503|drop|<code> or a garbage kind "
+                        "empty-body|wrong-body|html|text|empty|soap11|truncated-mtom (e.g. 60:30:html)")
     f.add_argument("--latency-jitter", type=float, default=0.0, help="plus a random 0..JITTER seconds")
     f.add_argument("--seed", type=int, help="seed for the random fault choices")
     t = p.add_argument_group("TLS")

@@ -154,8 +154,11 @@ def render_lookup_response(results: Iterable[LookupResult]) -> etree._Element:
 def parse_lookup_response(el: etree._Element) -> list[LookupResult]:
     if el.tag != LOOKUP_SERVICE_RESPONSE:
         raise ProtocolError(f"expected xta:LookupServiceResponse, got {etree.QName(el).localname}")
+    items = el.findall(f"{_x('LookupServiceResultList')}/{_x('LookupServiceResult')}")
+    if not items:  # the schema requires the list with at least one (possibly nil) result
+        raise ProtocolError("LookupServiceResponse without LookupServiceResultList/LookupServiceResult")
     results = []
-    for item in el.iterfind(f"{_x('LookupServiceResultList')}/{_x('LookupServiceResult')}"):
+    for item in items:
         reader = item.find(READER)
         if reader is None:  # nillable: a result the server could not produce
             continue
@@ -239,8 +242,10 @@ def parse_transport_report(el: etree._Element) -> TransportReport:
     if mmd_el is None:
         raise ProtocolError("TransportReport without MessageMetaData")
     status = el.find(_x("MessageStatus"))
+    if status is None:
+        raise ProtocolError("MessageStatus/Status missing or empty")
     try:
-        value = int(_text(status.find(_x("Status")) if status is not None else None, "MessageStatus/Status"))
+        value = int(_text(status.find(_x("Status")), "MessageStatus/Status"))
     except ValueError as exc:
         raise ProtocolError("MessageStatus/Status is not an integer") from exc
     keys = tuple((k.findtext("code") or "").strip()
@@ -308,8 +313,9 @@ def parse_msgbox_request(el: etree._Element) -> MsgBoxRequest:
     new_entry = None
     if selector is not None:
         ids = tuple((m.text or "").strip() for m in selector.iterfind(WSA_MESSAGE_ID) if (m.text or "").strip())
-        if selector.get("newEntry") is not None:
-            new_entry = selector.get("newEntry").strip() in ("true", "1")
+        new_entry_flag = selector.get("newEntry")
+        if new_entry_flag is not None:
+            new_entry = new_entry_flag.strip() in ("true", "1")
     max_items = el.get("maxListItems")
     try:
         limit = int(max_items) if max_items else None
