@@ -6,7 +6,9 @@ key), ``correlation_id`` (portal's own reference, optional), ``app_id`` = portal
 Headers: ``x-destination`` (DVDV Behördenkennung, also the routing key), ``x-service``,
 ``x-message-type``, ``x-business-scenario`` (optional), ``x-envelope-version``, ``x-test`` (optional).
 Body: JSON ``{"message": PART, "attachments": [PART...]}``, PART = ``{"filename", "content_type",
-"size", "sha256", "data" (base64)}``; size and sha256 are checked on arrival.
+"size", "sha256", "data" (base64)}``; size and sha256 are checked on arrival. Sizes are checked
+before anything is decoded (hub/limits.py), and the body is read without copying its base64
+(hub/envelope_body.py).
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from typing import Any
 import pika
 
 from hub.config import DESTINATION_PATTERN
-from hub.errors import EnvelopeError
+from hub.envelope_body import CutStrings, read_body
+from hub.errors import ContentTooLarge, EnvelopeError
+from hub.limits import SizeLimits
 from transport.content import Content, ContentPart
 
 CONTENT_TYPE = "application/vnd.xoev-hub.envelope+json"
@@ -118,28 +122,63 @@ def _part_to_json(part: ContentPart) -> dict[str, Any]:
     }
 
 
-def _part_from_json(obj: Any, where: str) -> ContentPart:
+@dataclass(frozen=True)
+class _DeclaredPart:
+    """A part's fields as the body declares them, checked before its data is decoded."""
+
+    where: str
+    data: str
+    size: int
+    content_type: str
+    digest: str
+    filename: str | None
+
+
+def _declared_part(obj: Any, where: str, strings: CutStrings) -> _DeclaredPart:
     if not isinstance(obj, dict):
         raise EnvelopeError(f"body.{where}: expected an object")
     try:
-        data = base64.b64decode(obj["data"], validate=True)
-        content_type = str(obj["content_type"])
-        size = int(obj["size"])
-        digest = str(obj["sha256"])
+        data = obj["data"]
+        content_type = str(strings.text(obj["content_type"], where))
+        size = obj["size"]
+        digest = str(strings.text(obj["sha256"], where))
     except KeyError as exc:
         raise EnvelopeError(f"body.{where}: missing field {exc.args[0]}") from None
-    except (binascii.Error, ValueError, TypeError):
-        raise EnvelopeError(f"body.{where}: data is not valid base64 or size is not a number") from None
-    if len(data) != size:
-        raise EnvelopeError(f"body.{where}: size {size} declared, {len(data)} bytes received")
-    if hashlib.sha256(data).hexdigest() != digest.lower():
-        raise EnvelopeError(f"body.{where}: sha256 does not match the data")
-    filename = obj.get("filename")
-    return ContentPart(data, content_type, str(filename) if filename else None)
+    try:
+        size = int(size)
+    except (ValueError, TypeError, OverflowError):
+        raise EnvelopeError(f"body.{where}: size is not a number") from None
+    if size < 0:
+        raise EnvelopeError(f"body.{where}: size {size} is negative")
+    if not isinstance(data, str):
+        raise EnvelopeError(f"body.{where}: data is not valid base64")
+    if strings.is_cut(data):  # long: its length must fit the declared size before it is decoded
+        received = strings.claim_base64(data, where)
+        if received != size:
+            raise EnvelopeError(f"body.{where}: size {size} declared, {received} bytes received")
+    filename = strings.text(obj.get("filename"), where)
+    return _DeclaredPart(where, data, size, content_type, digest, str(filename) if filename else None)
 
 
-def decode_envelope(properties: pika.BasicProperties, body: bytes) -> Envelope:
-    """Check an arriving message against the contract; every violation is an EnvelopeError."""
+def _decoded_part(part: _DeclaredPart, strings: CutStrings) -> ContentPart:
+    if strings.is_cut(part.data):
+        data = strings.decode_base64(part.data, part.where)
+    else:
+        try:
+            data = base64.b64decode(part.data, validate=True)
+        except (binascii.Error, ValueError):
+            raise EnvelopeError(f"body.{part.where}: data is not valid base64") from None
+    if len(data) != part.size:
+        raise EnvelopeError(f"body.{part.where}: size {part.size} declared, {len(data)} bytes received")
+    if hashlib.sha256(data).hexdigest() != part.digest.lower():
+        raise EnvelopeError(f"body.{part.where}: sha256 does not match the data")
+    return ContentPart(data, part.content_type, part.filename)
+
+
+def decode_envelope(properties: pika.BasicProperties, body: bytes, limits: SizeLimits | None = None) -> Envelope:
+    """Check an arriving message against the contract; every violation is an EnvelopeError, a
+    message above the size limit a ContentTooLarge (refused before its body is decoded)."""
+    limits = limits or SizeLimits()
     headers = properties.headers or {}
     if not properties.message_id:
         raise EnvelopeError("message_id property is missing")
@@ -149,25 +188,30 @@ def decode_envelope(properties: pika.BasicProperties, body: bytes) -> Envelope:
     if version != ENVELOPE_VERSION:
         raise EnvelopeError(f"header {H_VERSION} must be {ENVELOPE_VERSION}, got {version!r}")
     destination = _text_header(headers, H_DESTINATION, required=True)
-    message_type = _text_header(headers, H_MESSAGE_TYPE, required=True)
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise EnvelopeError("body is not valid JSON") from None
+    message_type = str(_text_header(headers, H_MESSAGE_TYPE, required=True))
+    limit, key = limits.content_limit(message_type), limits.limit_key(message_type)
+    if len(body) > limits.body_limit(message_type):
+        raise ContentTooLarge(f"body of {len(body)} bytes exceeds {limits.body_limit(message_type)} bytes, the most "
+                              f"an envelope within the limit of {limit} bytes ({key}) needs; not read")
+    doc, strings = read_body(body)
     if not isinstance(doc, dict) or "message" not in doc:
         raise EnvelopeError("body must be an object with 'message' and 'attachments'")
     attachments_raw = doc.get("attachments", [])
     if not isinstance(attachments_raw, list):
         raise EnvelopeError("body.attachments must be a list")
-    content = Content(
-        _part_from_json(doc["message"], "message"),
-        tuple(_part_from_json(a, f"attachments[{i}]") for i, a in enumerate(attachments_raw)),
-    )
+    declared = [_declared_part(doc["message"], "message", strings),
+                *(_declared_part(a, f"attachments[{i}]", strings) for i, a in enumerate(attachments_raw))]
+    total = sum(p.size for p in declared)
+    if total > limit:
+        raise ContentTooLarge(f"content of {total} bytes ({len(declared)} parts) exceeds the limit of {limit} "
+                              f"bytes ({key}); not decoded")
+    strings.check_all_taken()
+    parts = [_decoded_part(p, strings) for p in declared]  # one at a time: each data string is read once
     return Envelope(
         message_id=str(properties.message_id),
         destination=str(destination),
-        message_type=str(message_type),
-        content=content,
+        message_type=message_type,
+        content=Content(parts[0], tuple(parts[1:])),
         portal=str(properties.app_id or "unknown"),
         service=_text_header(headers, H_SERVICE),
         business_scenario=_text_header(headers, H_BUSINESS_SCENARIO),

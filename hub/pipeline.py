@@ -1,6 +1,7 @@
 """The per-message work of an adapter worker, free of any broker code.
 
-decode envelope -> ledger check -> directory lookup -> hardened parse -> schema validation ->
+decode envelope (sizes checked before anything is decoded) -> ledger check -> directory lookup ->
+hardened parse (no huge_tree, nodes counted: bounded memory) -> schema validation ->
 adapter.prepare (size limit, lookupService) -> transport id (created once, recorded in the ledger)
 -> adapter.deliver (sign, encrypt, XTA) -> ledger: delivered. Every failure surfaces as a ``HubError`` whose ``transient`` flag decides
 retry vs dead letter; the pipeline itself never acks or publishes.
@@ -9,7 +10,7 @@ retry vs dead letter; the pipeline itself never acks or publishes.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pika
 
@@ -18,6 +19,7 @@ from hub.directory import Directory
 from hub.envelope import Envelope, decode_envelope
 from hub.errors import DirectoryError, HubError, UnknownMessageType, XtaFault
 from hub.ledger import DeliveryLedger
+from hub.limits import SizeLimits
 from schemas.registry import SchemaRegistry
 from transport.security.xml import parse_xml
 from transport.xta.metadata import BusinessScenario, MessageType, Party
@@ -29,6 +31,7 @@ class PipelineSettings:
     author: Party
     default_service: str
     business_scenario: BusinessScenario
+    limits: SizeLimits = field(default_factory=SizeLimits)
 
 
 class DeliveryPipeline:
@@ -45,7 +48,7 @@ class DeliveryPipeline:
         self.message_types = dict(message_types)
 
     def decode(self, properties: pika.BasicProperties, body: bytes) -> Envelope:
-        return decode_envelope(properties, body)
+        return decode_envelope(properties, body, self.settings.limits)
 
     def process(self, envelope: Envelope) -> DeliveryReceipt:
         s = self.settings
@@ -60,7 +63,7 @@ class DeliveryPipeline:
         message_type = self.message_types.get(envelope.message_type)
         if message_type is None:
             raise UnknownMessageType(f"message type '{envelope.message_type}' is not configured")
-        document = parse_xml(envelope.content.message.data)
+        document = parse_xml(envelope.content.message.data, s.limits.xml_limits(envelope.message_type))
         self.registry.validate(envelope.message_type, document)
         scenario = s.business_scenario
         if envelope.business_scenario and envelope.business_scenario != scenario.code:
