@@ -1,11 +1,14 @@
 # Two commands for a fresh machine: `make demo` and `make test`. Both bootstrap the virtualenv.
+# `make test` runs `make lint` (ruff, mypy) first; PYTEST_ARGS picks tests, e.g. "tests/unit -x".
+# One process at a time: `make topology`, `make simulator`, `make worker ADAPTER=advis` (CONFIG=...).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 CONFIG ?= examples/demo.toml
+ADAPTER ?=
 
-.PHONY: demo test bootstrap topology worker simulator clean
+.PHONY: demo test lint bootstrap topology worker simulator clean
 
 $(STAMP): pyproject.toml
 	@bash scripts/bootstrap.sh "$(PYTHON)" "$(VENV)"
@@ -16,11 +19,22 @@ bootstrap: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m hub --config $(CONFIG) demo
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+test: lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 topology: $(STAMP)
 	$(PY) -m hub --config $(CONFIG) topology apply
+
+worker: $(STAMP)
+	$(if $(ADAPTER),,$(error name the adapter: make worker ADAPTER=<name> (one of [adapters.<name>] in $(CONFIG))))
+	$(PY) -m hub --config $(CONFIG) worker $(ADAPTER)
+
+simulator: $(STAMP)
+	$(PY) -m hub --config $(CONFIG) simulator
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

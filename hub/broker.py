@@ -2,16 +2,20 @@
 
 pika does not reconnect by itself and waits forever on a blocked broker unless told otherwise:
 every connection here sets a heartbeat and ``blocked_connection_timeout`` (pitfall 2), and
-connection failures become ``BrokerUnavailable`` with a hint on what to do.
+connection failures become ``BrokerUnavailable`` with a hint on what to do. A broker that answers
+but refuses the login, the vhost or an operation (403 ACCESS_REFUSED, 530 NOT_ALLOWED) is a
+configuration error, ``BrokerAccessRefused``: retrying cannot help and "start RabbitMQ" would mislead.
 """
 
 from __future__ import annotations
+
+import re
 
 import pika
 import pika.exceptions
 
 from hub.config import BrokerConfig
-from hub.errors import BrokerUnavailable
+from hub.errors import BrokerAccessRefused, BrokerError, BrokerUnavailable, ConfigError
 
 
 def connection_parameters(config: BrokerConfig, client_name: str) -> pika.URLParameters:
@@ -34,13 +38,70 @@ def redacted_url(url: str) -> str:
     return f"{scheme}://{user}:***@{host}"
 
 
+def broker_identity(config: BrokerConfig) -> tuple[str, str, str]:
+    """(user, vhost, host:port) of the configured broker URL: what a refusal names (never the password)."""
+    params = pika.URLParameters(config.url)
+    return str(getattr(params.credentials, "username", "?")), str(params.virtual_host), f"{params.host}:{params.port}"
+
+
+# "ConnectionClosedByBroker: (403) 'ACCESS_REFUSED - Login was refused ...'" inside pika's error texts
+_BROKER_REPLY = re.compile(r"\((\d{3})\) (['\"])(.{1,300}?)\2")
+
+
+def _reply(exc: BaseException) -> str:
+    """The broker's own reply text (it names user and vhost, never a password), else pika's class name."""
+    text = getattr(exc, "reply_text", None)
+    if isinstance(text, str) and text:
+        return text[:300]
+    found = _BROKER_REPLY.search(str(exc))
+    return found.group(3) if found else (str(exc)[:300] or type(exc).__name__)
+
+
+def access_refused(exc: BaseException, config: BrokerConfig) -> BrokerAccessRefused | None:
+    """The refusal ``exc`` stands for, if the broker answered and said no; None for anything else
+    (connection refused, lost, timed out: an outage, not a configuration error)."""
+    if isinstance(exc, BrokerAccessRefused):
+        return exc
+    if _reply(exc).endswith("is down"):  # "NOT_ALLOWED - vhost x is down": the broker is (re)starting it
+        return None
+    user, vhost, address = broker_identity(config)
+    if isinstance(exc, pika.exceptions.ProbableAuthenticationError | pika.exceptions.AuthenticationError):
+        return BrokerAccessRefused(
+            f"RabbitMQ at {address} refused the login of user '{user}' to vhost '{vhost}' ({_reply(exc)}): "
+            "wrong user name or password in broker.url / AMQP_URL")
+    if isinstance(exc, pika.exceptions.ProbableAccessDeniedError):
+        return BrokerAccessRefused(
+            f"RabbitMQ at {address} refused user '{user}' access to vhost '{vhost}' ({_reply(exc)}): the vhost "
+            "does not exist or the user has no permissions on it (rabbitmqctl add_vhost / set_permissions)")
+    closed = (pika.exceptions.ChannelClosedByBroker, pika.exceptions.ConnectionClosedByBroker)
+    if isinstance(exc, closed) and exc.reply_code in (403, 530):
+        return BrokerAccessRefused(
+            f"RabbitMQ at {address} refused user '{user}' on vhost '{vhost}' ({_reply(exc)}): grant the "
+            "user's permissions (rabbitmqctl set_permissions)")
+    return None
+
+
+def broker_failure(exc: BaseException, config: BrokerConfig, *, connecting: bool = False) -> BrokerError | ConfigError:
+    """Translate a pika/socket error into the hub's tree: a refusal (configuration), an outage
+    (``BrokerUnavailable``, with the start-RabbitMQ hint only while ``connecting``) or another
+    refused operation (``BrokerError``, e.g. 404 NOT_FOUND of a queue nobody declared)."""
+    refused = access_refused(exc, config)
+    if refused is not None:
+        return refused
+    if isinstance(exc, pika.exceptions.ChannelClosedByBroker):
+        return BrokerError(f"RabbitMQ refused the operation ({exc.reply_code}: {_reply(exc)})")
+    if connecting:
+        return BrokerUnavailable(
+            f"cannot connect to RabbitMQ at {redacted_url(config.url)} ({str(exc) or 'connection refused'}). "
+            "Start it (e.g. `rabbitmq-server -detached`) or point the hub at a running broker "
+            "with AMQP_URL=amqp://user:pass@host:5672/vhost")
+    return BrokerUnavailable(f"connection to RabbitMQ at {broker_identity(config)[2]} lost "
+                             f"({type(exc).__name__}: {_reply(exc)})")
+
+
 def connect(config: BrokerConfig, client_name: str) -> pika.BlockingConnection:
-    """Open a blocking connection or raise BrokerUnavailable saying how to fix it."""
+    """Open a blocking connection, or raise BrokerUnavailable (saying how to fix it) or BrokerAccessRefused."""
     try:
         return pika.BlockingConnection(connection_parameters(config, client_name))
     except (pika.exceptions.AMQPError, OSError) as exc:
-        raise BrokerUnavailable(
-            f"cannot connect to RabbitMQ at {redacted_url(config.url)} ({str(exc) or 'connection refused'}). "
-            "Start it (e.g. `rabbitmq-server -detached`) or point the hub at a running broker "
-            "with AMQP_URL=amqp://user:pass@host:5672/vhost"
-        ) from None
+        raise broker_failure(exc, config, connecting=True) from None

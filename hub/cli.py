@@ -17,30 +17,17 @@ from typing import Any
 
 import click
 
+from hub.cli_support import (
+    EXIT_CODES_EPILOG,
+    EXIT_FAILED,
+    HubGroup,
+    add_global_options,
+    one_line_errors,
+)
 from hub.config import HubConfig, load_config
-from hub.errors import BrokerUnavailable, ConfigError, HubError
+from hub.errors import HubError, PublishNotConfirmed
 
-EXIT_CONFIG = 2
-EXIT_BROKER = 3
-EXIT_FAILED = 1
 DEFAULT_CONFIG = "hub.toml"
-
-
-def _fail(exc: HubError) -> None:
-    code = EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_BROKER if isinstance(exc, BrokerUnavailable) else EXIT_FAILED
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(code)
-
-
-def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except HubError as exc:
-            _fail(exc)
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
-    return wrapper
 
 
 def _config(ctx: click.Context) -> HubConfig:
@@ -48,10 +35,11 @@ def _config(ctx: click.Context) -> HubConfig:
     if "config" not in obj:
         obj["config"] = load_config(obj["config_path"])
         logging.getLogger().setLevel(obj["config"].log_level)
-    return obj["config"]
+    config: HubConfig = obj["config"]
+    return config
 
 
-@click.group()
+@click.group(cls=HubGroup, epilog=EXIT_CODES_EPILOG)
 @click.option("--config", "config_path", envvar="HUB_CONFIG", default=DEFAULT_CONFIG, show_default=True,
               type=click.Path(dir_okay=False, path_type=Path), help="Config file (TOML); env HUB_CONFIG.")
 @click.pass_context
@@ -71,7 +59,7 @@ def topology() -> None:
 
 @topology.command("apply")
 @click.pass_context
-@_guard
+@one_line_errors
 def topology_apply(ctx: click.Context) -> None:
     """Declare the topology idempotently; remove bindings of authorities no longer configured."""
     from hub.broker import connect
@@ -100,26 +88,35 @@ def topology_apply(ctx: click.Context) -> None:
 @click.option("--message-id", help="Defaults to the payload's nachrichtenUUID, else a new UUID.")
 @click.option("--attach", "attachments", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.pass_context
-@_guard
+@one_line_errors
 def publish(ctx: click.Context, file: Path, destination: str, message_type: str, portal: str,
             message_id: str | None, attachments: tuple[Path, ...]) -> None:
-    """Publish FILE to DESTINATION; returns after the broker confirmed it."""
+    """Publish FILE to DESTINATION; returns after the broker confirmed it. Refused before sending
+    (exit 1): content above the size limit of the message type, XML that is not well-formed."""
     import mimetypes
 
     from hub.envelope import new_envelope
+    from hub.limits import SizeLimits, check_content_size, check_publishable
     from hub.publisher import ConfirmingPublisher, publish_envelope
-    from transport.content import ContentPart
+    from transport.content import Content, ContentPart
 
     config = _config(ctx)
+    limits = SizeLimits.from_config(config)
+    files = (file, *attachments)
+    check_content_size(sum(p.stat().st_size for p in files), len(files), message_type, limits)  # before reading
     data = file.read_bytes()
     parts = tuple(
         ContentPart(p.read_bytes(), mimetypes.guess_type(p.name)[0] or "application/octet-stream", p.name)
         for p in attachments)
+    check_publishable(Content(ContentPart(data, "application/xml", file.name), parts), message_type, limits)
     envelope = new_envelope(destination=destination, message_type=message_type, message=data, portal=portal,
                             message_id=message_id or _nachrichten_uuid(data), filename=file.name,
                             attachments=parts)
     with ConfirmingPublisher(config.broker, f"hub-publish-{portal}") as publisher:
-        publish_envelope(publisher, envelope).result(timeout=60)
+        try:
+            publish_envelope(publisher, envelope, check=False).result(timeout=60)  # checked above
+        except TimeoutError:
+            raise PublishNotConfirmed("the broker did not confirm within 60 s") from None
     click.echo(f"published {envelope.message_id} to {destination} (confirmed)")
 
 
@@ -139,7 +136,7 @@ def _nachrichten_uuid(data: bytes) -> str:
 @click.argument("adapter")
 @click.option("--http-port", type=int, help="Port for /metrics and health (default: config http.port).")
 @click.pass_context
-@_guard
+@one_line_errors
 def worker(ctx: click.Context, adapter: str, http_port: int | None) -> None:
     """Run the worker of ADAPTER until SIGTERM/SIGINT."""
     from prometheus_client import CollectorRegistry
@@ -177,10 +174,10 @@ def worker(ctx: click.Context, adapter: str, http_port: int | None) -> None:
             problems.append(account_detail)
         if problems:
             return False, "; ".join(problems)
-        connected = hub_worker.connected.is_set() and hub_worker.publisher is not None and hub_worker.publisher.is_open
+        connected, broker_detail = hub_worker.broker_readiness()
         breaker = hub_worker.breaker.state
         if not connected:
-            return False, f"not connected to the broker; circuit {breaker}"
+            return False, f"{broker_detail}; circuit {breaker}"
         return breaker != "open", f"connected; circuit {breaker}"
 
     port = config.http.port if http_port is None else http_port
@@ -198,7 +195,7 @@ def worker(ctx: click.Context, adapter: str, http_port: int | None) -> None:
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--port", type=int, help="Listen port (default: config simulator.port).")
 @click.pass_context
-@_guard
+@one_line_errors
 def simulator(ctx: click.Context, port: int | None) -> None:
     """Run the XTA 2 endpoint simulator until SIGTERM/SIGINT.
 
@@ -216,7 +213,10 @@ def simulator(ctx: click.Context, port: int | None) -> None:
         simulator_cli.parser().print_help()
         return
     config = _config(ctx)
-    args = simulator_cli.parser().parse_args(simulator_argv(config, port=port, extra=ctx.args))
+    try:
+        args = simulator_cli.parser().parse_args(simulator_argv(config, port=port, extra=ctx.args))
+    except SystemExit as exc:  # argparse has printed the usage error; its code 2 would mean "configuration"
+        sys.exit(EXIT_FAILED if exc.code else 0)
     running = serve(simulator_cli.build_config(args), host=args.host, port=args.port)
     click.echo(f"XTA simulator listening at {running.url} (inspection: {running.base_url}/_sim/messages)", err=True)
     stop = threading.Event()
@@ -234,7 +234,7 @@ def certs() -> None:
 @certs.command("check")
 @click.option("--warn-days", default=30.0, show_default=True, help="Flag certificates expiring sooner.")
 @click.pass_context
-@_guard
+@one_line_errors
 def certs_check(ctx: click.Context, warn_days: float) -> None:
     """List every certificate with subject, issuer, expiry and where it is used; exit 1 if one
     is expired, not yet valid or unreadable."""
@@ -287,7 +287,7 @@ def dlq() -> None:
 @_dlq_filter_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.pass_context
-@_guard
+@one_line_errors
 def dlq_list(ctx: click.Context, adapter: str | None, destination: str | None, reason: str | None,
              older_than: str | None, as_json: bool) -> None:
     """List dead letters (ids, reasons, ages; never payload content)."""
@@ -314,7 +314,7 @@ def dlq_list(ctx: click.Context, adapter: str | None, destination: str | None, r
 @dlq.command("show")
 @click.argument("message_id")
 @click.pass_context
-@_guard
+@one_line_errors
 def dlq_show(ctx: click.Context, message_id: str) -> None:
     """Show one dead letter: reason headers and the parts (names, sizes, hashes)."""
     import json
@@ -334,7 +334,7 @@ def dlq_show(ctx: click.Context, message_id: str) -> None:
 @click.option("--all", "replay_all", is_flag=True, help="Replay every dead letter (with the filters below).")
 @_dlq_filter_options
 @click.pass_context
-@_guard
+@one_line_errors
 def dlq_replay(ctx: click.Context, message_id: str | None, replay_all: bool, adapter: str | None,
                destination: str | None, reason: str | None, older_than: str | None) -> None:
     """Republish MESSAGE_ID, or --all / filtered dead letters, to the inbound exchange."""
@@ -358,7 +358,7 @@ def dlq_replay(ctx: click.Context, message_id: str | None, replay_all: bool, ada
 @click.option("--reason")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
-@_guard
+@one_line_errors
 def dlq_purge(ctx: click.Context, older_than: str, adapter: str | None, reason: str | None, yes: bool) -> None:
     """Delete dead letters older than --older-than (for retention; nothing younger is touched)."""
     from hub.dlq import DeadLetterQueue
@@ -375,7 +375,7 @@ def dlq_purge(ctx: click.Context, older_than: str, adapter: str | None, reason: 
 @click.option("--count", default=200, show_default=True, help="Applications to publish.")
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for all deliveries.")
 @click.pass_context
-@_guard
+@one_line_errors
 def demo(ctx: click.Context, count: int, timeout: float) -> None:
     """End to end: simulator + workers + topology, publish COUNT applications, wait, summarise."""
     from hub.demo import run_demo
@@ -384,6 +384,8 @@ def demo(ctx: click.Context, count: int, timeout: float) -> None:
     config_path = ctx.obj["config_path"]
     sys.exit(run_demo(Path(config_path), count=count, timeout=timeout, environ=dict(os.environ)))
 
+
+add_global_options(main)  # after every command is defined: `hub certs check --config FILE`
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -4,6 +4,10 @@ Environment overrides: ``AMQP_URL`` sets ``broker.url``; any ``HUB_<SECTION>__<K
 underscore between levels, case-insensitive) sets that key, e.g. ``HUB_BROKER__PREFETCH=64`` or
 ``HUB_ADAPTERS__ADVIS__ENDPOINT=https://...``. Relative file paths are resolved against the folder
 of the config file. Errors name the offending key (``adapters.advis.endpoint: ...``).
+
+Types are strict (``adapters/settings.py``): ``prefetch = "64"`` in the file is an error. Override
+values are text by nature and are converted to the key's type as pydantic's lax mode does ("64",
+"true"); values of profile options, whose types only the profile knows, are read as TOML values.
 """
 
 from __future__ import annotations
@@ -13,25 +17,53 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 
+from adapters.settings import StrictSettings
 from hub.errors import ConfigError
 
 DESTINATION_PATTERN = re.compile(r"^[a-z0-9]{2,10}:[A-Za-z0-9_\-]{1,64}$")
 ADAPTER_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_\-]{0,40}$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class EnvText(str):
+    """The value of an environment override: text, to be converted to the key's type."""
+
+    def literal(self) -> Any:
+        """The text read as a TOML value (``true``, ``5``, ``[5, 30]``, ``"quoted"``), else as text."""
+        try:
+            return tomllib.loads(f"v = {self}")["v"]
+        except tomllib.TOMLDecodeError:
+            return str(self)
+
+
+def _env_value(field: FieldInfo, text: EnvText) -> Any:
+    """``text`` converted to the field's type by pydantic's lax rules (``"64"`` -> 64, ``"yes"`` ->
+    True); failing that, its TOML reading, which strict validation then accepts or reports."""
+    declared: Any = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+    try:
+        return TypeAdapter(declared).validate_python(str(text), strict=False)
+    except ValidationError:
+        return text.literal()
+
+
+class _Strict(StrictSettings):
+    @classmethod
+    def settings_value(cls, field: FieldInfo, value: Any) -> Any:
+        if isinstance(value, EnvText):
+            return _env_value(field, value)
+        if isinstance(value, dict):  # e.g. profile options: their types are the profile's business
+            return {k: v.literal() if isinstance(v, EnvText) else v for k, v in value.items()}
+        return value
 
 
 class BrokerConfig(_Strict):
@@ -50,12 +82,27 @@ class PartyConfig(_Strict):
     category: str | None = None
 
 
+_MIB = 1024 * 1024
+# The largest content whose envelope (4/3 for base64 + 1 MiB of JSON) stays under RabbitMQ 3.x's
+# default max_message_size of 128 MiB; hub/limits.py explains how the limits relate.
+MAX_CONTENT_BYTES_CEILING = 90 * _MIB
+
+
+class LimitsConfig(_Strict):
+    max_content_bytes: int = Field(20 * _MIB, ge=1024, le=MAX_CONTENT_BYTES_CEILING,
+                                   description="message + attachments (decoded bytes) per message")
+    max_xml_nodes: int = Field(100_000, ge=100, le=10_000_000,
+                               description="elements, attributes, ... of the XML message")
+
+
 class MessageTypeConfig(_Strict):
     code: str
     schema_path: Path = Field(alias="schema")
     list_uri: str
     list_version: str
     payload_schema: str
+    max_content_bytes: int | None = Field(None, ge=1024, le=MAX_CONTENT_BYTES_CEILING,
+                                          description="overrides limits.max_content_bytes for this type")
 
 
 class BreakerConfig(_Strict):
@@ -145,6 +192,7 @@ class HubConfig(_Strict):
     broker: BrokerConfig = BrokerConfig()
     ledger: LedgerConfig = LedgerConfig()
     http: HttpConfig = HttpConfig()
+    limits: LimitsConfig = LimitsConfig()
     message_types: tuple[MessageTypeConfig, ...] = ()
     adapters: dict[str, AdapterConfig] = Field(default_factory=dict)
     authorities: tuple[AuthorityConfig, ...] = ()
@@ -186,7 +234,7 @@ class HubConfig(_Strict):
 
 def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
     if environ.get("AMQP_URL"):
-        raw.setdefault("broker", {})["url"] = environ["AMQP_URL"]
+        raw.setdefault("broker", {})["url"] = EnvText(environ["AMQP_URL"])
     for key, value in environ.items():
         if not key.upper().startswith("HUB_") or "__" not in key or key.upper() == "HUB_CONFIG":
             continue
@@ -197,7 +245,7 @@ def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
             if not isinstance(child, dict):
                 raise ConfigError(f"{key}: '{part}' is not a section")
             node = child
-        node[path[-1]] = value
+        node[path[-1]] = EnvText(value)
 
 
 def _resolve_paths(config: HubConfig, base: Path) -> HubConfig:
@@ -236,7 +284,7 @@ def _format_validation_error(error: ValidationError) -> str:
         loc = loc or "(top level)"
         msg = item["msg"].removeprefix("Value error, ")
         lines.append(f"{loc}: {msg}")
-    return "invalid configuration:\n  " + "\n  ".join(lines)
+    return "invalid configuration: " + "; ".join(lines)  # one line, however many problems
 
 
 def parse_config(raw: dict[str, Any], *, base: Path, environ: Mapping[str, str] | None = None) -> HubConfig:

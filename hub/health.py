@@ -1,4 +1,5 @@
-"""Readiness checks that call out (e.g. XTA checkAccountActive), cached so probes stay cheap."""
+"""Readiness checks that call out (e.g. XTA checkAccountActive), cached so probes stay cheap, and
+the record of a connection's outage that /readyz reports."""
 
 from __future__ import annotations
 
@@ -32,3 +33,32 @@ class CachedCheck:
                     self._result = (False, f"{self.name}: {exc}")
                 self._at = self._clock()
             return self._result
+
+
+class OutageRecord:
+    """Since when a connection has been down and what happened, for /readyz: ``down`` on every
+    failed (re)connect keeps the first moment of the outage, ``up`` ends it."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._since: float | None = None
+        self._what = ""
+
+    def down(self, what: str) -> None:
+        with self._lock:
+            if self._since is None:
+                self._since = self._clock()
+            self._what = what
+
+    def up(self) -> None:
+        with self._lock:
+            self._since = None
+
+    def describe(self) -> str | None:
+        """``"<what>, reconnecting since <local ISO time>"``, or None while there is no outage."""
+        with self._lock:
+            since, what = self._since, self._what
+        if since is None:
+            return None
+        return f"{what}, reconnecting since {time.strftime('%Y-%m-%dT%H:%M:%S%z', time.localtime(since))}"

@@ -1,0 +1,67 @@
+"""The base of every settings model: the hub's config sections and the profiles' options.
+
+Types are strict, so ``mtom = "yes"`` or ``lookup_ttl = "10"`` is an error naming the key instead
+of a guess (pydantic's lax mode would read "yes" as true and "10" as 10). Strict mode would also
+refuse what TOML cannot write any other way, a list where a tuple is declared and text where a
+path is declared; those two shapes, and only those, are converted here. The hub's config adds the
+conversion of environment overrides, which are text by nature (``hub/config.py``).
+"""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+from typing import Annotated, Any, Union, get_args, get_origin
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
+from pydantic.fields import FieldInfo
+
+
+def toml_shapes(annotation: Any, value: Any) -> Any:
+    """``value`` with a TOML list made the declared tuple and TOML text the declared ``Path``
+    (also inside tuples and optionals); every other value is returned unchanged."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return toml_shapes(get_args(annotation)[0], value)
+    if origin is Union or origin is types.UnionType:
+        for member in get_args(annotation):
+            converted = toml_shapes(member, value)
+            if converted is not value:
+                return converted
+        return value
+    if origin is tuple and isinstance(value, list):
+        args = get_args(annotation)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(toml_shapes(args[0], item) for item in value)
+        if len(args) == len(value):
+            return tuple(toml_shapes(arg, item) for arg, item in zip(args, value, strict=True))
+        return tuple(value)  # the wrong length: strict validation says so
+    if annotation is Path and isinstance(value, str):
+        return Path(value)
+    return value
+
+
+class StrictSettings(BaseModel):
+    """Frozen, unknown keys refused, strict types (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    @field_validator("*", mode="wrap")
+    @classmethod
+    def _toml_shapes(cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+        field = cls.model_fields[info.field_name] if info.field_name else None
+        if field is None:
+            return handler(value)
+        return handler(toml_shapes(field.annotation, cls.settings_value(field, value)))
+
+    @classmethod
+    def settings_value(cls, field: FieldInfo, value: Any) -> Any:
+        """Hook: turn a value from another source than the file (e.g. the environment) into a
+        typed one before strict validation. The base takes values as they are."""
+        return value
