@@ -2,16 +2,20 @@
 
     .venv/bin/python bench/bench_xta.py [--quick]
 
-1. Peak memory of the worker path -- envelope decode (the AMQP body as it arrives) + the delivery
-   pipeline (parse, validate, lookupService, createMessageId, sign, containerise, encrypt, sendMessage)
-   -- while delivering a 40 MB container to the XTA simulator (running in its own process), for MTOM
-   and inline base64, encrypted and plain. Each configuration runs in a fresh child process; peaks are
-   measured as the RSS high-water mark (reset before the delivery via /proc/self/clear_refs, so C
-   allocations of lxml/OpenSSL count) and as the Python-heap peak (tracemalloc), both above what the
-   process held before the delivery (which includes the 53 MB AMQP body).
+1. The worker path -- envelope decode (the AMQP body as it arrives) + the delivery pipeline (parse,
+   validate, lookupService, createMessageId, sign, containerise, encrypt, sendMessage) -- delivering a
+   40 MB container to the XTA simulator (running in its own process), for MTOM and inline base64,
+   encrypted and plain. Each configuration runs in a fresh child process, in three separate passes so
+   that no figure disturbs another:
+   a. RSS high-water mark above what the process held before the step (reset via
+      /proc/self/clear_refs, so C allocations of lxml/OpenSSL count), tracemalloc off;
+   b. Python-heap peak (tracemalloc) -- a pass of its own, because tracemalloc slows allocation-heavy
+      code several-fold and is never on while anything is timed;
+   c. wall time: median [min–max] over >= 5 deliveries (a new application each), tracemalloc off.
 2. Per-call overhead of the XTA client over a bare HTTP POST of the same bytes (requests, same
    keep-alive session kind, same server): the server is a minimal canned-answer endpoint, so the
-   difference is what the client adds (rendering, MTOM packaging, answer parsing).
+   difference is what the client adds (rendering, MTOM packaging, answer parsing). Client and bare
+   POST calls alternate (interleaved), medians over >= 5 calls each.
 Printed side by side in one run.
 """
 
@@ -27,17 +31,21 @@ import tempfile
 import threading
 import time
 import tracemalloc
+import urllib.request
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from timing import median_ms
+from timing import MIN_RUNS, Spread, interleaved, load_note, timed
 
 CONTENT_BYTES = 40_000_000
 AUTHOR = {"identifier": "alp:000001", "name": "Bench-Portal", "category": "Ausländerportal"}
 READER = "azr:000100"
+T = TypeVar("T")
 
 
 def _status(field: str) -> int:
@@ -55,11 +63,11 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-# ---------------------------------------------------------------------- 1. worker path memory
+# ---------------------------------------------------------------------- 1. worker path: memory, time
 
 
 def _child(args: argparse.Namespace) -> None:
-    """One delivery of a 40 MB container in this (fresh) process; prints a JSON line."""
+    """Deliveries of a 40 MB container in this (fresh) process: memory passes, then timed runs; one JSON line."""
     from hub.config import parse_config
     from hub.envelope import new_envelope
     from hub.runtime import build_pipeline
@@ -71,6 +79,7 @@ def _child(args: argparse.Namespace) -> None:
     options = {"mtom": args.mtom, "encrypt": args.encrypt}
     raw = {
         "ledger": {"url": f"sqlite:///{tempfile.mkdtemp(prefix='bench-ledger-')}/ledger.db"},
+        "limits": {"max_content_bytes": 40 * 1024 * 1024},  # XTA's 40 MB container limit; the default is lower
         "message_types": [{"code": "OZG.Antrag.130101", "schema": "builtin:xauslaender/ozg-antrag-130101.xsd",
                            "list_uri": "urn:xoev-de:xauslaender:codeliste:nachrichtentyp", "list_version": "26.11",
                            "payload_schema": "http://www.osci.de/xauslaender2611"}],
@@ -80,37 +89,76 @@ def _child(args: argparse.Namespace) -> None:
     }
     pipeline = build_pipeline(parse_config(raw, base=Path("/"), environ={}), "alpha")
     data, name, ctype = make_attachment(1, CONTENT_BYTES - 8_000)
-    xml, message_id = make_ozg_application(reader=Party(READER, "ABH"), author=Party(**AUTHOR), seed=1,
-                                           attachment=data)
-    envelope = new_envelope(destination=READER, message_type="OZG.Antrag.130101", message=xml, portal="bench",
-                            message_id=message_id, attachments=(ContentPart(data, ctype, name),))
-    props, body = envelope.properties(), envelope.body()
-    size = envelope.content.size
-    del envelope, data, xml
+
+    def message(seed: int) -> tuple[Any, bytes, int]:
+        """A new application per delivery (the ledger would answer a repeated one as a duplicate)."""
+        xml, message_id = make_ozg_application(reader=Party(READER, "ABH"), author=Party(**AUTHOR), seed=seed,
+                                               attachment=data)
+        envelope = new_envelope(destination=READER, message_type="OZG.Antrag.130101", message=xml, portal="bench",
+                                message_id=message_id, attachments=(ContentPart(data, ctype, name),))
+        return envelope.properties(), envelope.body(), envelope.content.size
+
+    def reset_simulator() -> None:  # it keeps every received message in memory
+        urllib.request.urlopen(urllib.request.Request(args.url.rsplit("/xta", 1)[0] + "/_sim/reset", method="POST"),
+                               timeout=60).close()
+
     pipeline.adapter.check()  # connections and zeep warm, like a running worker
 
-    def measured(step: Callable[[], object]) -> tuple[object, int, int | None, float]:
+    # a. RSS high-water mark, tracemalloc off
+    props, body, size = message(1)
+    decoded, decode_rss = _rss_peak(partial(pipeline.decode, props, body))
+    receipt, rss_peak = _rss_peak(partial(pipeline.process, decoded))
+    body_len = len(body)
+    del decoded, props, body
+    reset_simulator()
+    # b. Python-heap peak, tracemalloc on (not timed)
+    props, body, _ = message(2)
+    decoded, decode_heap = _heap_peak(partial(pipeline.decode, props, body))
+    _, heap_peak = _heap_peak(partial(pipeline.process, decoded))
+    del decoded, props, body
+    reset_simulator()
+    # c. wall time over >= MIN_RUNS deliveries, tracemalloc off
+    decode_s, process_s = [], []
+    for run in range(args.runs):
+        props, body, _ = message(3 + run)
         gc.collect()
-        rss_before = _status("VmRSS")
-        resettable = _reset_peak_rss()
-        tracemalloc.start()
-        heap_before = tracemalloc.get_traced_memory()[0]
         started = time.perf_counter()
-        result = step()
-        elapsed = time.perf_counter() - started
-        heap_peak = tracemalloc.get_traced_memory()[1] - heap_before
-        tracemalloc.stop()
-        return result, heap_peak, (_status("VmHWM") - rss_before) if resettable else None, elapsed
-
-    decoded, decode_heap, decode_rss, decode_s = measured(lambda: pipeline.decode(props, body))
-    receipt, heap_peak, rss_peak, elapsed = measured(lambda: pipeline.process(decoded))
-    print(json.dumps({"size": size, "body": len(body), "seconds": elapsed, "heap_peak": heap_peak,
+        decoded = pipeline.decode(props, body)
+        decoded_at = time.perf_counter()
+        pipeline.process(decoded)
+        done = time.perf_counter()
+        decode_s.append(decoded_at - started)
+        process_s.append(done - decoded_at)
+        del decoded, props, body
+        reset_simulator()
+    print(json.dumps({"size": size, "body": body_len, "process_seconds": process_s, "heap_peak": heap_peak,
                       "rss_peak": rss_peak, "decode_rss": decode_rss, "decode_heap": decode_heap,
-                      "decode_seconds": decode_s, "receipt": receipt.transport_message_id}))
+                      "decode_seconds": decode_s, "receipt": getattr(receipt, "transport_message_id", None)}))
     pipeline.close()
 
 
-def _memory(quick: bool) -> list[dict]:
+def _rss_peak(step: Callable[[], T]) -> tuple[T, int | None]:
+    """``step()`` and the growth of the RSS high-water mark over the RSS before it (None if not resettable)."""
+    gc.collect()
+    rss_before = _status("VmRSS")
+    resettable = _reset_peak_rss()
+    result = step()
+    return result, (_status("VmHWM") - rss_before) if resettable else None
+
+
+def _heap_peak(step: Callable[[], T]) -> tuple[T, int]:
+    """``step()`` and its Python-heap peak above the heap before it (tracemalloc: slow, never timed)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        heap_before = tracemalloc.get_traced_memory()[0]
+        result = step()
+        return result, tracemalloc.get_traced_memory()[1] - heap_before
+    finally:
+        tracemalloc.stop()
+
+
+def _worker_path(quick: bool, runs: int) -> list[dict[str, Any]]:
     from transport.security.testpki import make_test_pki
 
     pki_dir = Path(tempfile.mkdtemp(prefix="bench-xta-pki-"))
@@ -130,9 +178,9 @@ def _memory(quick: bool) -> list[dict]:
         rows = []
         for mtom, encrypt in configs:
             out = subprocess.run(
-                [sys.executable, __file__, "--child", "--url", url, "--pki", json.dumps(pki),
+                [sys.executable, __file__, "--child", "--url", url, "--pki", json.dumps(pki), "--runs", str(runs),
                  *(["--mtom"] if mtom else []), *(["--encrypt"] if encrypt else [])],
-                cwd=ROOT, capture_output=True, text=True, timeout=600)
+                check=False, cwd=ROOT, capture_output=True, text=True, timeout=600)
             if out.returncode != 0:
                 raise SystemExit(f"child failed:\n{out.stderr[-3000:]}")
             rows.append({"mtom": mtom, "encrypt": encrypt, **json.loads(out.stdout.strip().splitlines()[-1])})
@@ -154,7 +202,7 @@ class _Canned:
         self.last: tuple[bytes, str] = (b"", "")
         self._create_action = ACTION_CREATE_MESSAGE_ID
 
-    def __call__(self, environ: dict, start_response: Callable) -> list[bytes]:
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         from werkzeug.wrappers import Request
 
         request = Request(environ)
@@ -170,7 +218,7 @@ class _Canned:
         return [answer]
 
 
-def _overhead(quick: bool) -> list[tuple[str, float, float]]:
+def _overhead(quick: bool) -> list[tuple[str, Spread, Spread]]:
     from transport.content import Content, ContentPart
     from transport.xta.client import XtaClient, XtaEndpoint, default_session
     from transport.xta.container import (
@@ -214,7 +262,7 @@ def _overhead(quick: bool) -> list[tuple[str, float, float]]:
     if not quick:
         big_mtom, big_inline = container(CONTENT_BYTES, True), container(CONTENT_BYTES, False)
         cases += [("sendMessage 40 MB MTOM", lambda: client.send_message(md, big_mtom), 7),
-                  ("sendMessage 40 MB inline", lambda: client.send_message(md, big_inline), 5)]
+                  ("sendMessage 40 MB inline", lambda: client.send_message(md, big_inline), MIN_RUNS)]
     rows = []
     for name, call, repeat in cases:
         call()
@@ -223,42 +271,61 @@ def _overhead(quick: bool) -> list[tuple[str, float, float]]:
         def post(data: bytes = data, content_type: str = content_type) -> bytes:
             return bare.post(url, data=data, headers={"Content-Type": content_type}, timeout=60).content
 
-        rows.append((name, median_ms(call, repeat), median_ms(post, repeat)))
+        pair = interleaved({"client": timed(call), "bare": timed(post)}, repeat)  # client, bare, client, ...
+        rows.append((name, pair["client"], pair["bare"]))
     server.shutdown()
     return rows
+
+
+def _seconds(values: list[float]) -> str:
+    spread = Spread(tuple(values))
+    return f"{spread.median:.2f} [{spread.minimum:.2f}–{spread.maximum:.2f}]"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer configurations, no 40 MB client calls")
+    parser.add_argument("--runs", type=int, default=MIN_RUNS, help=f"timed deliveries per configuration (>= {MIN_RUNS})")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--pki", help=argparse.SUPPRESS)
     parser.add_argument("--mtom", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--encrypt", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.runs < MIN_RUNS:
+        parser.error(f"--runs must be at least {MIN_RUNS}")
     if args.child:
         _child(args)
         return
-    memory = _memory(args.quick)
+    started_under = load_note()
+    worker = _worker_path(args.quick, args.runs)
     overhead = _overhead(args.quick)
     mb = 1024 * 1024
-    print(f"\n1) worker path, one {CONTENT_BYTES / 1e6:.0f} MB container, fresh process each; peaks above what the "
-          "process held before each step")
-    print(f"   {'mode':<26}{'decode (RSS/heap)':>20}{'pipeline.process (RSS/heap)':>30}{'x content':>11}{'time':>8}")
-    for r in memory:
+    print(f"at start: {started_under}\nat end:   {load_note()}")
+    print(f"\n1) worker path, one {CONTENT_BYTES / 1e6:.0f} MB container, fresh process per mode. Memory: peaks above what "
+          "the process held before the step, RSS (tracemalloc off) and Python heap (tracemalloc, separate pass).")
+    print(f"   Time: median [min–max] s over {args.runs} deliveries, tracemalloc off.")
+    print(f"   {'mode':<26}{'decode RSS/heap':>17}{'process RSS/heap':>19}{'RSS/content':>12}"
+          f"{'decode time':>19}{'process time':>19}")
+    for r in worker:
         mode = f"{'MTOM' if r['mtom'] else 'inline base64'}, {'encrypted' if r['encrypt'] else 'plain'}"
+
         def pair(rss: int | None, heap: int) -> str:
             return f"{rss / mb if rss is not None else float('nan'):.0f} / {heap / mb:.0f} MB"
         ratio = (r["rss_peak"] or 0) / r["size"]
-        print(f"   {mode:<26}{pair(r['decode_rss'], r['decode_heap']):>20}{pair(r['rss_peak'], r['heap_peak']):>30}"
-              f"{ratio:10.2f}x{r['seconds']:7.2f}s")
-    print(f"   (content {memory[0]['size'] / mb:.1f} MB; AMQP body {memory[0]['body'] / mb:.0f} MB held before decode; "
-          "decode is hub/envelope.py, the same for every mode)")
-    print("\n2) XTA client vs bare HTTP POST of the same bytes (median per call, canned-answer server)")
-    print(f"   {'call':<26}{'XTA client':>12}{'bare POST':>12}{'overhead':>12}")
-    for name, client_ms, bare_ms in overhead:
-        print(f"   {name:<26}{client_ms:9.2f} ms{bare_ms:9.2f} ms{client_ms - bare_ms:9.2f} ms")
+        print(f"   {mode:<26}{pair(r['decode_rss'], r['decode_heap']):>17}{pair(r['rss_peak'], r['heap_peak']):>19}"
+              f"{ratio:11.2f}x{_seconds(r['decode_seconds']):>19}{_seconds(r['process_seconds']):>19}")
+    print(f"   (content {worker[0]['size'] / mb:.1f} MB; AMQP body {worker[0]['body'] / mb:.0f} MB held before decode; "
+          "decode is hub/envelope.py, the same for every mode; process = pipeline.process, the delivery)")
+    print("\n2) XTA client vs bare HTTP POST of the same bytes, interleaved; median [min–max] per call, canned-answer server")
+    print(f"   {'call':<26}{'n':>4}{'XTA client, ms':>26}{'bare POST, ms':>26}{'overhead (medians)':>20}")
+    for name, client, bare in overhead:
+        print(f"   {name:<26}{len(client.samples):>4}{_ms(client):>26}{_ms(bare):>26}"
+              f"{(client.median - bare.median) * 1000:17.2f} ms")
+
+
+def _ms(spread: Spread) -> str:
+    return f"{spread.median * 1000:.2f} [{spread.minimum * 1000:.2f}–{spread.maximum * 1000:.2f}]"
 
 
 if __name__ == "__main__":
