@@ -13,6 +13,7 @@ import email
 from dataclasses import dataclass
 from email import policy
 from pathlib import Path
+from typing import cast
 
 import pytest
 from cryptography import x509
@@ -83,7 +84,8 @@ def read_mime(data: bytes) -> Osci:
     msg = email.message_from_bytes(data, policy=policy.compat32)
     assert msg.get_content_type() == "multipart/related"
     parts = [p for p in msg.walk() if not p.is_multipart()]
-    by_cid = {p["Content-ID"].strip().strip("<>"): p.get_payload(decode=True) for p in parts}
+    # get_payload(decode=True) of a part that is not multipart is its bytes
+    by_cid = {p["Content-ID"].strip().strip("<>"): cast(bytes, p.get_payload(decode=True)) for p in parts}
     root = parse_xml(by_cid.pop("osci@message"))
     return Osci(root=root, attachments=by_cid)
 

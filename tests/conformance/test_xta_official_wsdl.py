@@ -7,7 +7,7 @@ hub's XtaClient also runs on the official WSDL instead of the project's own subs
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
@@ -16,6 +16,7 @@ import zeep.exceptions
 from lxml import etree
 from zeep.transports import Transport
 
+from tests.standards import standards_path
 from transport.content import Content, ContentPart
 from transport.xta.client import XtaClient, XtaEndpoint
 from transport.xta.container import build_content_container, generic_container
@@ -23,12 +24,8 @@ from transport.xta.metadata import BusinessScenario, MessageMetaData, MessageTyp
 from transport.xta.ns import OSCIMETA, XTA
 from transport.xta.simulator import RunningSimulator, SimulatorConfig, serve
 
-ROOT = Path(__file__).resolve().parents[2]
-SCHEMA_DIR = ROOT.parent / "shared" / "standards" / "xta2-v3" / "schema"
-OFFICIAL_WSDL = SCHEMA_DIR / "XTA.wsdl"
-
-pytestmark = pytest.mark.skipif(not OFFICIAL_WSDL.is_file(),
-                                reason=f"official XTA 2 Version 3 WSDL not found at {OFFICIAL_WSDL}")
+OFFICIAL_WSDL = standards_path("xta2-v3/schema/XTA.wsdl", module_level=True)
+SCHEMA_DIR = OFFICIAL_WSDL.parent
 
 AUTHOR_ID = "alp:portal-1"
 READER_ID = "azr:000100"
@@ -64,7 +61,7 @@ def _author(client: zeep.Client, identifier: str = AUTHOR_ID) -> object:
     return client.get_element(f"{{{OSCIMETA}}}Author")(Identifier={"_value_1": identifier, "type": "xoev"})
 
 
-def _metadata(client: zeep.Client, message_id: str) -> object:
+def _metadata(client: zeep.Client, message_id: str) -> Any:  # a zeep object built from the WSDL
     party = {"_value_1": None, "type": "xoev"}
     return client.get_element(f"{{{OSCIMETA}}}MessageMetaData")(
         DeliveryAttributes={},
@@ -167,7 +164,7 @@ def ports(full_sim) -> Iterator[tuple[zeep.Client, object, object, object]]:
     client.transport.session.close()
 
 
-def _md(client: zeep.Client, message_id: str, service: str = "urn:x") -> object:
+def _md(client: zeep.Client, message_id: str, service: str = "urn:x") -> Any:
     md = _metadata(client, message_id)
     md.Qualifier.Service = service
     return md

@@ -9,20 +9,15 @@ validated with the registry (lxml/libxml2) and must give exactly the verdicts re
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from lxml import etree
 
 from hub.errors import ConfigError, SchemaViolation
 from schemas.catalog import Catalog
 from schemas.registry import SchemaRegistry
+from tests.standards import standards_path
 
-STANDARDS = Path(__file__).resolve().parents[2] / ".." / "shared" / "standards"
-XWASSER = STANDARDS / "xwasser-1.0.0"
-
-if not (XWASSER / "xsd" / "xwasser.xsd").is_file():
-    pytest.skip(f"official standards folder not present at {STANDARDS}", allow_module_level=True)
+XWASSER = standards_path("xwasser-1.0.0/xsd/xwasser.xsd", module_level=True).parents[1]
 
 EXTERNAL = XWASSER / "xsd" / "external"
 REMOTE_LOCATIONS = {
