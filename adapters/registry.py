@@ -3,15 +3,16 @@ so a vendor profile can ship as its own package."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import Any
 
+from adapters.base import Adapter
 from hub.errors import ConfigError
 
 BUILTIN_PROFILES = {"xta2": "adapters.xta2:Xta2Adapter"}
 
 
-def profile_class(profile: str) -> Any:
+def profile_class(profile: str) -> Callable[..., Adapter]:
     """Return the adapter class registered for ``profile`` or raise ConfigError listing the known ones.
 
     ``profile`` may also be an import path ``package.module:Class`` for a local profile that is not
@@ -26,6 +27,7 @@ def profile_class(profile: str) -> Any:
     module_name, _, attr = targets[profile].partition(":")
     try:
         module = __import__(module_name, fromlist=[attr])
-        return getattr(module, attr)
+        factory: Callable[..., Adapter] = getattr(module, attr)
+        return factory
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"adapter profile '{profile}' cannot be loaded: {exc}") from None

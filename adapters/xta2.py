@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cryptography import x509
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from adapters.base import Delivery, DeliveryReceipt, IdentitySource
+from adapters.settings import StrictSettings
 from hub.errors import (
     ConfigError,
     ContentTooLarge,
@@ -39,6 +40,7 @@ from transport.security.keys import SigningIdentity
 from transport.security.signature import sign_content
 from transport.security.xml import serialize
 from transport.xta import wire
+from transport.xta.answers import malformed_answers
 from transport.xta.client import XtaClient, XtaEndpoint
 from transport.xta.container import (
     OutgoingContainer,
@@ -68,10 +70,9 @@ MESSAGE_ID_ALREADY_USED = "9024"
 DEFAULT_MAX_CONTAINER_BYTES = 40 * 1024 * 1024
 
 
-class Xta2Options(BaseModel):
-    """Profile options (``adapters.<name>.options`` in the config); see docs/xta.md."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Xta2Options(StrictSettings):
+    """Profile options (``adapters.<name>.options`` in the config); see docs/xta.md. Strict types:
+    ``mtom = "yes"`` or ``lookup_ttl = "10"`` is an error naming the option."""
 
     encrypt: bool = True
     sign: bool = True
@@ -112,12 +113,14 @@ class Xta2Options(BaseModel):
         return value
 
     @classmethod
-    def from_mapping(cls, options: Mapping[str, Any], base_dir: Path | None = None) -> Xta2Options:
-        """Validate ``options``; relative paths are resolved against ``base_dir`` (the config's folder)."""
+    def from_mapping(cls, options: Mapping[str, Any], base_dir: Path | None = None, *,
+                     key: str = "options") -> Xta2Options:
+        """Validate ``options`` (errors name ``key``.option, one line); relative paths are resolved
+        against ``base_dir`` (the config's folder)."""
         try:
             parsed = cls.model_validate(dict(options))
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(options)'}: {e['msg']}"
+            problems = "; ".join(f"{'.'.join((key, *(str(p) for p in e['loc'])))}: {e['msg']}"
                                  for e in exc.errors())
             raise ConfigError(f"invalid xta2 option(s): {problems}") from None
         if base_dir is None:
@@ -198,7 +201,7 @@ class Xta2Adapter:
         self.name = name
         self._author = author
         self._identity: IdentitySource = identity if hasattr(identity, "get") else _Fixed(identity)
-        self._options = Xta2Options.from_mapping(options or {}, base_dir)
+        self._options = Xta2Options.from_mapping(options or {}, base_dir, key=f"adapters.{name}.options")
         tls = self._options.tls()
         if tls is not None and endpoint.tls is None:
             endpoint = replace(endpoint, tls=tls)
@@ -246,7 +249,8 @@ class Xta2Adapter:
         with self._lookups_lock:
             cached = self._lookups.get(key)
         if cached is None or cached.expires <= now:
-            [result] = self._client.lookup_service(self._author, [(delivery.reader, delivery.service)]) or [None]
+            results = self._client.lookup_service(self._author, [(delivery.reader, delivery.service)])
+            result = results[0] if results else None  # lookup_service returns at most one per query
             cert = wire.certificate_parameter(result, opts.lookup_certificate_codes) if result else None
             ttl = opts.lookup_negative_ttl if result is not None and result.available is False else opts.lookup_ttl
             cached = _Lookup(result, cert, now + ttl)
@@ -362,8 +366,9 @@ class Xta2Adapter:
         )
 
         content = None
-        if container_payload(answer.container).tag == CONTENT_CONTAINER:
-            content = parse_content_container(answer.container, answer.parts or None)
+        with malformed_answers("sendMessageSync"):  # the reader's answer makes no sense: the endpoint's fault
+            if container_payload(answer.container).tag == CONTENT_CONTAINER:
+                content = parse_content_container(answer.container, answer.parts or None)
         return Xta2Receipt(transport_message_id=message_id, sync_metadata=answer.metadata, sync_content=content)
 
     def close(self) -> None:

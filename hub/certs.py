@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,15 @@ def _collect(use: str, name: str, where: str, path: Path, load: Callable[[], Ite
         yield _entry(use, name, where if index == 0 else f"{where}#{index}", path, cert, now)
 
 
+def _client_certificate(keys: KeyStore, path: Path, password_env: str | None) -> list[x509.Certificate]:
+    """The TLS client certificate itself (the first in its file), not the chain behind it."""
+    return keys.certificates(path, password_env)[:1]
+
+
+def _reader_certificate(keys: KeyStore, path: Path) -> list[x509.Certificate]:
+    return [keys.certificate(path)]
+
+
 def worker_view(config: HubConfig, adapter: str) -> HubConfig:
     """The part of the configuration one adapter worker uses: its adapter, its authorities."""
     return config.model_copy(update={
@@ -131,13 +141,13 @@ def certificate_report(config: HubConfig, keys: KeyStore, *, now: _dt.datetime |
                 path = config.source.parent / path
             password_env = ac.options.get("tls_password_env")
             report.extend(_collect("tls", name, f"adapters.{name}.options.tls_client_cert", path,
-                                   lambda p=path, e=password_env: keys.certificates(p, e)[:1], now))
+                                   partial(_client_certificate, keys, path, password_env), now))
     for authority in (config.authorities if "reader" in wanted else ()):
         report.extend(_collect("reader", authority.id, f"authorities[{authority.id}].certificate",
-                               authority.certificate, lambda a=authority: [keys.certificate(a.certificate)], now))
+                               authority.certificate, partial(_reader_certificate, keys, authority.certificate), now))
     for index, path in enumerate(config.simulator.trusted_signers if "trust" in wanted else ()):
         report.extend(_collect("trust", "simulator", f"simulator.trusted_signers[{index}]", path,
-                               lambda p=path: keys.certificates(p), now))
+                               partial(keys.certificates, path), now))
     return report
 
 

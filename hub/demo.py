@@ -24,11 +24,13 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hub.broker import connect
 from hub.config import HubConfig, load_config
 from hub.envelope import Envelope, new_envelope
 from hub.errors import HubError
+from hub.limits import SizeLimits
 from hub.publisher import ConfirmingPublisher, publish_envelope
 from hub.reports import TRANSPORT_REPORT
 from hub.samples import make_attachment, make_ozg_application
@@ -44,7 +46,8 @@ DEMO_PORTAL = "demo-portal"
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def ensure_demo_pki(config: HubConfig) -> None:
@@ -88,7 +91,7 @@ def _follow_status(config: HubConfig, tracker: _Tracker, bound: threading.Event,
     queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
     channel.queue_bind(queue, STATUS_EXCHANGE, routing_key=f"{DEMO_PORTAL}.#")
 
-    def on_event(ch, method, _props, body):
+    def on_event(ch: Any, method: Any, _props: Any, body: bytes) -> None:
         tracker.record(StatusEvent.from_body(body))
         ch.basic_ack(method.delivery_tag)
 
@@ -145,9 +148,10 @@ def _applications(config: HubConfig, count: int, run: str) -> list[Envelope]:
     return envelopes
 
 
-def _simulator_messages(url: str) -> list[dict]:
+def _simulator_messages(url: str) -> list[dict[str, Any]]:
     with urllib.request.urlopen(f"{url}/_sim/messages", timeout=30) as resp:
-        return json.loads(resp.read())
+        messages: list[dict[str, Any]] = json.loads(resp.read())
+    return messages
 
 
 def run_demo(config_path: Path, *, count: int, timeout: float, environ: Mapping[str, str]) -> int:
@@ -204,11 +208,12 @@ def run_demo(config_path: Path, *, count: int, timeout: float, environ: Mapping[
         bound.wait(15)
 
         started = time.time()
+        limits = SizeLimits.from_config(config)
         with ConfirmingPublisher(config.broker, "hub-demo-publisher") as publisher:
             futures = []
             for e in envelopes:
                 tracker.published_at[e.message_id] = time.time()
-                futures.append(publish_envelope(publisher, e))
+                futures.append(publish_envelope(publisher, e, limits))
             for f in futures:
                 f.result(timeout=120)
         print(f"published {count} applications (all confirmed) in {time.time() - started:.2f}s", flush=True)
@@ -263,7 +268,7 @@ def _summarise(config: HubConfig, envelopes: list[Envelope], tracker: _Tracker, 
     print(f"  transport reports: {', '.join(f'{n} {light}' for light, n in sorted(lights.items())) or 'none'}")
     if latencies:
         p50 = statistics.median(latencies)
-        p95 = latencies[min(len(latencies) - 1, int(round(0.95 * len(latencies))) - 1)]
+        p95 = latencies[min(len(latencies) - 1, round(0.95 * len(latencies)) - 1)]
         print(f"  latency p50/p95:  {p50 * 1000:.0f} ms / {p95 * 1000:.0f} ms (publish -> delivered)")
         print(f"  throughput:       {len(delivered) / max(last - started, 1e-6):.1f} applications/s")
     ok = (len(delivered) == len(envelopes) and identical == len(envelopes) and verified == len(envelopes)

@@ -10,10 +10,13 @@ receiver from seeing it twice) — never lost.
 
 from __future__ import annotations
 
+import builtins
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import pika
@@ -21,11 +24,13 @@ import pika
 from hub.broker import connect
 from hub.config import BrokerConfig
 from hub.envelope import copy_properties
-from hub.errors import UnknownDestination
+from hub.errors import BrokerError, UnknownDestination
 from hub.failures import clean_headers, header_int
 from hub.publisher import ResilientPublisher
 from hub.status import REPLAYED, StatusEvent
 from hub.topology import DEAD_QUEUE, INBOUND_CHECKED
+
+log = logging.getLogger(__name__)
 
 
 def _text(value: Any) -> str | None:
@@ -64,7 +69,7 @@ class DeadLetter:
             adapter = queue.removeprefix("hub.deliver.") if queue.startswith("hub.deliver.") else adapter
             deaths = h.get("x-death") or []
             when = deaths[0].get("time") if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict) else None
-            if hasattr(when, "timestamp"):
+            if isinstance(when, datetime):
                 last = when.timestamp()
         return cls(
             message_id=_text(props.message_id) or "?",
@@ -142,7 +147,7 @@ class DeadLetterQueue:
             connection.close()  # returns every message we took
         return found
 
-    def show(self, message_id: str) -> list[tuple[DeadLetter, dict[str, Any]]]:
+    def show(self, message_id: str) -> builtins.list[tuple[DeadLetter, dict[str, Any]]]:
         """Dead letters with that id, with their headers and an envelope summary (no content)."""
         connection = connect(self._config, "hub-dlq")
         try:
@@ -185,8 +190,8 @@ class DeadLetterQueue:
                 try:
                     publisher.publish_and_wait(event.exchange, event.routing_key, event.body(), event.properties(),
                                                deadline=10)
-                except Exception:  # noqa: BLE001 - the replay itself is done; the event is informational
-                    pass
+                except BrokerError as exc:  # the replay itself is done; the event is informational
+                    log.warning("replayed %s but its status event was not published: %s", dead.message_id, exc)
                 if on_progress:
                     on_progress(dead, "replayed")
         finally:
@@ -210,7 +215,8 @@ class DeadLetterQueue:
 
 
 def _plain(headers: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(headers, default=str))
+    plain: dict[str, Any] = json.loads(json.dumps(headers, default=str))
+    return plain
 
 
 def _parts_summary(body: bytes) -> list[dict[str, Any]]:

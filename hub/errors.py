@@ -8,6 +8,7 @@ dependency rule.
 
     HubError
     ├── ConfigError                  bad or missing configuration (names the key)
+    │   └── BrokerAccessRefused      the broker answered and refused login, vhost or permission
     ├── BrokerError
     │   ├── BrokerUnavailable        cannot connect / connection lost          (transient)
     │   ├── PublishNotConfirmed      broker nacked or did not confirm in time  (transient)
@@ -17,7 +18,7 @@ dependency rule.
     │   ├── XmlRejected              hardened parser refused the XML (DTD, entities, limits, syntax)
     │   ├── SchemaViolation          valid XML, but not valid against the registered schema
     │   ├── UnknownMessageType       no schema registered for the message type
-    │   └── ContentTooLarge          container above the profile's size limit
+    │   └── ContentTooLarge          content above the hub's ([limits]) or the profile's size limit
     ├── DirectoryError               destination not in the directory           (permanent)
     ├── LedgerUnavailable            the delivery ledger cannot be read/written  (transient)
     ├── SecurityError                                                           (permanent)
@@ -27,7 +28,9 @@ dependency rule.
     │   └── DecryptionFailed         cannot decrypt (wrong key, tampered ciphertext)
     └── TransportError
         ├── EndpointUnavailable      connection refused/reset, timeout, HTTP 5xx (transient)
-        ├── ProtocolError            the peer answered something that is not valid SOAP/XTA
+        │   └── MalformedAnswer      the endpoint answered, but not what the protocol promises
+        │                            (not SOAP 1.2, empty/unexpected body, missing field)  (transient)
+        ├── ProtocolError            a document breaks the protocol (the simulator's view of a request)
         └── XtaFault                 SOAP fault carrying an xta exception + errorCode
 
 ``transient`` says whether retrying the same message later can succeed. ``reason`` is a short,
@@ -54,6 +57,13 @@ class HubError(Exception):
 
 class ConfigError(HubError):
     reason = "config"
+
+
+class BrokerAccessRefused(ConfigError):
+    """RabbitMQ answered and refused the credentials, the vhost or an operation (403/530): fix the
+    broker URL or the user's permissions; retrying or "starting RabbitMQ" cannot help."""
+
+    reason = "broker_access_refused"
 
 
 class BrokerError(HubError):
@@ -138,6 +148,15 @@ class EndpointUnavailable(TransportError):
     reason = "endpoint_unavailable"
 
 
+class MalformedAnswer(EndpointUnavailable):
+    """The far side answered nonsense: an HTML page, an empty or unexpected SOAP body, a SOAP 1.1
+    envelope, a truncated MTOM package. That is the endpoint's fault, not the message's (pitfall 11):
+    retried along the ladder and counted by the breaker, so one bad deploy upstream does not empty
+    the queue into the dead letters. Only explicit XTA refusals (``XtaFault``) are permanent."""
+
+    reason = "endpoint_protocol"
+
+
 class ProtocolError(TransportError):
     reason = "protocol"
 
@@ -164,5 +183,5 @@ class XtaFault(TransportError):
         self.code = code
 
     @property
-    def transient(self) -> bool:  # type: ignore[override]
+    def transient(self) -> bool:  # type: ignore[override]  # a property where the base has a class attribute
         return self.code in TRANSIENT_XTA_CODES

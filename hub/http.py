@@ -5,11 +5,15 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 ReadinessCheck = Callable[[], tuple[bool, str]]
 
@@ -27,7 +31,7 @@ class OpsServer:
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
+        host, port = self._server.socket.getsockname()[:2]  # what server_bind stored as server_address
         return f"http://{host}:{port}"
 
     def start(self) -> OpsServer:
@@ -38,8 +42,12 @@ class OpsServer:
         self._server.shutdown()
         self._server.server_close()
 
-    @Request.application
-    def _app(self, request: Request) -> Response:
+    def _app(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        """The WSGI application (what ``Request.application`` would make of ``_respond``, typed)."""
+        with Request(environ) as request:
+            return self._respond(request)(environ, start_response)
+
+    def _respond(self, request: Request) -> Response:
         if request.path == "/metrics":
             return Response(generate_latest(self._registry), content_type=CONTENT_TYPE_LATEST)
         if request.path == "/healthz":

@@ -86,7 +86,7 @@ def _warn_if_readable_by_others(path: Path, what: str) -> None:
 
 
 def _stamp(paths: tuple[Path, ...]) -> Stamp:
-    stamps = []
+    stamps: list[tuple[int, int, int] | None] = []
     for path in paths:
         try:
             st = os.stat(path)

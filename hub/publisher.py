@@ -10,22 +10,24 @@ thread (pitfall 1). ``mandatory`` returns are matched to their message and fail 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import pika
 import pika.exceptions
 from pika.channel import Channel
 
-from hub.broker import connection_parameters, redacted_url
+from hub.broker import access_refused, broker_failure, connection_parameters, redacted_url
 from hub.config import BrokerConfig
 from hub.envelope import Envelope
-from hub.errors import BrokerUnavailable, PublishNotConfirmed, UnknownDestination
+from hub.errors import BrokerUnavailable, HubError, PublishNotConfirmed, UnknownDestination
+from hub.limits import SizeLimits, check_publishable
 from hub.topology import INBOUND_CHECKED
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ class ConfirmingPublisher:
         self._seq = 0
         self._ready = threading.Event()
         self._failure: str | None = None
+        self._open_error: BaseException | None = None
         self._closing = False
         self.blocked = False
         self._channel: Channel | None = None
@@ -64,6 +67,8 @@ class ConfirmingPublisher:
         self._thread.start()
         if not self._ready.wait(connect_timeout) or self._failure:
             self._stop_loop()
+            if self._open_error is not None:  # refused login/vhost is a configuration error, not an outage
+                raise broker_failure(self._open_error, config, connecting=True)
             raise BrokerUnavailable(
                 f"cannot connect to RabbitMQ at {redacted_url(config.url)} ({self._failure or 'timeout'}). "
                 "Start it (e.g. `rabbitmq-server -detached`) or set AMQP_URL=amqp://user:pass@host:5672/vhost"
@@ -85,6 +90,7 @@ class ConfirmingPublisher:
 
     def _on_open_error(self, _connection: Any, error: Exception) -> None:
         self._failure = f"{type(error).__name__}: {error}"
+        self._open_error = error
         self._ready.set()
 
     def _on_channel_open(self, channel: Channel) -> None:
@@ -95,7 +101,8 @@ class ConfirmingPublisher:
 
     def _on_channel_closed(self, _channel: Channel, reason: Exception) -> None:
         self._channel = None
-        self._fail_all(f"channel closed: {reason}")
+        # e.g. 403 ACCESS_REFUSED: no write permission on the exchange; retrying cannot help
+        self._fail_all(f"channel closed: {reason}", access_refused(reason, self._config))
         if not self._connection.is_closed and not self._connection.is_closing:
             self._connection.close()
 
@@ -103,15 +110,16 @@ class ConfirmingPublisher:
         self._channel = None
         if not self._ready.is_set():
             self._failure = f"{type(reason).__name__}: {reason}"
+            self._open_error = reason
             self._ready.set()
         self._fail_all(f"connection closed: {reason}")
         self._connection.ioloop.stop()
 
-    def _fail_all(self, why: str) -> None:
+    def _fail_all(self, why: str, error: HubError | None = None) -> None:
         pending, self._pending = self._pending, {}
         for entry in pending.values():
             if not entry.future.done():
-                entry.future.set_exception(BrokerUnavailable(f"publish not confirmed, {why}"))
+                entry.future.set_exception(error or BrokerUnavailable(f"publish not confirmed, {why}"))
             self._window.release()
 
     def _do_publish(self, entry: _Pending, exchange: str, body: bytes,
@@ -171,7 +179,7 @@ class ConfirmingPublisher:
                 self._do_publish(entry, exchange, body, properties, mandatory)
 
             self._connection.ioloop.add_callback_threadsafe(publish_on_io_thread)
-        except Exception as exc:  # loop already stopped
+        except OSError as exc:  # loop already stopped: its wake-up socket is closed
             self._window.release()
             raise BrokerUnavailable(f"publisher connection is gone: {exc}") from None
         return future
@@ -206,13 +214,11 @@ class ConfirmingPublisher:
             else:
                 self._connection.ioloop.stop()
         if self._thread.is_alive():
-            try:
+            with contextlib.suppress(OSError):  # the loop stopped already; the join below suffices
                 self._connection.ioloop.add_callback_threadsafe(_close)
-            except Exception:
-                pass
             self._thread.join(10)
 
-    def __enter__(self) -> ConfirmingPublisher:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_exc: object) -> None:
@@ -311,6 +317,14 @@ class ResilientPublisher:
                 self._current = None
 
 
-def publish_envelope(publisher: ConfirmingPublisher, envelope: Envelope) -> Future[None]:
-    """Publish a portal's application to the checked inbound exchange with ``mandatory``."""
+def publish_envelope(publisher: ConfirmingPublisher, envelope: Envelope, limits: SizeLimits | None = None,
+                     *, check: bool = True) -> Future[None]:
+    """Publish a portal's application to the checked inbound exchange with ``mandatory``.
+
+    First, in the caller's thread, the size limit of its message type and a well-formed XML
+    message (``limits``, default ``SizeLimits()``; from a config: ``SizeLimits.from_config``):
+    raises ``ContentTooLarge`` / ``XmlRejected`` and sends nothing. ``check=False`` skips that, for
+    tests that hand the worker hostile input on purpose (the worker checks everything again)."""
+    if check:
+        check_publishable(envelope.content, envelope.message_type, limits or SizeLimits())
     return publisher.publish(INBOUND_CHECKED, envelope.destination, envelope.body(), envelope.properties(), mandatory=True)

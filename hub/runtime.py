@@ -8,9 +8,10 @@ from adapters.base import Adapter
 from adapters.registry import profile_class
 from hub.config import AdapterConfig, HubConfig
 from hub.directory import Directory
-from hub.errors import ConfigError
+from hub.errors import ConfigError, HubError
 from hub.keystore import KeyStore
 from hub.ledger import open_ledger
+from hub.limits import SizeLimits
 from hub.pipeline import DeliveryPipeline, PipelineSettings
 from schemas import builtin_schema
 from schemas.registry import SchemaRegistry
@@ -50,7 +51,7 @@ def build_adapter(name: str, adapter: AdapterConfig, keys: KeyStore, base_dir: P
                                         password_file=adapter.signing_key_password_file)
     except ConfigError:
         raise
-    except Exception as exc:  # KeyStoreError and friends: name the config key
+    except HubError as exc:  # KeyStoreError and friends: name the config key
         raise ConfigError(f"adapters.{name}.signing_key: {exc}") from None
     return cls(
         name,
@@ -70,7 +71,7 @@ def build_pipeline(config: HubConfig, adapter_name: str, keys: KeyStore | None =
         directory = Directory.from_config(config, keys, adapter=adapter_name)
     except ConfigError:
         raise
-    except Exception as exc:
+    except HubError as exc:  # KeyStoreError: name the config section
         raise ConfigError(f"authorities: cannot load a reader certificate: {exc}") from None
     registry, types = build_registry(config)
     settings = PipelineSettings(
@@ -79,6 +80,7 @@ def build_pipeline(config: HubConfig, adapter_name: str, keys: KeyStore | None =
         default_service=ac.service,
         business_scenario=BusinessScenario(ac.business_scenario, ac.business_scenario_list_uri,
                                            ac.business_scenario_list_version),
+        limits=SizeLimits.from_config(config),
     )
     base = config.source.parent if config.source else Path.cwd()
     return DeliveryPipeline(settings, adapter=build_adapter(adapter_name, ac, keys, base), directory=directory,

@@ -10,6 +10,7 @@ so nothing is lost; the quorum queue's delivery limit stops endless loops (pitfa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -29,10 +30,11 @@ from hub.breaker import (
     BreakerSettings,
     CircuitBreaker,
 )
-from hub.broker import connect
+from hub.broker import broker_failure, connect
 from hub.config import HubConfig
 from hub.envelope import copy_properties
 from hub.errors import (
+    BrokerAccessRefused,
     ConfigError,
     EndpointUnavailable,
     HubError,
@@ -49,6 +51,7 @@ from hub.failures import (
     retry_headers,
     safe_error_text,
 )
+from hub.health import OutageRecord
 from hub.metrics import WorkerMetrics
 from hub.pipeline import DeliveryPipeline
 from hub.publisher import ResilientPublisher
@@ -96,6 +99,7 @@ class AdapterWorker:
         self.publisher: ResilientPublisher | None = None
         self.connected = threading.Event()
         self.connections_opened = 0
+        self.outage = OutageRecord()
         self._cautious = threading.Event()
         self._generation = 0
         if breaker_settings is None:
@@ -113,26 +117,43 @@ class AdapterWorker:
         self._stop.set()
 
     def run(self) -> None:
+        """Consume until ``stop()``. Raises ConfigError when retrying cannot help: the broker's
+        queues disagree with the config, or at start the broker refused login, vhost or permission
+        (``BrokerAccessRefused``; a refusal after a successful start is retried like an outage)."""
         backoff = 1.0
         try:
             while not self._stop.is_set():
+                opened = self.connections_opened
                 try:
                     self._run_connected()
-                    backoff = 1.0
-                except ConfigError:
-                    raise  # e.g. the broker's queues disagree with the config: retrying cannot help
                 except (HubError, pika.exceptions.AMQPError, OSError) as exc:
+                    error = exc if isinstance(exc, HubError) else broker_failure(exc, self.config.broker)
                     self.connected.clear()
                     self.metrics.consumer_connected.labels(self.adapter).set(0)
+                    started = self.connections_opened > 0
+                    if isinstance(error, ConfigError) and not (started and isinstance(error, BrokerAccessRefused)):
+                        raise error from None
                     if self._stop.is_set():
                         break
-                    log.warning("broker connection lost (%s: %s); reconnecting in %.0fs", type(exc).__name__, exc, backoff)
+                    if self.connections_opened > opened:  # it was up for a while: start the ladder again
+                        backoff = 1.0
+                    what = "broker connection lost" if started else "broker not reachable at start"
+                    self.outage.down(what)
+                    log.warning("%s (%s); reconnecting in %.0fs", what, error, backoff)
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 30.0)
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
             if self.publisher is not None:
                 self.publisher.close()
+
+    def broker_readiness(self) -> tuple[bool, str]:
+        """(ready, reason) of the broker side, for /readyz: connected, or since when it reconnects."""
+        if self.connected.is_set() and self.publisher is not None and self.publisher.is_open:
+            return True, "connected to the broker"
+        if self.connected.is_set():  # the publisher's connection reconnects on its next publish
+            return False, "broker publisher connection lost, reconnecting"
+        return False, self.outage.describe() or "connecting to the broker"
 
     def _on_breaker_change(self, old: str, new: str) -> None:
         self.metrics.breaker_state.labels(self.adapter).set(STATE_VALUES[new])
@@ -146,7 +167,8 @@ class AdapterWorker:
 
     def _consume(self, channel: Any, connection: pika.BlockingConnection, prefetch: int) -> str:
         channel.basic_qos(prefetch_count=prefetch)
-        return channel.basic_consume(self.queue, partial(self._on_message, connection))
+        consumer_tag: str = channel.basic_consume(self.queue, partial(self._on_message, connection))
+        return consumer_tag
 
     def _run_connected(self) -> None:
         connection = connect(self.config.broker, f"hub-worker-{self.adapter}")
@@ -175,6 +197,7 @@ class AdapterWorker:
                 report_channel.basic_qos(prefetch_count=self.adapter_config.concurrency)
             mode = None
             self.connections_opened += 1
+            self.outage.up()
             self.connected.set()
             self.metrics.consumer_connected.labels(self.adapter).set(1)
             log.info("worker %s consuming %s", self.adapter, self.queue)
@@ -216,10 +239,8 @@ class AdapterWorker:
         finally:
             self.connected.clear()
             if connection.is_open:
-                try:
+                with contextlib.suppress(pika.exceptions.AMQPError, OSError):  # closing a broken connection
                     connection.close()
-                except Exception:  # noqa: BLE001 - closing a broken connection
-                    pass
 
     def _set_blocked(self, blocked: bool) -> None:
         self.metrics.broker_blocked.labels(self.adapter).set(1 if blocked else 0)
@@ -310,6 +331,7 @@ class AdapterWorker:
         attempts = min(header_int(headers, H_ATTEMPT, 0), len(ladder)) + 1  # forged/stale values clamp
         first_failure = header_int(headers, H_FIRST_FAILURE, epoch_ms())
         transient = isinstance(error, HubError) and error.transient
+        self.metrics.failures.labels(self.adapter, error_reason(error)).inc()
         publisher = self._ensure_publisher()
         text = safe_error_text(error)
         outcome, event = "retry_scheduled", RETRY_SCHEDULED
@@ -371,5 +393,6 @@ class AdapterWorker:
 
 
 def _endpoint_failure(error: BaseException) -> bool:
-    """Failures that say the endpoint is unwell (count for the breaker); input errors do not."""
+    """Failures that say the endpoint is unwell (count for the breaker); input errors do not.
+    ``MalformedAnswer`` (an answer that makes no sense) is an ``EndpointUnavailable``: it counts."""
     return isinstance(error, EndpointUnavailable) or (isinstance(error, XtaFault) and error.transient)

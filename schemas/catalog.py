@@ -160,13 +160,14 @@ class CatalogResolver(etree.Resolver):
         self.catalog = catalog
         self.refused: list[str] = []
 
-    def resolve(self, system_url: str | None, public_id: str | None, context: Any) -> Any:
+    # lxml passes a context argument that lxml-stubs 0.5.1 leave out of Resolver.resolve
+    def resolve(self, system_url: str | None, public_id: str | None, context: Any) -> Any:  # type: ignore[override]
         """Map ``system_url`` to a local file; refuse any other URL with a network scheme."""
         if not system_url:
             return None
         local = self.catalog.resolve(system_url)
         if local is not None:
-            return self.resolve_filename(str(local), context)
+            return self.resolve_filename(str(local), context)  # type: ignore[attr-defined]  # not in lxml-stubs 0.5.1
         if is_remote(system_url):
             self.refused.append(system_url)
             raise ConfigError(

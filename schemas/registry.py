@@ -38,7 +38,9 @@ def compile_schema(path: Path, catalog: Catalog | None = None) -> etree.XMLSchem
     resolver = (catalog or Catalog()).resolver()
     # A fresh parser per run: lxml keeps a resolver's exception for the parser's next use.
     parser = etree.XMLParser(
-        no_network=True, load_dtd=False, resolve_entities="internal", huge_tree=False
+        no_network=True, load_dtd=False,
+        resolve_entities="internal",  # type: ignore[arg-type]  # lxml >= 5 takes "internal"; lxml-stubs 0.5.1 say bool
+        huge_tree=False,
     )
     parser.resolvers.add(resolver)
     try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Protocol
+from typing import Protocol, cast
 
 from lxml import etree
 
@@ -108,9 +108,10 @@ def summarize_violations(entries: Iterable[LogEntry], *, limit: int = 3) -> str:
     return f"{len(described)} {noun}: {shown}{more}"
 
 
-def schema_errors(log: Iterable[etree._LogEntry]) -> Sequence[etree._LogEntry]:
+def schema_errors(log: etree._ErrorLog | Iterable[etree._LogEntry]) -> Sequence[etree._LogEntry]:
     """The entries of a validation log that make a document invalid (warnings dropped)."""
-    return [entry for entry in log if entry.level >= etree.ErrorLevels.ERROR]
+    entries = cast("Iterable[etree._LogEntry]", log)  # lxml-stubs 0.5.1 declare _ErrorLog empty; it iterates these
+    return [entry for entry in entries if entry.level >= etree.ErrorLevels.ERROR]
 
 
 def _kind(entry: LogEntry) -> str:

@@ -14,17 +14,15 @@ from pathlib import Path
 import pika
 import pytest
 
+from tests.standards import standards_path
+
 ROOT = Path(__file__).resolve().parents[1]
-STANDARDS = ROOT.parent / "shared" / "standards"
 AMQP_BASE = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
 
 def standards_dir(name: str) -> Path:
-    """An official standard set from ../shared/standards (skips with a reason only if absent)."""
-    path = STANDARDS / name
-    if not path.is_dir():
-        pytest.skip(f"official standards folder {path} is absent (it lives beside the project in CI)")
-    return path
+    """An official standard set from ../shared/standards (tests/standards.py: skip locally, fail in CI)."""
+    return standards_path(name)
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +40,7 @@ def _rabbitmqctl(*args: str, attempts: int = 5) -> None:
     if ctl is None:
         pytest.fail("rabbitmqctl not found: integration tests need a local RabbitMQ (see README)")
     for attempt in range(attempts):
-        result = subprocess.run([ctl, "-q", *args], capture_output=True, timeout=60, text=True)
+        result = subprocess.run([ctl, "-q", *args], capture_output=True, timeout=60, text=True, check=False)
         if result.returncode == 0:
             return
         time.sleep(0.5 * (attempt + 1))

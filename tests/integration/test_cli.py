@@ -12,18 +12,22 @@ from pathlib import Path
 import pytest
 import tomli_w
 
+from hub.errors import XtaFault
 from hub.samples import make_ozg_application
 from tests.integration.helpers import drain
 from tests.reliability.support import free_port
-from transport.xta.metadata import Party
+from transport.content import Content, ContentPart
+from transport.xta.client import XtaClient, XtaEndpoint
+from transport.xta.container import build_content_container, generic_container
+from transport.xta.metadata import BusinessScenario, MessageMetaData, MessageType, Party
 
 pytestmark = pytest.mark.broker
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _hub(config: Path, *args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def _hub(config: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "hub", "--config", str(config), *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT, env=env)
+                          text=True, timeout=timeout, cwd=ROOT, env=env, check=False)  # callers check the code
 
 
 @pytest.fixture()
@@ -100,16 +104,37 @@ def test_simulator_command_takes_config_and_fault_flags(config_file: Path) -> No
     proc = subprocess.Popen([sys.executable, "-m", "hub", "--config", str(config_file), "simulator", "--port",
                              str(port), "--fault-rate", "9030:1.0:sendMessage"], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stats_url = f"http://127.0.0.1:{port}/_sim/stats"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_sim/stats", timeout=1) as resp:
+                with urllib.request.urlopen(stats_url, timeout=10) as resp:
                     assert json.loads(resp.read())["total"] == 0
                     break
             except OSError:
+                assert proc.poll() is None, f"simulator exited with {proc.returncode}"
                 assert time.monotonic() < deadline, "simulator did not start"
                 time.sleep(0.2)
+        # the flag has its effect: every sendMessage is answered 9030, other operations are not touched
+        client = XtaClient(XtaEndpoint(f"http://127.0.0.1:{port}/xta", timeout=30))
+        author = Party("alp:000001")  # the config's adapter account
+        message_id = client.create_message_id(author)
+        with pytest.raises(XtaFault) as info:
+            client.send_message(_metadata(message_id, author), generic_container(build_content_container(
+                Content(ContentPart(b"<antrag/>", "application/xml", "antrag.xml")))))
+        client.close()
+        assert info.value.code == "9030" and info.value.transient
+        with urllib.request.urlopen(stats_url, timeout=10) as resp:
+            stats = json.loads(resp.read())
+        assert stats["total"] == 0 and stats["faults"] == {"9030": 1}
     finally:
         proc.terminate()
-        assert proc.wait(20) == 0
+        assert proc.wait(60) == 0
+
+
+def _metadata(message_id: str, author: Party) -> MessageMetaData:
+    return MessageMetaData(
+        author=author, reader=Party("azr:000100"), message_id=message_id, service="xauslaender1211OZGPORTALABH",
+        business_scenario=BusinessScenario("XAUSLAENDER_DATA"),
+        message_type=MessageType("OZG.Antrag.130101", "urn:x", "1", "urn:y"))

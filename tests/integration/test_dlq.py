@@ -119,7 +119,7 @@ def test_interrupted_replay_loses_nothing(dead_letters, monkeypatch, crash_at: s
 
 
 def test_unroutable_replay_stays_in_the_dlq(dead_letters, pki) -> None:
-    config, envelopes = dead_letters
+    config, _envelopes = dead_letters
     # azr:000300 leaves the directory
     smaller = make_config(config.broker.url, pki, "http://127.0.0.1:9/xta", authorities={"azr:000100": "alpha"})
     conn = pika.BlockingConnection(pika.URLParameters(config.broker.url))

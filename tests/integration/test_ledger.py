@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -46,20 +47,43 @@ def test_allocate_then_deliver(ledger) -> None:
     assert ledger.lookup(mid).delivered
 
 
-def test_racing_allocations_agree_on_one_id(ledger) -> None:
-    mid = str(uuid.uuid4())
-    results: list[str] = []
-    barrier = threading.Barrier(4)
+def _run_in_threads(work: Callable[[int], object], count: int) -> list[object]:
+    """Run ``work(0..count-1)`` on ``count`` threads; every thread must finish, none may raise (an
+    exception in a thread is otherwise only a warning, and a dead racer would go unnoticed)."""
+    results: dict[int, object] = {}
+    errors: list[BaseException] = []
+    lock = threading.Lock()
 
-    def race(n: int) -> None:
-        barrier.wait()
-        results.append(ledger.allocate(mid, "advis", "azr:000100", f"urn:xta:{n}"))
+    def run(n: int) -> None:
+        try:
+            value = work(n)
+        except BaseException as exc:  # noqa: BLE001 - reported below, with the thread's number
+            with lock:
+                errors.append(exc)
+            return
+        with lock:
+            results[n] = value
 
-    threads = [threading.Thread(target=race, args=(n,)) for n in range(4)]
+    threads = [threading.Thread(target=run, args=(n,), name=f"ledger-racer-{n}") for n in range(count)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(120)
+    assert not [t.name for t in threads if t.is_alive()], "threads still running after 120 s"
+    assert not errors, errors
+    assert sorted(results) == list(range(count))
+    return [results[n] for n in range(count)]
+
+
+def test_racing_allocations_agree_on_one_id(ledger) -> None:
+    mid = str(uuid.uuid4())
+    barrier = threading.Barrier(4)
+
+    def race(n: int) -> str:
+        barrier.wait(60)
+        return ledger.allocate(mid, "advis", "azr:000100", f"urn:xta:{n}")
+
+    results = _run_in_threads(race, 4)
     assert len(set(results)) == 1 and results[0] == ledger.lookup(mid).transport_message_id
 
 
@@ -77,16 +101,12 @@ def test_forget_drops_only_undelivered_allocations(ledger) -> None:
 def test_concurrent_writers(ledger) -> None:
     ids = [str(uuid.uuid4()) for _ in range(200)]
 
-    def work(chunk: list[str]) -> None:
-        for mid in chunk:
+    def work(n: int) -> None:
+        for mid in ids[n::4]:
             ledger.allocate(mid, "a", "azr:1", f"t-{mid}")
             ledger.mark_delivered(mid)
 
-    threads = [threading.Thread(target=work, args=(ids[i::4],)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _run_in_threads(work, 4)
     assert all(ledger.lookup(mid).delivered for mid in ids)
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Any
+
 import pytest
 
+from tests.clock import SteppedClock
 from tests.integration.helpers import (
     StatusCollector,
     make_config,
@@ -16,16 +20,25 @@ from transport.xta.simulator import serve
 pytestmark = pytest.mark.broker
 
 
+def _open_report_polled(worker: Any) -> bool:
+    """The worker polled at least one transport report that is still open."""
+    return bool(worker.metrics.transport_reports.labels(worker.adapter, "open")._value.get() >= 1)
+
+
 def test_worker_emits_transport_report_events_with_traffic_light(fresh_broker_url, pki) -> None:
-    settings = sim_config(pki, report_delay=1.0, report_status={"azr:000200": 2, "azr:000300": 3})
+    clock = SteppedClock()  # reports stay open until both workers have polled them open once
+    settings = sim_config(pki, report_delay=30, report_status={"azr:000200": 2, "azr:000300": 3}, clock=clock)
     with serve(settings) as sim:
         config = make_config(fresh_broker_url, pki, sim.url, adapter_overrides={"report_poll_interval": 0.5})
         apps = [application("azr:000100", 9101), application("azr:000200", 9102), application("azr:000300", 9103)]
         status = StatusCollector(fresh_broker_url)
         try:
-            with running_worker(config, "alpha") as alpha, running_worker(config, "beta"):
+            with running_worker(config, "alpha") as alpha, running_worker(config, "beta") as beta:
                 publish(config, apps)
-                events = {e.destination: wait_for(lambda e=e: status.of(e.message_id, "transport_report"), 30,
+                for worker in (alpha, beta):
+                    wait_for(partial(_open_report_polled, worker), 60, what=f"an open report polled by {worker.adapter}")
+                clock.advance(30)
+                events = {e.destination: wait_for(partial(status.of, e.message_id, "transport_report"), 30,
                                                   what=f"report of {e.destination}")[0] for e in apps}
                 metrics = alpha.metrics
         finally:

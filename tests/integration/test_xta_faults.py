@@ -1,22 +1,26 @@
 """Each XTA fault class drives the right outcome through a real worker on RabbitMQ.
 
-Transient (XTA 9030/9031/9032, HTTP 5xx, dropped connections, outage windows) -> retry ladder
+Transient (XTA 9030/9031/9032, HTTP 5xx, dropped connections, outage windows, answers that make no
+sense: HTML, text, empty, SOAP 1.1, empty or wrong body, truncated MTOM) -> retry ladder
 (``retry_scheduled`` attempt 1, 2, ...) and delivered once the endpoint recovers, or dead-lettered
-with the reason after the ladder is exhausted. Permanent (every other code, protocol errors, the
-size limit, a service the reader does not offer) -> ``hub.dead`` at once (attempt 1) with the reason
-headers. An answer lost after the server accepted the message -> retry -> 9024 -> delivered once.
+with the reason after the ladder is exhausted. Permanent (every other code, the size limit, a
+service the reader does not offer) -> ``hub.dead`` at once (attempt 1) with the reason headers. An answer lost after the server accepted the message -> retry -> 9024 -> delivered once.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from hub.status import DEAD_LETTERED, DELIVERED
+from hub.status import DEAD_LETTERED, DELIVERED, RETRY_SCHEDULED
+from tests.clock import SteppedClock
 from tests.integration.helpers import (
     AUTHOR,
     StatusCollector,
     make_config,
     running_worker,
+    wait_for,
 )
 from tests.integration.test_xta_support import (
     application,
@@ -30,16 +34,24 @@ from transport.xta.simulator import ChaosConfig, FaultRate, InjectedFault, Outag
 
 pytestmark = pytest.mark.broker
 
-LADDER = [1, 1]  # seconds; two retries, then dead letter
+LADDER: list[float] = [1, 1]  # seconds; two retries, then dead letter
 
-TRANSIENT = [
+TRANSIENT: list[tuple[str, dict[str, Any], InjectedFault]] = [
     # (case, simulator changes, injection)
     ("xta_9030_send", {}, InjectedFault(operation="sendMessage", code="9030")),
     ("xta_9031_create_id", {}, InjectedFault(operation="createMessageId", code="9031")),
     ("xta_9032_lookup", {}, InjectedFault(operation="lookupService", code="9032")),
     ("http_503", {}, InjectedFault(operation="sendMessage", http_status=503)),
     ("dropped_connection", {}, InjectedFault(operation="sendMessage", drop=True)),
-    ("outage_window", {"chaos": ChaosConfig(outages=(Outage(0, 1.5, "503"),))}, None),
+    # answers that make no sense are the endpoint's fault (pitfall 11): retried, never dead-lettered at once
+    ("garbage_empty_body_create_id", {}, InjectedFault(operation="createMessageId", garbage="empty-body")),
+    ("garbage_wrong_body_lookup", {}, InjectedFault(operation="lookupService", garbage="wrong-body")),
+    ("garbage_html_send", {}, InjectedFault(operation="sendMessage", garbage="html")),
+    ("garbage_text_create_id", {}, InjectedFault(operation="createMessageId", garbage="text")),
+    ("garbage_empty_200_send", {}, InjectedFault(operation="sendMessage", garbage="empty")),
+    ("garbage_soap11_lookup", {}, InjectedFault(operation="lookupService", garbage="soap11")),
+    # accepted, then the answer is cut off: the re-send gets 9024 and counts as delivered
+    ("garbage_truncated_mtom_send", {}, InjectedFault(operation="sendMessage", garbage="truncated-mtom")),
 ]
 
 PERMANENT = [
@@ -85,9 +97,33 @@ def test_transient_faults_are_retried_and_then_delivered(broker_url, pki, case, 
     assert sim.store.messages()[0].parts[0].data == envelope.content.message.data
 
 
+def test_outage_window_is_retried_until_the_endpoint_is_back(broker_url, pki) -> None:
+    """The window ends when the test steps the simulator's clock (after a retry was scheduled), so a
+    slow start of the worker on a busy machine cannot make the outage pass unseen."""
+    clock = SteppedClock()
+    chaos = ChaosConfig(outages=(Outage(0, 60, "503"),))
+    with serve(sim_config(pki, chaos=chaos, clock=clock)) as sim:
+        config = make_config(broker_url, pki, sim.url, retry_delays=[1] * 10)  # retries keep coming meanwhile
+        envelope = application("azr:000100", 7006)
+        status = StatusCollector(broker_url)
+        try:
+            with running_worker(config, "alpha"):
+                publish(config, [envelope])
+                wait_for(lambda: status.of(envelope.message_id, RETRY_SCHEDULED), 60, what="a retry in the outage")
+                clock.advance(60)
+                final = outcome(status, envelope.message_id)
+            attempts = retries(status, envelope.message_id)
+        finally:
+            status.close()
+    assert final.event == DELIVERED, final
+    assert attempts[:1] == [1]
+    assert len(sim.store) == 1
+    assert sim.store.messages()[0].parts[0].data == envelope.content.message.data
+
+
 def test_answer_lost_after_acceptance_is_delivered_once(broker_url, pki) -> None:
     injection = InjectedFault(operation="sendMessage", drop=True, after_processing=True)
-    envelope, final, attempts, sim = _deliver_one(broker_url, pki, {}, injection=injection, seed=7100)
+    _envelope, final, attempts, sim = _deliver_one(broker_url, pki, {}, injection=injection, seed=7100)
     assert final.event == DELIVERED and final.detail["duplicate"] is True  # 9024 on the re-send
     assert attempts == [1]
     assert len(sim.store) == 1 and sim.store.stats()["faults"].get("9024") == 1
@@ -132,9 +168,12 @@ def test_permanent_faults_are_dead_lettered_at_once(broker_url, pki, case, sim_c
         assert "sendMessage" not in sim.store.stats()["calls"]  # refused before sending
 
 
-def test_garbage_answer_is_a_protocol_error(broker_url, pki) -> None:
-    envelope, final, attempts, _ = _deliver_one(broker_url, pki, {}, injection=InjectedFault(
-        operation="sendMessage", garbage=True), seed=7500)
-    assert final.event == DEAD_LETTERED and attempts == []
+def test_garbage_that_persists_exhausts_the_ladder_as_endpoint_protocol(broker_url, pki) -> None:
+    """Nonsense is retried along the ladder like an outage; only then dead-lettered, with its own reason."""
+    envelope, final, attempts, sim = _deliver_one(broker_url, pki, {}, injection=InjectedFault(
+        operation="sendMessage", garbage=True, count=100), seed=7500)
+    assert final.event == DEAD_LETTERED and attempts == [1, 2]
     headers = dead_letters(broker_url, {envelope.message_id})[envelope.message_id]
-    assert headers["x-hub-reason"] == "protocol" and headers["x-hub-error-class"] == "ProtocolError"
+    assert headers["x-hub-reason"] == "endpoint_protocol" and headers["x-hub-error-class"] == "MalformedAnswer"
+    assert headers["x-hub-attempts"] == 3
+    assert len(sim.store) == 0

@@ -10,6 +10,7 @@ import urllib.request
 
 import pytest
 
+from hub.config import LimitsConfig
 from hub.status import DEAD_LETTERED, DELIVERED
 from tests.integration.helpers import StatusCollector, make_config, running_worker
 from tests.integration.test_xta_support import (
@@ -37,6 +38,8 @@ def test_40_mb_container_is_delivered_via_mtom(broker_url, pki) -> None:
     assert 39_990_000 < envelope.content.size < FORTY_MB
     with serve(sim_config(pki), observer=observe) as sim:
         config = make_config(broker_url, pki, sim.url, adapter_overrides={"timeout": 120})
+        # the hub's own limit (default 20 MiB) raised to the XTA container limit, as an operator would
+        config = config.model_copy(update={"limits": LimitsConfig(max_content_bytes=40 * 1024 * 1024)})
         status = StatusCollector(broker_url)
         try:
             with running_worker(config, "alpha"):

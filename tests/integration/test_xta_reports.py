@@ -3,9 +3,12 @@ polls getTransportReport until the report leaves 0 (open): green for one reader,
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 
 from hub.status import DELIVERED
+from tests.clock import SteppedClock
 from tests.integration.helpers import (
     StatusCollector,
     make_config,
@@ -19,7 +22,8 @@ pytestmark = pytest.mark.broker
 
 
 def test_transport_report_polling_to_green_and_to_red(broker_url, pki) -> None:
-    config_sim = sim_config(pki, report_delay=1.5, report_status={"azr:000300": 3, "azr:000200": 2})
+    clock = SteppedClock()  # reports stay open until the test steps the simulator's clock
+    config_sim = sim_config(pki, report_delay=30, report_status={"azr:000300": 3, "azr:000200": 2}, clock=clock)
     with serve(config_sim) as sim:
         config = make_config(broker_url, pki, sim.url)
         green, yellow, red = (application("azr:000100", 8001), application("azr:000200", 8002),
@@ -30,12 +34,13 @@ def test_transport_report_polling_to_green_and_to_red(broker_url, pki) -> None:
                 publish(config, [green, yellow, red])
                 ids = {}
                 for e in (green, yellow, red):
-                    event = wait_for(lambda e=e: status.of(e.message_id, DELIVERED), 30, what="delivery")[0]
+                    event = wait_for(partial(status.of, e.message_id, DELIVERED), 30, what="delivery")[0]
                     ids[e.destination] = event.detail["xta_message_id"]
                 adapter_of = {"azr:000100": alpha.pipeline.adapter, "azr:000200": alpha.pipeline.adapter,
                               "azr:000300": beta.pipeline.adapter}
                 first = adapter_of["azr:000100"].transport_report(ids["azr:000100"])
                 assert (first.status, first.status_name, first.final) == (0, "open", False)
+                clock.advance(30)
                 reports = {dest: adapter_of[dest].wait_for_report(xta_id, timeout=20, interval=0.25)
                            for dest, xta_id in ids.items()}
         finally:

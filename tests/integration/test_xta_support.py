@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.envelope import Envelope, new_envelope
+from hub.limits import SizeLimits
 from hub.publisher import ConfirmingPublisher, publish_envelope
 from hub.samples import make_attachment, make_ozg_application
 from hub.status import DEAD_LETTERED, DELIVERED, RETRY_SCHEDULED, StatusEvent
@@ -43,7 +44,7 @@ def application(destination: str, seed: int, *, size: int = 24_000, data: bytes 
 
 def publish(config: Any, envelopes: list[Envelope]) -> None:
     with ConfirmingPublisher(config.broker, "test-portal") as publisher:
-        for future in [publish_envelope(publisher, e) for e in envelopes]:
+        for future in [publish_envelope(publisher, e, SizeLimits.from_config(config)) for e in envelopes]:
             future.result(timeout=60)
 
 

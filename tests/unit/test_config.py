@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "demo.toml"
 
 
-def _minimal() -> dict:
+def _minimal() -> dict[str, Any]:
     return {
         "adapters": {"advis": {"endpoint": "http://127.0.0.1:1/xta", "signing_key": "k.pem",
                                "author": {"identifier": "alp:1"}}},

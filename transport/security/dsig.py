@@ -223,12 +223,13 @@ def verify_value(cert: x509.Certificate, method: str, value: bytes, data: bytes)
     key = cert.public_key()
     try:
         if family == "rsa" and isinstance(key, rsa.RSAPublicKey):
+            digest = algo()
             pad = (
                 padding.PKCS1v15()
                 if kind == "pkcs1"
-                else padding.PSS(mgf=padding.MGF1(algo()), salt_length=algo.digest_size)
+                else padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size)
             )
-            key.verify(value, data, pad, algo())
+            key.verify(value, data, pad, digest)
         elif family == "ec" and isinstance(key, ec.EllipticCurvePublicKey):
             size = (key.curve.key_size + 7) // 8
             if len(value) != 2 * size:

@@ -168,8 +168,9 @@ def encrypt_xml(
     key_cipher = etree.SubElement(enc_key, _q(XENC_NS, "CipherData"))
     etree.SubElement(key_cipher, _q(XENC_NS, "CipherValue")).text = _b64(wrapped)
     cipher_data = etree.SubElement(enc, _q(XENC_NS, "CipherData"))
-    # ASCII bytes go into lxml without a str round trip (matters for ~55 MB of base64).
-    etree.SubElement(cipher_data, _q(XENC_NS, "CipherValue")).text = binascii.b2a_base64(
+    # ASCII bytes go into lxml without a str round trip (matters for ~55 MB of base64);
+    # lxml takes bytes for .text, lxml-stubs 0.5.1 declare str only.
+    etree.SubElement(cipher_data, _q(XENC_NS, "CipherValue")).text = binascii.b2a_base64(  # type: ignore[assignment]
         iv + sealed, newline=False
     )
     return enc
@@ -218,15 +219,18 @@ def _oaep_padding(method: etree._Element, allow_legacy: bool) -> padding.OAEP:
     legacy = {SHA1: hashes.SHA1, MGF1_SHA1: hashes.SHA1} if allow_legacy else {}
     digest = _DIGESTS.get(digest_uri) or legacy.get(digest_uri)
     mgf = _MGFS.get(mgf_uri) or legacy.get(mgf_uri)
-    for name, found, value in (("digest", digest, digest_uri), ("MGF", mgf, mgf_uri)):
-        if found is None:
-            verdict = "refused (deprecated)" if value in (SHA1, MGF1_SHA1) else "not supported"
-            raise UnsupportedAlgorithm(f"RSA-OAEP {name} {value} {verdict}")
+    if digest is None:
+        raise _oaep_refused("digest", digest_uri)
+    if mgf is None:
+        raise _oaep_refused("MGF", mgf_uri)
     params = _child(method, XENC_NS, "OAEPparams")
     label = _b64decode(params.text) if params is not None else None
-    return padding.OAEP(
-        mgf=padding.MGF1(mgf()), algorithm=digest(), label=label or None  # type: ignore[misc]
-    )
+    return padding.OAEP(mgf=padding.MGF1(mgf()), algorithm=digest(), label=label or None)
+
+
+def _oaep_refused(name: str, value: str) -> UnsupportedAlgorithm:
+    verdict = "refused (deprecated)" if value in (SHA1, MGF1_SHA1) else "not supported"
+    return UnsupportedAlgorithm(f"RSA-OAEP {name} {value} {verdict}")
 
 
 def _b64decode(text: str | None) -> bytes:
@@ -285,7 +289,7 @@ def _unwrap_key(
     raise DecryptionFailed("cannot unwrap the content key (wrong key or tampered EncryptedKey)")
 
 
-def _decrypt_cbc(content_key: bytes, raw: bytes) -> bytes:
+def _decrypt_cbc(content_key: bytes, raw: bytes | memoryview) -> bytes:
     """Legacy AES-CBC with XML-Enc padding (last byte = pad length, other pad bytes arbitrary)."""
     if len(raw) < 32 or len(raw) % 16:
         raise DecryptionFailed("ciphertext length invalid")
@@ -308,9 +312,10 @@ def content_algorithm(encrypted: etree._Element, *, allow_legacy: bool = False) 
 
 
 def unwrap_content_key(
-    encrypted: etree._Element, private_key: rsa.RSAPrivateKey, *, allow_legacy: bool = False
+    encrypted: etree._Element, private_key: object, *, allow_legacy: bool = False
 ) -> bytes:
-    """The content key from ``EncryptedData/KeyInfo/EncryptedKey`` for the reader's RSA key."""
+    """The content key from ``EncryptedData/KeyInfo/EncryptedKey`` for the reader's RSA key
+    (any other key is refused here, so callers may pass what a key file held)."""
     if not isinstance(private_key, rsa.RSAPrivateKey):
         raise UnsupportedAlgorithm(
             f"private key type {type(private_key).__name__} not supported (RSA-OAEP needs RSA)"
@@ -319,7 +324,7 @@ def unwrap_content_key(
     return _unwrap_key(encrypted, private_key, key_len, allow_legacy)
 
 
-def decrypt_octets(algorithm: str, content_key: bytes, raw: bytes) -> bytes:
+def decrypt_octets(algorithm: str, content_key: bytes, raw: bytes | memoryview) -> bytes:
     """Decrypt ``raw`` (IV || ciphertext [|| tag]) with the content key; any failure is generic."""
     if algorithm in _LEGACY_CBC_KEY_BYTES:
         return _decrypt_cbc(content_key, raw)

@@ -90,7 +90,9 @@ class VerifiedOsciSignature:
 def _by_id(documents: Sequence[etree._Element], ident: str, what: str) -> etree._Element:
     hits: list[etree._Element] = []
     for doc in documents:
-        hits.extend(doc.xpath("//*[@Id=$i]", i=ident))
+        found = doc.xpath("//*[@Id=$i]", i=ident)
+        if isinstance(found, list):
+            hits.extend(hit for hit in found if isinstance(hit, etree._Element))
     if len(hits) != 1:
         state = "not found" if not hits else f"not unique ({len(hits)} elements)"
         raise SignatureInvalid(f"{what} Id {ident!r} {state}")
@@ -241,7 +243,7 @@ def decrypt_osci(
         raise DecryptionFailed(f"expected xenc:EncryptedData, found {etree.QName(encrypted).localname}")
     algorithm = content_algorithm(encrypted)
     _check_iv_length(encrypted)
-    key = unwrap_content_key(encrypted, private_key)  # type: ignore[arg-type]
+    key = unwrap_content_key(encrypted, private_key)
     return decrypt_octets(algorithm, key, _cipher_octets(encrypted, attachments or {}))
 
 

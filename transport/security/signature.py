@@ -216,6 +216,8 @@ _ENVELOPED_C14N = (EXC_C14N, C14N)
 def _without(tree: etree._ElementTree, sig: etree._Element) -> None:
     """Remove ``sig`` as the enveloped-signature transform does: its tail text stays."""
     parent = sig.getparent()
+    if parent is None:
+        raise SignatureInvalid("an enveloped signature cannot be the document itself")
     tail = sig.tail
     previous = sig.getprevious()
     parent.remove(sig)

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from hub.errors import KeyStoreError
-from transport.security.keys import load_certificate, load_private_key
+from transport.security.keys import PrivateKey, load_certificate, load_private_key
 
 __all__ = ["CA_NAME", "make_test_pki"]
 
@@ -77,7 +77,7 @@ def _reusable(
 def _issue(
     name: str,
     key: rsa.RSAPrivateKey,
-    issuer_key: rsa.RSAPrivateKey,
+    issuer_key: PrivateKey,
     issuer: x509.Certificate | None,
 ) -> x509.Certificate:
     now = _dt.datetime.now(_dt.UTC)
@@ -91,7 +91,7 @@ def _issue(
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
-        .issuer_name(subject if is_ca else issuer.subject)  # type: ignore[union-attr]
+        .issuer_name(subject if issuer is None else issuer.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - _dt.timedelta(days=1))
@@ -147,12 +147,13 @@ def make_test_pki(
 
     ca_key_path, ca_cert_path = _paths(directory, CA_NAME)
     ca_fresh = not _reusable(ca_key_path, ca_cert_path, "xoev-hub test CA", None, key_size)
+    ca_key: PrivateKey
     if ca_fresh:
         ca_key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
         ca_cert = _issue("xoev-hub test CA", ca_key, ca_key, None)
         _write_pair(ca_key_path, ca_cert_path, ca_key, ca_cert)
     else:
-        ca_key = load_private_key(ca_key_path)  # type: ignore[assignment]
+        ca_key = load_private_key(ca_key_path)
         ca_cert = load_certificate(ca_cert_path)
 
     result: dict[str, tuple[Path, Path]] = {CA_NAME: (ca_key_path, ca_cert_path)}
@@ -160,7 +161,7 @@ def make_test_pki(
         key_path, cert_path = _paths(directory, name)
         if ca_fresh or not _reusable(key_path, cert_path, name, ca_cert, key_size):
             key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
-            cert = _issue(name, key, ca_key, ca_cert)  # type: ignore[arg-type]
+            cert = _issue(name, key, ca_key, ca_cert)
             _write_pair(key_path, cert_path, key, cert)
         result[name] = (key_path, cert_path)
     return result

@@ -12,6 +12,7 @@ import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Self
 
 from lxml import etree
 
@@ -74,7 +75,7 @@ class OutgoingContainer:
         """Release spooled parts (ciphertext files)."""
         self.attachments.close()
 
-    def __enter__(self) -> OutgoingContainer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -109,7 +109,8 @@ def encrypt_container(content: Content, recipient: x509.Certificate, attachments
     key = os.urandom(32)
     iv = os.urandom(_GCM_IV)
     encryptor = Cipher(algorithms.AES(key), modes.GCM(iv)).encryptor()
-    spool: Any = tempfile.SpooledTemporaryFile(max_size=spool_threshold, prefix="xta-cipher-")
+    # no `with`: on success the spool is handed to ``attachments``, which closes it
+    spool: Any = tempfile.SpooledTemporaryFile(max_size=spool_threshold, prefix="xta-cipher-")  # noqa: SIM115
     try:
         spool.write(iv)
         for chunk in container_octets(content):
@@ -167,4 +168,4 @@ def decrypt_octets_for(encrypted: etree._Element, raw: memoryview, private_key: 
     if not isinstance(private_key, rsa.RSAPrivateKey):
         raise DecryptionFailed("reader key is not an RSA key")
     algorithm = content_algorithm(encrypted)
-    return decrypt_octets(algorithm, unwrap_content_key(encrypted, private_key), raw)  # type: ignore[arg-type]
+    return decrypt_octets(algorithm, unwrap_content_key(encrypted, private_key), raw)

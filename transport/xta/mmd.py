@@ -67,7 +67,7 @@ def parse_party(el: etree._Element) -> Party:
     """Read a PartyType element (Author/Reader) into a Party."""
     ident = el.find(IDENTIFIER)
     value = (ident.text or "").strip() if ident is not None else ""
-    if not value:
+    if ident is None or not value:
         raise ProtocolError(f"{etree.QName(el).localname}: Identifier missing or empty")
     return Party(identifier=value, name=ident.get("name"), category=ident.get("category"),
                  type=ident.get("type") or "xoev")
@@ -180,8 +180,9 @@ def _parse_delivery_attributes(el: etree._Element | None) -> DeliveryAttributes:
     values: dict[str, object] = {}
     for local in _TIMES:
         child = el.find(_om(local))
-        if child is not None and (child.text or "").strip():
-            values[_FIELDS[local]] = _parse_time(child.text.strip(), local)
+        text = (child.text or "").strip() if child is not None else ""
+        if text:
+            values[_FIELDS[local]] = _parse_time(text, local)
     quality = el.findtext(_om("ServiceQuality"))
     requests_el = el.find(_om("ReceiptRequests"))
     kinds: tuple[str, ...] = ()
@@ -190,7 +191,15 @@ def _parse_delivery_attributes(el: etree._Element | None) -> DeliveryAttributes:
         kinds = tuple(k for k in RECEIPT_KINDS if requests_el.find(_om(k)) is not None)
         receipt_to = (requests_el.findtext(f"{_om('ReceiptTo')}/{q(WSA, 'Address')}") or "").strip() or None
     return DeliveryAttributes(service_quality=(quality or "").strip() or None, receipt_requests=kinds,
-                              receipt_to=receipt_to, **values)  # type: ignore[arg-type]
+                              receipt_to=receipt_to, **values)  # type: ignore[arg-type]  # a date or datetime per field
+
+
+def _message_property(p: etree._Element) -> MessageProperty:
+    key = p.find(_om("Key"))
+    return MessageProperty(code=(p.findtext(f"{_om('Key')}/code") or "").strip(),
+                           list_uri=key.get("listURI", "") if key is not None else "",
+                           list_version=key.get("listVersionID", "") if key is not None else "",
+                           value=(p.findtext(_om("Value")) or ""))
 
 
 def parse_message_metadata(el: etree._Element) -> MessageMetaData:
@@ -219,13 +228,7 @@ def parse_message_metadata(el: etree._Element) -> MessageMetaData:
         code=_text(_required(mt_el, "code", "MessageType code"), "MessageType code"),
         list_uri=mt_el.get("listURI", ""), list_version=mt_el.get("listVersionID", ""),
         payload_schema=mt_el.get("payloadSchema", ""))
-    properties = tuple(
-        MessageProperty(code=(p.findtext(f"{_om('Key')}/code") or "").strip(),
-                        list_uri=(p.find(_om("Key")).get("listURI", "") if p.find(_om("Key")) is not None else ""),
-                        list_version=(p.find(_om("Key")).get("listVersionID", "")
-                                      if p.find(_om("Key")) is not None else ""),
-                        value=(p.findtext(_om("Value")) or ""))
-        for p in el.findall(f"{_om('MessageProperties')}/{_om('Property')}"))
+    properties = tuple(_message_property(p) for p in el.findall(f"{_om('MessageProperties')}/{_om('Property')}"))
     size_el = el.find(_om("MsgSize"))
     try:
         size = int(size_el.text) if size_el is not None and size_el.text else None

@@ -86,7 +86,12 @@ class Attachments:
                 content_type: str = "application/octet-stream", stream: BinaryIO | None = None,
                 length: int = 0) -> str:
         """Make ``parent``'s content an ``xop:Include`` of a new part (bytes or a stream)."""
-        cid = self.add(data, content_type) if stream is None else self.add_stream(stream, length, content_type)
+        if stream is not None:
+            cid = self.add_stream(stream, length, content_type)
+        elif data is not None:
+            cid = self.add(data, content_type)
+        else:
+            raise TypeError("include() needs data or a stream")
         parent.text = None
         include = etree.SubElement(parent, XOP_INCLUDE, nsmap={"xop": XOP})
         include.set("href", f"cid:{quote(cid, safe='@.')}")
@@ -198,7 +203,7 @@ def _params(header_value: str) -> tuple[str, dict[str, str]]:
 
 
 def is_multipart(content_type: str | None) -> bool:
-    return bool(content_type) and _params(content_type)[0] == "multipart/related"
+    return content_type is not None and _params(content_type)[0] == "multipart/related"
 
 
 @dataclass(frozen=True)
@@ -289,6 +294,8 @@ def inline_xop(root: etree._Element, parts: Mapping[str, memoryview]) -> int:
     includes = list(root.iter(XOP_INCLUDE))
     for include in includes:
         parent = include.getparent()
+        if parent is None:  # the document itself is an xop:Include
+            raise ProtocolError("xop:Include without a parent element")
         cid = xop_cid(parent)
         parent.remove(include)
         parent.text = base64.b64encode(part_bytes(parts, cid or "")).decode("ascii")

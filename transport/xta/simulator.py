@@ -9,7 +9,8 @@ operation is chosen by wsa:Action and cross-checked with the body. Answers and f
 the official schemas; content-bearing answers go out as MTOM (``mtom_responses``). Anything malformed
 gets a SOAP 1.2 Sender fault, never an HTTP 500 traceback. Operations: ``simulator_ops`` (management,
 send), ``simulator_msgbox`` (mailboxes), ``simulator_reports`` (transport reports), ``simulator_chaos``
-(fault injection). A JSON inspection/control API lives under ``/_sim/``:
+(fault injection), ``simulator_garbage`` (answers that make no sense). A JSON inspection/control
+API lives under ``/_sim/``:
 
     GET  /_sim/messages[?reader=ID]               summaries (no payload bytes)
     GET  /_sim/messages/<message id>               one summary
@@ -18,7 +19,7 @@ send), ``simulator_msgbox`` (mailboxes), ``simulator_reports`` (transport report
     GET  /_sim/stats                               messages per reader, calls, faults by code
     POST /_sim/reset                               forget messages, MessageIDs, counters, injections
     POST /_sim/inject                              {"operation": "sendMessage"|null, "http_status": 503 |
-                                                    "code": "9030" | "garbage": true | "drop": true
+                                                    "code": "9030" | "garbage": true | "html" | ... | "drop": true
                                                     [, "after_processing": true], "latency": 0.5, "count": 1}
     GET|POST /_sim/chaos                           standing fault injection (ChaosConfig as JSON)
 
@@ -34,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from lxml import etree
 from werkzeug.exceptions import HTTPException
@@ -56,6 +57,7 @@ from transport.xta.simulator_config import (
     ServerTls,
     SimulatorConfig,
 )
+from transport.xta.simulator_garbage import processed_answer, processes, unprocessed_answer
 from transport.xta.simulator_msgbox import MsgBoxOperations
 from transport.xta.simulator_ops import (
     Answer,
@@ -76,7 +78,6 @@ from transport.xta.soap import (
 log = logging.getLogger(__name__)
 
 SOAP_PATH = "/xta"
-_GARBAGE = b"<html>this is not a SOAP answer</oops"
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ class XtaSimulator(InspectionApi):
         self.registry = MessageIdRegistry(config.server_identity)
         self.operations = XtaOperations(config, self.registry, self.store)
         self.msgbox = MsgBoxOperations(config, self.store, self.operations)
-        self.chaos = Chaos(config.chaos)
+        self.chaos = Chaos(config.chaos, clock=config.clock)
         ops, box = self.operations, self.msgbox
         self._handlers: dict[str, Callable[[Request], Answer]] = {
             "checkAccountActive": ops.check_account_active, "createMessageId": ops.create_message_id,
@@ -165,6 +166,7 @@ class XtaSimulator(InspectionApi):
         if before is not None and before.kind == "drop":
             _drop(request)
         data, operation, ctype = b"", None, request.headers.get("Content-Type", "")
+        body: bytes | mtom.MultipartBody
         try:
             data = self._read_body(request)
             if before is not None and before.kind in ("http", "fault"):
@@ -228,9 +230,11 @@ class XtaSimulator(InspectionApi):
             raise SimulatedFault("9000", f"request rejected: not acceptable XML ({exc.reason})",
                                  exception_type=faults.PARAMETER_IS_NOT_VALID) from None
 
-    def _soap(self, data: bytes, content_type: str, http: HttpRequest) -> tuple[str | None, int, Any, str]:
+    def _soap(self, data: bytes, content_type: str,
+              http: HttpRequest) -> tuple[str | None, int, bytes | mtom.MultipartBody, str]:
         """(operation, HTTP status, response body, response content type) for one SOAP request."""
         request_id = action = operation = None
+        garbage: str | None = None  # a kind of nonsense to answer after carrying the request out
         plain = f"{SOAP12_CONTENT_TYPE}; charset=utf-8"
         try:
             root, parts, is_mtom = self._parse(data, content_type)
@@ -254,7 +258,8 @@ class XtaSimulator(InspectionApi):
             disruption = self.chaos.after_parse(operation)
             if disruption is not None and disruption.kind == "drop" and not disruption.after_processing:
                 _drop(http)
-            if disruption is not None and disruption.kind in ("http", "fault", "garbage"):
+            garbage = disruption.garbage if disruption is not None and disruption.kind == "garbage" else None
+            if disruption is not None and disruption.kind in ("http", "fault", "garbage") and not processes(garbage):
                 return self._disrupted(disruption, action, request_id)
             # sendMessageSync answers in kind; MsgBox answers per config or the client's Accept header
             wants_mtom = is_mtom if operation == "sendMessageSync" else (
@@ -270,11 +275,15 @@ class XtaSimulator(InspectionApi):
             raise
         except SimulatedFault as fault:
             return operation, *self._fault_answer(fault, action if operation else None, request_id), plain
-        except Exception as exc:  # a bug or a failing dependency: a technical problem, not a crash
+        # the request handler is the simulator's process boundary: a bug or a failing dependency is
+        # logged and answered as a technical problem (9030), never a crashed server thread
+        except Exception as exc:  # noqa: BLE001
             log.error("XTA simulator: %s failed: %s", operation or "request", type(exc).__name__)
-            fault = SimulatedFault("9030", "internal error of the simulator")
-            return operation, *self._fault_answer(fault, action if operation else None, request_id), plain
+            internal = SimulatedFault("9030", "internal error of the simulator")
+            return operation, *self._fault_answer(internal, action if operation else None, request_id), plain
         headers = [*answer.headers, *addressing_headers(action, relates_to=request_id)]
+        if garbage is not None:  # carried out, but the answer comes out broken
+            return operation, *processed_answer(garbage, headers, answer.body, answer.attachments, action)
         envelope = _serialize(build_envelope(headers, answer.body))
         if answer.attachments is not None and len(answer.attachments):
             content_type_out, multipart = mtom.package(envelope, answer.attachments, action)
@@ -287,7 +296,7 @@ class XtaSimulator(InspectionApi):
             time.sleep(disruption.delay)
         operation = ACTIONS.get(action or "")
         if disruption.kind == "garbage":
-            return operation, 200, _GARBAGE, "text/plain"
+            return operation, *unprocessed_answer(disruption.garbage or "text", action, request_id)
         if disruption.kind == "http":
             return operation, disruption.http_status or 503, b"", "text/plain"
         fault = SimulatedFault(disruption.code or "9030", disruption.reason)
@@ -353,7 +362,7 @@ class RunningSimulator:
         self.simulator = simulator
         self._server = server
         self._thread = thread
-        host, port = server.server_address[:2]
+        host, port = server.socket.getsockname()[:2]  # what server_bind stored as server_address
         scheme = "https" if server.ssl_context is not None else "http"
         self.base_url = f"{scheme}://{host}:{port}"
         self.url = f"{self.base_url}{SOAP_PATH}"
@@ -372,7 +381,7 @@ class RunningSimulator:
         self._server.server_close()
         self._thread.join(timeout=5)
 
-    def __enter__(self) -> RunningSimulator:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

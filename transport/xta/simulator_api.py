@@ -11,8 +11,10 @@ from typing import Any
 from werkzeug.wrappers import Request as HttpRequest
 from werkzeug.wrappers import Response
 
-from transport.xta.simulator_config import ChaosConfig, InjectedFault
+from transport.xta.simulator_chaos import Chaos
+from transport.xta.simulator_config import ChaosConfig, InjectedFault, SimulatorConfig
 from transport.xta.simulator_reports import build_report
+from transport.xta.simulator_store import MessageStore
 
 
 def json_response(value: Any, status: int = 200) -> Response:
@@ -22,9 +24,9 @@ def json_response(value: Any, status: int = 200) -> Response:
 class InspectionApi:
     """``/_sim`` handlers; the host class provides store, config, chaos, inject, reset, configure_chaos."""
 
-    store: Any
-    config: Any
-    chaos: Any
+    store: MessageStore
+    config: SimulatorConfig
+    chaos: Chaos
     inject: Any
     reset: Any
     configure_chaos: Any
@@ -48,7 +50,7 @@ class InspectionApi:
         message, state = self.store.get(message_id), self.store.state(message_id)
         if message is None or state is None:
             return json_response({"error": "no such message"}, 404)
-        report = build_report(self.config, message, state)
+        report = build_report(self.config, message, state, self.config.clock())
         records = {kind: [asdict(r) for r in getattr(report, kind)] for kind in ("errors", "warnings", "infos")}
         return json_response({"message_id": message_id, "status": report.status, "status_name": report.status_name,
                       "report_time": report.report_time, **records})

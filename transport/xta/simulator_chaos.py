@@ -1,8 +1,8 @@
 """Fault injection of the XTA simulator: one-off injections and standing chaos (rates, outages, drops).
 
 ``Chaos.before_request`` runs before the request body is read (outage windows, random connection
-drops, extra latency); ``Chaos.after_parse`` once the operation is known (count-based injections,
-error codes at a rate). Both return a ``Disruption`` (or None) that the WSGI layer carries out.
+drops, extra latency); ``Chaos.after_parse`` once the operation is known (garbage windows, whose
+nonsense depends on the operation; count-based injections; error codes at a rate). Both return a ``Disruption`` (or None) that the WSGI layer carries out.
 """
 
 from __future__ import annotations
@@ -10,28 +10,32 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from transport.xta.simulator_config import ChaosConfig, InjectedFault
+from transport.xta.simulator_config import GARBAGE_KINDS, ChaosConfig, InjectedFault
 
 
 @dataclass(frozen=True)
 class Disruption:
-    """What to do instead of (or on top of) answering: ``kind`` drop/http/fault/garbage/None."""
+    """What to do instead of (or on top of) answering: ``kind`` drop/http/fault/garbage/None;
+    ``garbage`` names the kind of nonsense (``simulator_config.GARBAGE_KINDS``)."""
 
     kind: str | None = None
     http_status: int | None = None
     code: str | None = None
+    garbage: str | None = None
     delay: float = 0.0
     after_processing: bool = False
     reason: str = "injected fault"
 
 
 class Chaos:
-    """Thread-safe source of disruptions; ``started`` (monotonic) anchors the outage windows."""
+    """Thread-safe source of disruptions; ``started`` (read from ``clock``) anchors the outage windows."""
 
-    def __init__(self, config: ChaosConfig) -> None:
+    def __init__(self, config: ChaosConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
+        self._clock = clock
         self._injections: list[InjectedFault] = []
         self.configure(config)
 
@@ -40,7 +44,7 @@ class Chaos:
         with self._lock:
             self.config = config
             self._random = random.Random(config.seed)
-            self.started = time.monotonic()
+            self.started = self._clock()
 
     def inject(self, fault: InjectedFault) -> None:
         with self._lock:
@@ -59,9 +63,11 @@ class Chaos:
         with self._lock:
             c = self.config
             delay = self._delay()
-            elapsed = time.monotonic() - self.started
+            elapsed = self._clock() - self.started
             for outage in c.outages:
                 if outage.start <= elapsed < outage.start + outage.duration:
+                    if outage.mode in GARBAGE_KINDS:
+                        continue  # answered after parsing: the nonsense depends on the operation
                     if outage.mode == "drop":
                         return Disruption("drop", delay=delay, reason="outage window")
                     if outage.mode == "503":
@@ -73,6 +79,10 @@ class Chaos:
 
     def after_parse(self, operation: str) -> Disruption | None:
         with self._lock:
+            elapsed = self._clock() - self.started
+            for outage in self.config.outages:
+                if outage.mode in GARBAGE_KINDS and outage.start <= elapsed < outage.start + outage.duration:
+                    return Disruption("garbage", garbage=outage.mode, reason="outage window")
             for fault in self._injections:
                 if fault.operation in (None, operation):
                     fault.count -= 1
@@ -90,8 +100,8 @@ class Chaos:
 def _from_injection(fault: InjectedFault) -> Disruption:
     if fault.drop:
         return Disruption("drop", delay=fault.latency, after_processing=fault.after_processing)
-    if fault.garbage:
-        return Disruption("garbage", delay=fault.latency)
+    if fault.garbage_kind is not None:
+        return Disruption("garbage", garbage=fault.garbage_kind, delay=fault.latency)
     if fault.http_status is not None:
         return Disruption("http", http_status=fault.http_status, delay=fault.latency)
     if fault.code is not None:

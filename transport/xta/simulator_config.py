@@ -8,7 +8,8 @@ next N matching calls (tests, ``POST /_sim/inject``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ from typing import Any
 from cryptography import x509
 
 ACCOUNT_LOCKED, ACCOUNT_EXPIRED = "locked", "expired"
-OUTAGE_MODES = ("503", "drop")  # plus any XTA error code, e.g. "9030"
+# answers that make no sense (transport.xta.simulator_garbage): a broken deploy or a gateway in front
+GARBAGE_KINDS = ("empty-body", "wrong-body", "html", "text", "empty", "soap11", "truncated-mtom")
+OUTAGE_MODES = ("503", "drop", *GARBAGE_KINDS)  # plus any XTA error code, e.g. "9030"
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,8 @@ class FaultRate:
 @dataclass(frozen=True)
 class Outage:
     """From ``start`` seconds after the simulator started, for ``duration`` seconds, every SOAP call
-    fails: ``mode`` "503" (HTTP 503), "drop" (connection closed without answer) or an XTA code."""
+    fails: ``mode`` "503" (HTTP 503), "drop" (connection closed without answer), an XTA code, or one
+    of ``GARBAGE_KINDS`` (a nonsensical answer of that kind, e.g. "html", "empty-body")."""
 
     start: float
     duration: float
@@ -92,7 +96,7 @@ class InjectedFault:
     operation: str | None = None  # "sendMessage" etc.; None = any operation
     http_status: int | None = None  # plain HTTP error without SOAP fault (e.g. 503)
     code: str | None = None  # XTA fault with this errorCode (e.g. "9030")
-    garbage: bool = False  # HTTP 200 with a body that is not XML
+    garbage: bool | str = False  # a nonsensical answer: one of GARBAGE_KINDS (True: "text", not XML)
     drop: bool = False
     after_processing: bool = False
     latency: float = 0.0
@@ -109,6 +113,15 @@ class InjectedFault:
             raise ValueError("latency must be a number of seconds >= 0")
         if self.after_processing and not self.drop:
             raise ValueError("after_processing only applies to drop")
+        if not isinstance(self.garbage, bool) and self.garbage not in GARBAGE_KINDS:
+            raise ValueError(f"garbage must be true or one of {GARBAGE_KINDS}")
+
+    @property
+    def garbage_kind(self) -> str | None:
+        """The kind of nonsensical answer (``garbage = True`` is "text"), None for none."""
+        if isinstance(self.garbage, str):
+            return self.garbage
+        return "text" if self.garbage else None
 
 
 @dataclass(frozen=True)
@@ -151,3 +164,5 @@ class SimulatorConfig:
     # fault injection and transport
     chaos: ChaosConfig = ChaosConfig()
     tls: ServerTls | None = None
+    # seconds since the epoch: anchors report delays and outage windows; tests pass a clock they step
+    clock: Callable[[], float] = field(default=time.time, compare=False, repr=False)

@@ -88,7 +88,7 @@ class MsgBoxOperations:
             raise SimulatedFault("9022", str(exc)) from None
 
     def _mailbox(self, reader: str, only: tuple[str, ...] = ()) -> list[StoredMessage]:
-        now = time.time()
+        now = self.config.clock()
         result = []
         for message in self.store.messages(reader):
             state = self.store.state(message.message_id)
@@ -181,7 +181,7 @@ class MsgBoxOperations:
                 message_id = iterator.remaining.pop(0)
             message = self.store.get(message_id)
             state = self.store.state(message_id)
-            if message is None or state is None or not in_mailbox(state):
+            if message is None or state is None or not in_mailbox(state, self.config.clock()):
                 continue  # fetched or cancelled meanwhile
             with self._lock:
                 iterator.handed_out.append(message_id)
@@ -205,7 +205,7 @@ class MsgBoxOperations:
         unknown = [i for i in fetched if i not in iterator.handed_out]
         if unknown:
             raise SimulatedFault("9070", f"MessageID was not handed out under this MsgBoxRequestID: {unknown[0]}")
-        now = time.time()
+        now = self.config.clock()
         for message_id in fetched:
             self.store.update_state(message_id, fetched_at=now)
         with self._lock:
@@ -241,6 +241,7 @@ def wire_container(content: WireContent, attachments: Attachments | None) -> etr
     if content.encrypted:
         encrypted = parse_xml(content.encrypted_template or b"")
         value = encrypted.find(f"{{{XENC}}}CipherData/{{{XENC}}}CipherValue")
+        assert value is not None  # the store's template always has one (simulator_ops._template)
         if attachments is not None:
             attachments.include(value, content.cipher or b"")
         else:

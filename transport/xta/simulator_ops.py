@@ -31,10 +31,9 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from lxml import etree
 
@@ -151,7 +150,7 @@ class XtaOperations:
             raise SimulatedFault("9022", f"Author header: {exc}") from None
 
     def authorize(self, author: Party | None, request: Request, *, service: str | None = None,
-                  accounts: frozenset[str] | None | bool = True) -> Party | None:
+                  accounts: frozenset[str] | None | Literal[True] = True) -> Party | None:
         """PermissionDenied 9010-9014 for the caller (``author``) of ``request``; ``accounts`` replaces
         the configured account set (None: any account), ``True`` keeps it."""
         c = self.config
@@ -170,9 +169,9 @@ class XtaOperations:
         if bound is not None and bound.lower() != (request.client_certificate or "").lower():
             raise SimulatedFault("9014", "Authentisierung/Zertifikat passt nicht zur Absenderkennung "
                                          f"{author.identifier}")
-        if service is not None and c.booked_services is not None:
-            if service not in c.booked_services.get(author.identifier, frozenset()):
-                raise SimulatedFault("9013", f"Dienst ist nicht gebucht: {service}")
+        if (service is not None and c.booked_services is not None
+                and service not in c.booked_services.get(author.identifier, frozenset())):
+            raise SimulatedFault("9013", f"Dienst ist nicht gebucht: {service}")
         return author
 
     # ------------------------------------------------------------------ management port
@@ -204,7 +203,7 @@ class XtaOperations:
                 self.authorize(author, request, service=service)
             offered = self.config.services.get(reader.identifier) if self.config.services is not None else None
             available = True if self.config.services is None else (None if offered is None else service in offered)
-            params = ()
+            params: tuple[ServiceParameter, ...] = ()
             cert = self.config.reader_certificates.get(reader.identifier)
             if cert is not None and available is not False:
                 from cryptography.hazmat.primitives import serialization
@@ -229,7 +228,7 @@ class XtaOperations:
         message, message_id = self._own_message(request, "9070")
         state = self.store.state(message_id)
         assert state is not None
-        return Answer(body=[wire.render_transport_report(build_report(self.config, message, state))])
+        return Answer(body=[wire.render_transport_report(build_report(self.config, message, state, self.config.clock()))])
 
     def cancel_message(self, request: Request) -> Answer:
         message, message_id = self._own_message(request, "9022")
@@ -240,9 +239,9 @@ class XtaOperations:
             raise SimulatedFault("9101", "Der Schalter NotBefore wurde nicht gesetzt")
         if state.cancelled_at is not None:
             return Answer()  # idempotent
-        if current_status(state) != 0 or state.fetched_at is not None:
+        if current_status(state, self.config.clock()) != 0 or state.fetched_at is not None:
             raise SimulatedFault("9100", "Der durch den Schalter NotBefore gesetzte Termin ist verstrichen")
-        self.store.update_state(message_id, cancelled_at=time.time())
+        self.store.update_state(message_id, cancelled_at=self.config.clock())
         return Answer()
 
     @staticmethod
@@ -303,7 +302,7 @@ class XtaOperations:
         if refused is not None:
             raise SimulatedFault("9022", "MessageID was not issued by this server for this author")
         try:
-            self.store.add(self._accept(md, request.body[0], request), initial_state(self.config, md))
+            self.store.add(self._accept(md, request.body[0], request), initial_state(self.config, md, self.config.clock()))
         except BaseException:
             self.registry.release(md.message_id)
             raise
@@ -351,6 +350,8 @@ class XtaOperations:
         if raw is not None:
             return raw
         value = payload.find(f"{{{XENC}}}CipherData/{{{XENC}}}CipherValue")
+        if value is None:  # cipher_octets found a CipherValue; kept for the type checker
+            raise SimulatedFault("9022", "EncryptedData without CipherValue")
         try:
             return memoryview(binascii.a2b_base64(value.text or ""))
         except (binascii.Error, ValueError):
@@ -407,6 +408,7 @@ def _template(encrypted: etree._Element) -> bytes:
     """EncryptedData with an empty CipherValue (CipherReference replaced): the redelivery template."""
     template = copy.deepcopy(encrypted)
     cipher_data = template.find(f"{{{XENC}}}CipherData")
+    assert cipher_data is not None  # cipher_octets accepted this EncryptedData
     for child in list(cipher_data):
         cipher_data.remove(child)
     etree.SubElement(cipher_data, q(XENC, "CipherValue"))
@@ -416,5 +418,7 @@ def _template(encrypted: etree._Element) -> bytes:
 def _reconstituted(encrypted: etree._Element, cipher: memoryview) -> bytes:
     """The EncryptedData with the ciphertext inline (what a non-MTOM sender would have sent)."""
     element = etree.fromstring(_template(encrypted))
-    element.find(f"{{{XENC}}}CipherData/{{{XENC}}}CipherValue").text = base64.b64encode(cipher).decode("ascii")
+    value = element.find(f"{{{XENC}}}CipherData/{{{XENC}}}CipherValue")
+    assert value is not None  # _template made it
+    value.text = base64.b64encode(cipher).decode("ascii")
     return etree.tostring(element, encoding="utf-8")

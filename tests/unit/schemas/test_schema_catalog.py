@@ -13,8 +13,7 @@ from lxml import etree
 from hub.errors import ConfigError
 from schemas.catalog import Catalog, CatalogResolver, is_remote
 from schemas.registry import compile_schema
-
-STANDARDS = Path(__file__).resolve().parents[3] / ".." / "shared" / "standards"
+from tests.standards import standards_path
 
 XS = "http://www.w3.org/2001/XMLSchema"
 
@@ -215,9 +214,7 @@ def test_from_oasis_xml_refuses_what_it_cannot_honour(tmp_path: Path, entry: str
 
 
 def test_from_oasis_xml_reads_the_osci12_catalog() -> None:
-    catalog_file = STANDARDS / "osci12" / "schema" / "catalog.xml"
-    if not catalog_file.is_file():
-        pytest.skip(f"official standards folder not present at {STANDARDS}")
+    catalog_file = standards_path("osci12/schema/catalog.xml")
 
     catalog = Catalog.from_oasis_xml(catalog_file)
 

@@ -47,7 +47,7 @@ def resign(data: bytes, tpki: Pki, mutate: Callable[[etree._Element], None]) -> 
     sig = root.find(f"{DS}Signature")
     mutate(sig)
     signed_info = sig.find(f"{DS}SignedInfo")
-    value = tpki.portal.private_key.sign(  # type: ignore[union-attr]
+    value = tpki.portal.private_key.sign(
         etree.tostring(signed_info, method="c14n", exclusive=True), padding.PKCS1v15(), hashes.SHA256())
     sig.find(f"{DS}SignatureValue").text = base64.b64encode(value).decode()
     return serialize(root)
@@ -182,8 +182,8 @@ def test_comments_are_not_signed_content(tpki: Pki) -> None:
 def test_element_plaintext_drops_utf8_xml_declaration(tpki: Pki) -> None:
     enc = encrypt_xml(DOC, tpki.reader.certificate)
     assert enc.get("Type") == TYPE_ELEMENT
-    plain = decrypt_xml(enc, tpki.reader.private_key)  # type: ignore[arg-type]
+    plain = decrypt_xml(enc, tpki.reader.private_key)
     assert plain == DOC[DOC.index(b"<x:antrag"):]
     binary = b'<?xml version="1.0"?>not an element'
     assert decrypt_xml(encrypt_xml(binary, tpki.reader.certificate, type_uri=None),
-                       tpki.reader.private_key) == binary  # type: ignore[arg-type]
+                       tpki.reader.private_key) == binary

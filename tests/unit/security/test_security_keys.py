@@ -37,7 +37,7 @@ def _p12(tpki: Pki, path: Path, password: bytes | None) -> Path:
     path.write_bytes(
         pkcs12.serialize_key_and_certificates(
             b"portal",
-            ident.private_key,  # type: ignore[arg-type]
+            ident.private_key,
             ident.certificate,
             [tpki.ca],
             encryption,
@@ -83,7 +83,7 @@ def test_encrypted_pem_key(tpki: Pki, tmp_path: Path) -> None:
     )
     key = load_private_key(path, PASSWORD)
     expected = tpki.portal.private_key.public_key().public_numbers()
-    assert key.public_key().public_numbers() == expected  # type: ignore[comparison-overlap]
+    assert key.public_key().public_numbers() == expected
     with pytest.raises(KeyStoreError, match="no password given"):
         load_private_key(path)
     with pytest.raises(KeyStoreError) as info:

@@ -6,15 +6,17 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 import hub.keystore
+import transport.security.keys
 from hub.errors import ConfigError, KeyStoreError
 from hub.keystore import KeyStore, PasswordSource
+from transport.security.keys import SigningIdentity
 
 if TYPE_CHECKING:  # conftest is not importable at run time
     from conftest import Pki
@@ -58,8 +60,13 @@ def replace(src: Path, dst: Path) -> None:
 
 def test_each_key_is_loaded_once(tpki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    real = hub.keystore.load_signing_identity
-    monkeypatch.setattr(hub.keystore, "load_signing_identity", lambda *a: calls.append(a) or real(*a))
+    real = transport.security.keys.load_signing_identity
+
+    def counting_load(*args: Any) -> SigningIdentity:
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(hub.keystore, "load_signing_identity", counting_load)
     keys = KeyStore()
     first = keys.signing_identity(*tpki.paths["portal"])
     for _ in range(100):
@@ -85,7 +92,7 @@ def test_pkcs12_with_password_from_file(tpki: Pki, tmp_path: Path) -> None:
     keys = KeyStore(environ={})
     assert keys.signing_identity(p12, None, password_file=pin).certificate == tpki.reader.certificate
     assert keys.private_key(p12, password_file=pin).public_key().public_numbers() == (
-        tpki.reader.private_key.public_key().public_numbers())  # type: ignore[union-attr]
+        tpki.reader.private_key.public_key().public_numbers())
     with pytest.raises(ConfigError, match="cannot read key password file"):
         KeyStore().private_key(p12, password_file=tmp_path / "absent.pin")
     with pytest.raises(ConfigError, match="not both"):

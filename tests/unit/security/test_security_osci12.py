@@ -59,7 +59,8 @@ def osci_signed(identity: SigningIdentity, refs: list[tuple[str, str | None]] = 
         if uri.startswith("cid:"):
             data = ATTACHMENTS.get(uri[4:], b"")
         else:
-            hits = root.xpath("//*[@Id=$i]", i=uri[1:])
+            found = root.xpath("//*[@Id=$i]", i=uri[1:])
+            hits = [h for h in found if isinstance(h, etree._Element)] if isinstance(found, list) else []
             data = b"" if not hits else (base64.b64decode(hits[0].text or "") if transform == dsig.BASE64
                                          else etree.tostring(hits[0], method="c14n"))
         etree.SubElement(ref, f"{DS}DigestMethod", Algorithm=dsig.SHA256)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from lxml import etree
 
 from hub.errors import SignatureInvalid, UnsupportedAlgorithm
@@ -71,7 +71,8 @@ def resign(
     mutate(signed_info)
     c14n = etree.tostring(signed_info, method="c14n", exclusive=True)
     key = identity.private_key
-    value = key.sign(c14n, padding.PKCS1v15(), hashes.SHA256())  # type: ignore[call-arg]
+    assert isinstance(key, rsa.RSAPrivateKey)
+    value = key.sign(c14n, padding.PKCS1v15(), hashes.SHA256())
     root.find(f"{DS}SignatureValue").text = base64.b64encode(value).decode()
     return with_signature(content, root)
 

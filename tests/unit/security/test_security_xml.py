@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 from pathlib import Path
 
@@ -213,8 +214,8 @@ def test_xml_rejected_is_a_message_error() -> None:
 
 
 def test_limits_are_frozen_and_validated() -> None:
-    with pytest.raises(Exception):
-        DEFAULT_LIMITS.max_depth = 5  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        DEFAULT_LIMITS.max_depth = 5  # type: ignore[misc]  # assigning to a frozen field is the point
     with pytest.raises(ValueError):
         XmlLimits(max_depth=0)
 

@@ -9,8 +9,9 @@ import pytest
 from xta_testdata import AUTHOR, MESSAGE_TYPE, READER
 
 from adapters.base import Delivery
-from adapters.xta2 import Xta2Adapter
+from adapters.xta2 import Xta2Adapter, Xta2Receipt
 from hub.errors import ContentTooLarge
+from tests.clock import SteppedClock
 from transport.content import Content, ContentPart
 from transport.security.keys import (
     load_certificate,
@@ -20,7 +21,7 @@ from transport.security.keys import (
 from transport.security.testpki import make_test_pki
 from transport.xta.client import XtaEndpoint
 from transport.xta.metadata import BusinessScenario
-from transport.xta.simulator import SimulatorConfig, serve
+from transport.xta.simulator import Exchange, SimulatorConfig, serve
 
 
 @pytest.fixture(scope="module")
@@ -129,13 +130,14 @@ def test_sync_mode_returns_the_readers_answer(sim, identity, pki) -> None:
     xta = adapter(sim, identity, send_mode="sync")
     message_id = xta.new_transport_id()
     receipt = xta.deliver(delivery(pki), message_id)
+    assert isinstance(receipt, Xta2Receipt)
     assert receipt.transport_message_id == message_id
     assert receipt.sync_metadata.in_reply_to == (message_id,)
     assert message_id.encode() in receipt.sync_content.message.data
 
 
 def test_x509_token_container_option(identity, pki) -> None:
-    seen = []
+    seen: list[Exchange] = []
     with serve(SimulatorConfig(), observer=seen.append) as running:
         xta = adapter(running, identity, x509_token_container=True, encrypt=False)
         xta.deliver(delivery(pki), xta.new_transport_id())
@@ -223,7 +225,8 @@ def test_reader_certificate_from_lookup(identity, pki, mode) -> None:
 
 
 def test_transport_report_result(identity, pki) -> None:
-    with serve(SimulatorConfig(report_delay=0.3, report_status={"azr:000200": 3})) as running:
+    clock = SteppedClock()  # the report turns final when the test steps the clock, not when the machine is idle
+    with serve(SimulatorConfig(report_delay=30, report_status={"azr:000200": 3}, clock=clock)) as running:
         xta = adapter(running, identity, encrypt=False)
         green_id, red_id = xta.new_transport_id(), xta.new_transport_id()
         xta.deliver(delivery(pki), green_id)
@@ -232,9 +235,7 @@ def test_transport_report_result(identity, pki) -> None:
         xta.deliver(delivery(pki, reader=Party("azr:000200")), red_id)
         first = xta.transport_report(green_id)
         assert (first.status, first.status_name, first.final) == (0, "open", False)
-        import time
-
-        time.sleep(0.35)
+        clock.advance(30)
         green, red = xta.transport_report(green_id), xta.transport_report(red_id)
     assert (green.status, green.status_name, green.final, green.errors) == (1, "green", True, ())
     assert (red.status, red.status_name) == (3, "red") and red.errors[0].code == "9032"
@@ -248,9 +249,9 @@ def test_transport_report_result(identity, pki) -> None:
 def test_check_and_cancel(identity, pki) -> None:
     from hub.errors import XtaFault
 
-    with serve(SimulatorConfig(account_states={AUTHOR.identifier: "locked"})) as running:
-        with pytest.raises(XtaFault, match="not active"):
-            adapter(running, identity).check()
+    with (serve(SimulatorConfig(account_states={AUTHOR.identifier: "locked"})) as running,
+          pytest.raises(XtaFault, match="not active")):
+        adapter(running, identity).check()
     with serve(SimulatorConfig()) as running:
         xta = adapter(running, identity, encrypt=False)
         xta.check()

@@ -10,6 +10,7 @@ import requests
 from xta_testdata import AUTHOR, content, metadata
 
 from hub.errors import EndpointUnavailable, XtaFault
+from tests.clock import SteppedClock
 from transport.xta.client import XtaClient, XtaEndpoint
 from transport.xta.container import build_content_container, generic_container
 from transport.xta.simulator import (
@@ -48,15 +49,14 @@ def test_error_code_at_a_rate_is_repeatable_with_a_seed() -> None:
 
 def test_http_status_at_a_rate() -> None:
     chaos = ChaosConfig(fault_rates=(FaultRate(1.0, http_status=502),))
-    with serve(SimulatorConfig(chaos=chaos)) as running:
-        with pytest.raises(EndpointUnavailable):
-            _client(running).create_message_id(AUTHOR)
+    with serve(SimulatorConfig(chaos=chaos)) as running, pytest.raises(EndpointUnavailable):
+        _client(running).create_message_id(AUTHOR)
 
 
 def test_dropped_connections() -> None:
-    with serve(SimulatorConfig(chaos=ChaosConfig(drop_rate=1.0))) as running:
-        with pytest.raises(EndpointUnavailable, match="connection failed"):
-            _client(running).create_message_id(AUTHOR)
+    with (serve(SimulatorConfig(chaos=ChaosConfig(drop_rate=1.0))) as running,
+          pytest.raises(EndpointUnavailable, match="connection failed")):
+        _client(running).create_message_id(AUTHOR)
 
 
 def test_drop_after_processing_then_resend_gets_9024() -> None:
@@ -86,21 +86,26 @@ def test_drop_before_processing_keeps_the_message_id_usable() -> None:
 
 
 def test_outage_window() -> None:
-    chaos = ChaosConfig(outages=(Outage(start=0.0, duration=0.6, mode="503"),
-                                 Outage(start=0.6, duration=0.4, mode="drop"),
-                                 Outage(start=1.0, duration=0.4, mode="9031")))
-    with serve(SimulatorConfig(chaos=chaos)) as running:
+    """Windows follow the simulator's clock (stepped here), so a busy machine cannot shift them."""
+    clock = SteppedClock()
+    chaos = ChaosConfig(outages=(Outage(start=0.0, duration=60, mode="503"),
+                                 Outage(start=60, duration=30, mode="drop"),
+                                 Outage(start=90, duration=30, mode="9031")))
+    with serve(SimulatorConfig(chaos=chaos, clock=clock)) as running:
         client = _client(running)
         with pytest.raises(EndpointUnavailable, match="HTTP 503"):
             client.create_message_id(AUTHOR)
-        time.sleep(0.65)
+        clock.advance(59)
+        with pytest.raises(EndpointUnavailable, match="HTTP 503"):  # still inside the first window
+            client.create_message_id(AUTHOR)
+        clock.advance(1)
         with pytest.raises(EndpointUnavailable, match="connection failed"):
             client.create_message_id(AUTHOR)
-        time.sleep(0.4)
+        clock.advance(30)
         with pytest.raises(XtaFault) as info:
             client.create_message_id(AUTHOR)
         assert info.value.code == "9031"
-        time.sleep(0.45)
+        clock.advance(30)
         assert client.create_message_id(AUTHOR)  # the outage is over
 
 
@@ -109,7 +114,7 @@ def test_latency_injection_and_jitter() -> None:
         client = _client(running)
         started = time.monotonic()
         client.check_account_active(AUTHOR)
-        assert 0.2 <= time.monotonic() - started < 1.0
+        assert time.monotonic() - started >= 0.2  # a lower bound only: a busy machine adds, never removes
         running.inject(InjectedFault(operation="createMessageId", latency=0.5))
         with pytest.raises(EndpointUnavailable, match="timeout"):
             _client(running, timeout=0.4).create_message_id(AUTHOR)

@@ -17,14 +17,14 @@ from hub.errors import (
     ConfigError,
     EndpointUnavailable,
     HubError,
-    ProtocolError,
+    MalformedAnswer,
     XtaFault,
 )
 from transport.xta.client import XtaClient, XtaEndpoint
 from transport.xta.container import build_content_container, generic_container
 from transport.xta.faults import TRANSPORT_CONDITIONS
 from transport.xta.metadata import Party
-from transport.xta.simulator import InjectedFault, SimulatorConfig, serve
+from transport.xta.simulator import Exchange, InjectedFault, SimulatorConfig, serve
 
 
 def _send(client: XtaClient, size: int = 2048, **md_changes: object) -> str:
@@ -113,11 +113,11 @@ def test_http_503_is_endpoint_unavailable(sim, client) -> None:
     assert client.create_message_id(AUTHOR)  # injection used up
 
 
-def test_garbage_answer_is_protocol_error(sim, client) -> None:
+def test_garbage_answer_is_a_transient_malformed_answer(sim, client) -> None:
     sim.inject(InjectedFault(garbage=True))
-    with pytest.raises(ProtocolError) as info:
+    with pytest.raises(MalformedAnswer) as info:
         client.create_message_id(AUTHOR)
-    assert not info.value.transient
+    assert info.value.transient and info.value.reason == "endpoint_protocol"
 
 
 @pytest.fixture(scope="module")
@@ -141,13 +141,13 @@ def fake_server():
     (500, "text/html", b"<html><body>Internal Server Error</body></html>", EndpointUnavailable),
     (502, "text/html", b"Bad Gateway", EndpointUnavailable),
     (500, "application/soap+xml", b"<notsoap/>", EndpointUnavailable),
-    (404, "text/html", b"not found", ProtocolError),
-    (200, "application/soap+xml", b"<notsoap/>", ProtocolError),
+    (404, "text/html", b"not found", MalformedAnswer),
+    (200, "application/soap+xml", b"<notsoap/>", MalformedAnswer),
     (200, "application/soap+xml",
-     b'<e:Envelope xmlns:e="http://www.w3.org/2003/05/soap-envelope"><e:Body/></e:Envelope>', ProtocolError),
+     b'<e:Envelope xmlns:e="http://www.w3.org/2003/05/soap-envelope"><e:Body/></e:Envelope>', MalformedAnswer),
     (500, "application/soap+xml",
-     b'<e:Envelope xmlns:e="http://www.w3.org/2003/05/soap-envelope"><e:Body><e:Fault><e:Code><e:Value>e:Receiver'
-     b'</e:Value></e:Code><e:Reason><e:Text xml:lang="en">down</e:Text></e:Reason></e:Fault></e:Body></e:Envelope>',
+     (b'<e:Envelope xmlns:e="http://www.w3.org/2003/05/soap-envelope"><e:Body><e:Fault><e:Code><e:Value>e:Receiver'
+      b'</e:Value></e:Code><e:Reason><e:Text xml:lang="en">down</e:Text></e:Reason></e:Fault></e:Body></e:Envelope>'),
      EndpointUnavailable),
 ])
 def test_non_xta_answers_are_translated(fake_server, status, ctype, body, error) -> None:
@@ -178,7 +178,7 @@ def test_many_threads_share_one_client(sim, client) -> None:
 
 
 def test_requests_carry_ws_addressing(sim) -> None:
-    seen = []
+    seen: list[Exchange] = []
     with serve(SimulatorConfig(), observer=seen.append) as running:
         XtaClient(XtaEndpoint(running.url)).check_account_active(AUTHOR)
     request = seen[0].request
@@ -232,6 +232,15 @@ _CONDITION_ANSWERS = {
     "soap_receiver_fault": (500, "application/soap+xml", _SOAP_FAULT.format(code="Receiver").encode()),
     "soap_sender_fault": (400, "application/soap+xml", _SOAP_FAULT.format(code="Sender").encode()),
     "not_soap": (200, "text/html", b"<html>proxy login</html>"),
+    "soap11_envelope": (200, "text/xml", (b'<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/">'
+                                          b"<s:Body/></s:Envelope>")),
+    "unexpected_body": (200, "application/soap+xml",
+                        b'<e:Envelope xmlns:e="http://www.w3.org/2003/05/soap-envelope"><e:Body/></e:Envelope>'),
+    "missing_field": (200, "application/soap+xml",
+                      (b'<e:Envelope xmlns:e="http://www.w3.org/2003/05/soap-envelope"><e:Body>'
+                       b'<a:MessageID xmlns:a="http://www.w3.org/2005/08/addressing"/></e:Body></e:Envelope>')),
+    "truncated_mtom": (200, 'multipart/related; type="application/xop+xml"; boundary="b1"',
+                       b'--b1\r\nContent-Type: application/xop+xml\r\n\r\n<e:Envelope xmlns:e="http://www.w3.'),
 }
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from lxml import etree
 
-from hub.errors import EndpointUnavailable, ProtocolError, XtaFault
+from hub.errors import EndpointUnavailable, MalformedAnswer, XtaFault
 from schemas.xta import WEBSERVICE_XSD
 from transport.xta import faults
 from transport.xta.ns import SOAP12, WSA, XTA
@@ -85,8 +85,11 @@ def _plain_fault(code: str, detail: str = "") -> etree._Element:
 
 def test_soap_fault_without_xta_detail() -> None:
     assert isinstance(faults.error_from_fault(_plain_fault("Receiver")), EndpointUnavailable)
-    assert isinstance(faults.error_from_fault(_plain_fault("Sender")), ProtocolError)
-    assert isinstance(faults.error_from_fault(_plain_fault("Sender", "<e:Detail><x>1</x></e:Detail>")), ProtocolError)
+    # not XTA, so not an explicit refusal from the fault table: the endpoint's fault, retried
+    assert isinstance(faults.error_from_fault(_plain_fault("Sender")), MalformedAnswer)
+    assert isinstance(faults.error_from_fault(_plain_fault("Sender", "<e:Detail><x>1</x></e:Detail>")),
+                      MalformedAnswer)
+    assert faults.error_from_fault(_plain_fault("Sender")).transient
 
 
 def test_xta_exception_without_error_code() -> None:
@@ -108,9 +111,9 @@ def test_zeep_fault_translation() -> None:
     assert isinstance(error, XtaFault) and error.code == "9031" and error.transient
     no_fault = _ZeepFault("Unknown fault occured", None, "<html/>")
     assert isinstance(faults.error_from_zeep_fault(no_fault, http_status=502), EndpointUnavailable)
-    assert isinstance(faults.error_from_zeep_fault(no_fault, http_status=404), ProtocolError)
+    assert isinstance(faults.error_from_zeep_fault(no_fault, http_status=404), MalformedAnswer)
     assert isinstance(faults.error_from_zeep_fault(_ZeepFault("x", "soap-env:Receiver", None)), EndpointUnavailable)
-    assert isinstance(faults.error_from_zeep_fault(_ZeepFault("x", "soap-env:Sender", None)), ProtocolError)
+    assert isinstance(faults.error_from_zeep_fault(_ZeepFault("x", "soap-env:Sender", None)), MalformedAnswer)
 
 
 # ------------------------------------------------------------------ the one table
@@ -151,7 +154,8 @@ def test_unknown_codes_are_permanent() -> None:
 def test_transport_conditions_are_classified(condition) -> None:
     error_class, transient = faults.TRANSPORT_CONDITIONS[condition]
     assert error_class.transient is transient
-    assert (error_class is EndpointUnavailable) is transient
+    # every failure without an XTA fault is the endpoint's: transient and counted by the breaker
+    assert transient and issubclass(error_class, EndpointUnavailable)
 
 
 def test_transient_http_statuses() -> None:

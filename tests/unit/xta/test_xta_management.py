@@ -4,7 +4,6 @@ sendMessageSync, send options in the MessageMetaData, X509TokenContainer, accoun
 from __future__ import annotations
 
 import datetime as _dt
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from lxml import etree
 from xta_testdata import AUTHOR, READER, content, metadata
 
 from hub.errors import XtaFault
+from tests.clock import SteppedClock
 from transport.security.keys import load_certificate
 from transport.security.testpki import make_test_pki
 from transport.xta import wire
@@ -26,7 +26,7 @@ from transport.xta.metadata import DeliveryAttributes, Party
 from transport.xta.mmd import parse_message_metadata
 from transport.xta.mtom import Attachments
 from transport.xta.ns import OSCI, OSCIMETA
-from transport.xta.simulator import SimulatorConfig, serve
+from transport.xta.simulator import Exchange, SimulatorConfig, serve
 
 SERVICE = "xauslaender1211OZGPORTALABH"
 OTHER_READER = Party("azr:000200", category="Ausländerbehörde")
@@ -86,14 +86,17 @@ def test_lookup_service_permission_checks() -> None:
 
 
 def test_transport_report_open_then_green() -> None:
-    with serve(SimulatorConfig(report_delay=0.4)) as running:
+    clock = SteppedClock()  # open until report_delay has passed on the simulator's clock, however busy the machine
+    with serve(SimulatorConfig(report_delay=30, clock=clock)) as running:
         client = _client(running)
         message_id = _send(client)
         first = client.get_transport_report(AUTHOR, message_id)
         assert first.status == 0 and not first.final and first.status_name == "open"
         assert first.metadata.message_id == message_id and first.server_identity == "xta-simulator"
         assert [r.code for r in first.infos] == ["ACCEPTED"]
-        time.sleep(0.5)
+        clock.advance(29)
+        assert client.get_transport_report(AUTHOR, message_id).status == 0  # not a moment early
+        clock.advance(1)
         final = client.get_transport_report(AUTHOR, message_id)
     assert final.status == 1 and final.final and final.status_name == "green"
     assert [r.code for r in final.infos] == ["ACCEPTED", "DELIVERED"] and not final.errors
@@ -155,7 +158,7 @@ def test_cancel_message() -> None:
 
 
 def test_send_options_reach_the_server_in_metadata() -> None:
-    seen = []
+    seen: list[Exchange] = []
     attributes = DeliveryAttributes(service_quality="PRIORITY", receipt_requests=("Reception", "Delivery"),
                                     receipt_to="https://portal.example/receipts",
                                     obsolete_after=_dt.date(2031, 1, 31))
@@ -174,7 +177,7 @@ def test_send_options_reach_the_server_in_metadata() -> None:
 
 
 def test_x509_token_container_header(pki) -> None:
-    seen = []
+    seen: list[Exchange] = []
     cert = load_certificate(pki["reader"][1])
     with serve(SimulatorConfig(), observer=seen.append) as running:
         client = _client(running)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from xta_testdata import AUTHOR, READER, content, metadata
 
 from hub.errors import ProtocolError, XtaFault
@@ -121,7 +122,9 @@ def test_encrypted_content_reaches_the_reader_encrypted(pki) -> None:
             fetched.content()
         encrypted = container_payload(fetched.container)
         mtom.inline_xop(encrypted, fetched.parts)
-        plaintext = decrypt_xml(encrypted, load_private_key(pki["reader"][0]))
+        reader_key = load_private_key(pki["reader"][0])
+        assert isinstance(reader_key, rsa.RSAPrivateKey)
+        plaintext = decrypt_xml(encrypted, reader_key)
         from lxml import etree
 
         assert parse_content_container(etree.fromstring(plaintext)) == sent

@@ -8,6 +8,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from lxml import etree
 from xta_testdata import content
 
@@ -141,6 +142,7 @@ def test_xop_encrypted_container_decrypts_with_the_security_layer(pki, spool) ->
     parts = {part.cid: raw}
     assert bytes(cipher_octets(encrypted, parts)) == bytes(raw)
     key = load_private_key(pki["reader"][0])
+    assert isinstance(key, rsa.RSAPrivateKey)
     plaintext = decrypt_octets_for(encrypted, raw, key)
     assert parse_content_container(etree.fromstring(plaintext)) == sent
     # interop: the security layer's decrypt_xml reads it once the XOP part is inlined
