@@ -7,11 +7,13 @@ marker; only the small rest (names, types, sizes, hashes) goes through ``json.lo
 part's base64 is decoded straight from the body's buffer (no copy) once its declared size has been
 checked against the limit and against the length of its base64.
 
-The body must be UTF-8 JSON (the contract says so): in UTF-8 the bytes of '"' and '\\' occur only
-as those characters, so string literals can be found without decoding. base64 needs no JSON
-escapes; '\\/' (PHP's json_encode writes it) is accepted in ``data``, any other escape there is an
-error. A long string anywhere but in a part's ``data``, ``filename``, ``content_type`` or
-``sha256`` is refused rather than decoded.
+The body must be UTF-8 JSON (the contract says so; a leading BOM is skipped, RFC 8259 8.1): in
+UTF-8 the bytes of '"' and '\\' occur only as those characters, so string literals can be found
+without decoding. base64 needs no JSON escapes, but publishers write them: '\\/' (PHP) is decoded
+straight from the body window by window; a ``data`` with other escapes ('\\u002B' from .NET's
+System.Text.Json, '\\u003d' from Gson) is unescaped by ``json.loads`` of that one literal (a str
+of its size, after the size checks) and then decoded strictly. A long string anywhere but in a
+part's ``data``, ``filename``, ``content_type`` or ``sha256`` is refused rather than decoded.
 """
 
 from __future__ import annotations
@@ -28,10 +30,14 @@ from hub.errors import EnvelopeError
 CUT_AT = 1024
 # At most this much JSON besides the cut strings (1000+ parts); bounds what json.loads builds.
 MAX_REST_BYTES = 256 * 1024
-# JSON escapes other than '\/' in the whole body (filenames with \u00e4 ...).
+# Escapes visited one by one in Python per body (escaped quotes, long backslash runs); the
+# escapes of ordinary strings are counted at C speed and cost nothing against it.
 MAX_ESCAPES = 100_000
 # base64 with '\/' escapes is decoded in windows of this many bytes.
 _WINDOW = 1024 * 1024
+# A run of this many backslashes before a quote is walked escape by escape (see _string_end).
+_RUN_WINDOW = 64
+_UTF8_BOM = b"\xef\xbb\xbf"
 
 # The next quote, or a backslash escaping anything but '/': '\/' pairs are skipped at C speed.
 _QUOTE_OR_ESCAPE = re.compile(rb'"|\\[^/]', re.DOTALL)
@@ -75,23 +81,37 @@ class CutStrings:
         """Claim the cut base64 ``value`` for one part; the bytes it decodes to, from its length
         alone (nothing decoded yet)."""
         start, end, escapes = self._take(value, where)
-        if escapes:
-            raise EnvelopeError(f"body.{where}: data holds JSON escapes (base64 needs none)")
-        length = end - start - self._body.count(b"\\/", start, end)
+        if escapes:  # e.g. .NET's '\u002B', Gson's '\u003d': unescaped once, then dropped
+            text = self._unescaped(start, end, where)
+            length, padding = len(text), text.endswith("=") + text.endswith("==")
+        else:
+            length = end - start - self._body.count(b"\\/", start, end)
+            padding = (self._body[end - 1] == 0x3D) + (self._body[end - 2] == 0x3D)
         if length % 4:
             raise EnvelopeError(f"body.{where}: data is not valid base64")
-        padding = (self._body[end - 1] == 0x3D) + (self._body[end - 2] == 0x3D)
         return length // 4 * 3 - padding
 
     def decode_base64(self, value: str, where: str) -> bytes:
         """Decode a claimed base64 string straight from the body (strict: no whitespace, no junk)."""
-        start, end, _ = self._spans[value]
+        start, end, escapes = self._spans[value]
         try:
+            if escapes:  # one str of this part's base64 (bounded by the body limit), decoded strictly
+                return binascii.a2b_base64(self._unescaped(start, end, where), strict_mode=True)
             if self._body.find(b"\\", start, end) < 0:
                 return binascii.a2b_base64(memoryview(self._body)[start:end], strict_mode=True)
             return _decode_slash_escaped(self._body, start, end)
         except (binascii.Error, ValueError):
             raise EnvelopeError(f"body.{where}: data is not valid base64") from None
+
+    def _unescaped(self, start: int, end: int, where: str) -> str:
+        """The JSON string literal around ``body[start:end]``, unescaped (rare: escaped base64)."""
+        try:
+            text = json.loads(self._body[start - 1:end + 1])
+        except (ValueError, UnicodeDecodeError):
+            raise EnvelopeError(f"body.{where}: data is not valid base64") from None
+        if not isinstance(text, str):
+            raise EnvelopeError(f"body.{where}: data is not valid base64")
+        return text
 
     def check_all_taken(self) -> None:
         """Every long string must have been one of the parts' fields: nothing unread is accepted."""
@@ -118,15 +138,37 @@ def _decode_slash_escaped(body: bytes, start: int, end: int) -> bytes:
     return b"".join(chunks)
 
 
-def _string_end(body: bytes, start: int) -> tuple[int, int]:
-    """The closing quote of the string literal opened at ``start``, and its escapes other than '\\/'.
+def _string_end(body: bytes, start: int, budget: int) -> tuple[int, int, int]:
+    """The closing quote of the string literal opened at ``start``; the backslashes in it that do
+    not precede a '/' (0 exactly when every escape is '\\/'); the escapes visited one by one.
 
-    A string without any backslash (plain base64, the normal case) is found by two memchr scans;
-    only a string with backslashes is walked escape by escape (the regex hops '\\/' pairs at C speed).
+    A string without any backslash (plain base64, the normal case) is found by two memchr scans.
+    With backslashes (PHP's '\\/', .NET's '\\u002B' for every '+') a quote ends the string when an
+    even run of backslashes precedes it: only quotes are visited, escapes are counted at C speed.
+    Escaped quotes, and a run of ``_RUN_WINDOW`` backslashes walked escape by escape, spend
+    ``budget`` (``MAX_ESCAPES`` per body: bounded Python work).
     """
     quote = body.find(b'"', start + 1)
     if quote >= 0 and body.find(b"\\", start + 1, quote) < 0:
-        return quote, 0
+        return quote, 0, 0
+    visited = 0
+    while quote >= 0:
+        before = body[max(start + 1, quote - _RUN_WINDOW):quote]
+        run = len(before) - len(before.rstrip(b"\\"))
+        if run >= _RUN_WINDOW:
+            return _walk_string(body, start, budget)
+        if run % 2 == 0:
+            others = body.count(b"\\", start + 1, quote) - body.count(b"\\/", start + 1, quote)
+            return quote, others, visited
+        visited += 1  # an escaped quote
+        if visited > budget:
+            raise EnvelopeError(f"body: more than {MAX_ESCAPES} JSON escapes")
+        quote = body.find(b'"', quote + 1)
+    raise EnvelopeError("body is not valid JSON (unterminated string)")
+
+
+def _walk_string(body: bytes, start: int, budget: int) -> tuple[int, int, int]:
+    """``_string_end`` escape by escape, for a string with a long run of backslashes."""
     escapes = 0
     scan = start + 1
     while True:
@@ -134,31 +176,32 @@ def _string_end(body: bytes, start: int) -> tuple[int, int]:
         if hit is None:
             raise EnvelopeError("body is not valid JSON (unterminated string)")
         if body[hit.start()] == 0x22:
-            return hit.start(), escapes
+            return hit.start(), escapes, escapes
         escapes += 1
+        if escapes > budget:
+            raise EnvelopeError(f"body: more than {MAX_ESCAPES} JSON escapes")
         scan = hit.end()
 
 
 def read_body(body: bytes) -> tuple[Any, CutStrings]:
     """The JSON document of ``body`` with its long strings replaced by markers, and those strings."""
-    if json.detect_encoding(body[:4]) != "utf-8" or body.startswith(b"\xef\xbb\xbf"):
+    bom = len(_UTF8_BOM) if body.startswith(_UTF8_BOM) else 0  # RFC 8259 8.1: may be ignored
+    if json.detect_encoding(body[bom:bom + 4]) != "utf-8":
         raise EnvelopeError("body is not valid JSON (UTF-8 required)")
     strings = CutStrings(body, secrets.token_hex(8))
     rest: list[bytes] = []
     rest_size = 0  # bytes in ``rest``
-    escapes_total = 0
-    copied_to = 0  # body[:copied_to] is in ``rest`` already
-    pos = 0
+    budget = MAX_ESCAPES  # escapes left to visit one by one
+    copied_to = bom  # body[:copied_to] is in ``rest`` already (or is the BOM)
+    pos = bom
     while True:
         start = body.find(b'"', pos)
         if rest_size + (len(body) if start < 0 else start) - copied_to > MAX_REST_BYTES:
             raise EnvelopeError(f"body: more than {MAX_REST_BYTES} bytes of JSON besides the parts' data")
         if start < 0:
             break
-        end, escapes = _string_end(body, start)
-        escapes_total += escapes
-        if escapes_total > MAX_ESCAPES:
-            raise EnvelopeError(f"body: more than {MAX_ESCAPES} JSON escapes")
+        end, escapes, visited = _string_end(body, start, budget)
+        budget -= visited
         if end - start - 1 >= CUT_AT:
             marker = strings.add(start + 1, end, escapes)
             rest += (body[copied_to:start], marker)

@@ -3,8 +3,8 @@
 The publisher (``hub publish``, ``publish_envelope``) refuses content above the limit and an XML
 message that is not well-formed before anything is sent. The worker trusts none of that and
 checks again, each before the expensive step: the AMQP body's size before it is read, the
-declared part sizes before any base64 is decoded, the XML with a counting parse without
-huge_tree. How the limits relate (docs/configuration.md, ``[limits]``):
+declared part sizes before any base64 is decoded, the XML with a counting parse (text bounded
+by the content limit, not libxml2's 10 MB). How the limits relate (docs/configuration.md, ``[limits]``):
 
     max_content_bytes   message + attachments, decoded (default 20 MiB; per message type
                         ``message_types[].max_content_bytes``)
@@ -56,7 +56,7 @@ class SizeLimits:
         return 4 * -(-self.content_limit(message_type) // 3) + BODY_OVERHEAD_BYTES
 
     def xml_limits(self, message_type: str) -> XmlLimits:
-        """How the XML message is parsed: no huge_tree, nodes counted (hardened parser)."""
+        """How the XML message is parsed: nodes counted, text up to the content limit (hardened parser)."""
         return payload_limits(self.content_limit(message_type), self.max_xml_nodes)
 
     def limit_key(self, message_type: str) -> str:

@@ -1,7 +1,7 @@
 """The per-message work of an adapter worker, free of any broker code.
 
 decode envelope (sizes checked before anything is decoded) -> ledger check -> directory lookup ->
-hardened parse (no huge_tree, nodes counted: bounded memory) -> schema validation ->
+hardened parse (nodes counted: bounded memory; text and depth bounded by our limits) -> schema validation ->
 adapter.prepare (size limit, lookupService) -> transport id (created once, recorded in the ledger)
 -> adapter.deliver (sign, encrypt, XTA) -> ledger: delivered. Every failure surfaces as a ``HubError`` whose ``transient`` flag decides
 retry vs dead letter; the pipeline itself never acks or publishes.
@@ -10,7 +10,7 @@ retry vs dead letter; the pipeline itself never acks or publishes.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pika
 
@@ -93,6 +93,12 @@ class DeliveryPipeline:
             if not error.transient:  # an explicit refusal: the id was not used, a replay needs a new one
                 self._forget(envelope.message_id)
             raise
+        if receipt.accepted_on_resend:
+            # "already used": our own earlier attempt was accepted, unless another worker racing on the
+            # same application has confirmed (and followed up) that acceptance in the meantime
+            recorded = self.ledger.lookup(envelope.message_id)
+            if recorded is not None and recorded.delivered:
+                return replace(receipt, duplicate=True)
         self.ledger.mark_delivered(envelope.message_id)
         return receipt
 

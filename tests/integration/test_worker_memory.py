@@ -1,6 +1,8 @@
-"""Peak memory of the worker path for a 30 MiB payload: growth at most 2.5x the payload, whether the
-message is delivered or refused (the issue's target is 2x; bench/bench_memory.py prints the
-figures). Each case runs in a fresh process (tests/integration/memory_probe.py), so memory other
+"""Peak memory of the worker path for a 30 MiB payload: growth at most 2.25x the payload, whether the
+message is delivered or refused (the issue's target is 2x; measured 1.33x delivered, 1.55x dense
+elements, 2.01x for one 30 MiB text node, parsed whole since payloads may embed base64 documents
+above libxml2's 10 MB text limit: the decoded message plus libxml2's copy of the text;
+bench/bench_memory.py prints the figures). Each case runs in a fresh process (tests/integration/memory_probe.py), so memory other
 tests hold does not count; the XTA simulator runs here, over loopback."""
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from transport.xta.simulator import serve
 ROOT = Path(__file__).resolve().parents[2]
 MIB = 1024 * 1024
 PAYLOAD = 30 * MIB
-BOUND = 2.5
+BOUND = 2.25
 
 
 def _xml_only(build: Callable[[int], bytes]) -> Callable[[], Envelope]:
@@ -45,7 +47,7 @@ def _invalid_utf8_at_the_end(size: int) -> bytes:
 
 CASES: dict[str, tuple[Callable[[], Envelope], str]] = {
     "valid, delivered": (lambda: application("azr:000100", 9301, size=PAYLOAD - 3_000), "delivered"),
-    "one huge text node": (_xml_only(_huge_text), "xml_rejected"),
+    "one huge text node": (_xml_only(_huge_text), "schema_violation"),  # well-formed: parsed, then refused
     "7.9 million empty elements": (_xml_only(_many_elements), "xml_rejected"),
     "invalid UTF-8 at the end": (_xml_only(_invalid_utf8_at_the_end), "xml_rejected"),
 }

@@ -105,15 +105,54 @@ def test_escaped_slashes_as_php_writes_them_decode_to_the_same_bytes() -> None:
     assert _decode(escaped) == _decode(plain)
 
 
-def test_other_escapes_in_long_data_are_refused() -> None:
-    data = os.urandom(3000)
+def _escaped_body(data: bytes, escape: dict[str, str]) -> tuple[bytes, bytes]:
+    """The plain body of one attachment ``data``, and the same body with ``escape`` applied to its base64."""
     part = _part(data)
     encoded = part["data"]
-    escaped = f"\\u00{ord(encoded[0]):02x}{encoded[1:]}"
-    body = _body({"message": _part(b"<a/>"), "attachments": [part]}).replace(encoded.encode(), escaped.encode())
-    assert json.loads(body)["attachments"][0]["data"] == encoded  # the same JSON for json.loads
-    with pytest.raises(EnvelopeError, match=r"attachments\[0\]: data holds JSON escapes"):
-        _decode(body)
+    escaped = "".join(escape.get(c, c) for c in encoded)
+    plain = _body({"message": _part(b"<a/>"), "attachments": [part]})
+    return plain, plain.replace(encoded.encode(), escaped.encode())
+
+
+@pytest.mark.parametrize("escape", [
+    {"+": "\\u002B"},  # .NET System.Text.Json, by default
+    {"=": "\\u003d"},  # Gson
+    {"+": "\\u002b", "=": "\\u003D", "/": "\\/", "A": "\\u0041"},  # all of it at once
+])
+def test_escaped_base64_as_other_publishers_write_it_decodes_to_the_same_bytes(escape: dict[str, str]) -> None:
+    data = bytes(range(256)) * 40  # '+', '/' and '==' padding in its base64
+    plain, escaped = _escaped_body(data, escape)
+    assert escaped != plain and json.loads(escaped) == json.loads(plain)
+    assert _decode(escaped).content.attachments[0].data == data
+    assert _decode(escaped) == _decode(plain)
+
+
+def test_more_escapes_than_max_escapes_cost_nothing_in_ordinary_data() -> None:
+    data = b"\xfb\xef\xbe" * 50_000  # base64 '++++...': 200000 escapes as .NET writes them
+    escaped = _escaped_body(data, {"+": "\\u002B"})[1]
+    assert escaped.count(b"\\u002B") > hub.envelope_body.MAX_ESCAPES
+    assert _decode(escaped, "Big.Type").content.attachments[0].data == data
+
+
+def test_a_utf8_bom_is_skipped() -> None:
+    body = _envelope(b"<a/>", os.urandom(5000)).body()
+    assert _decode(b"\xef\xbb\xbf" + body) == _decode(body)
+    assert _decode(b"\xef\xbb\xbf" + _escaped_body(os.urandom(5000), {"+": "\\u002B"})[1])
+
+
+@pytest.mark.parametrize(("escape", "expected"), [
+    ({"A": "\\u0021"}, r"attachments\[0\]: data is not valid base64"),  # '!' after unescaping
+    ({"A": '\\"'}, r"attachments\[0\]: data is not valid base64"),  # an escaped quote
+    ({"A": "\\u00e4"}, r"attachments\[0\]: data is not valid base64"),  # not ASCII
+    ({"A": "\\u0041\\n"}, r"attachments\[0\]: (data is not valid base64|size \d+ declared)"),
+    ({"A": "\\n\\n\\n\\nA"}, r"attachments\[0\]: size 10240 declared, \d+ bytes received"),
+    ({"A": "\\uZZZZ"}, r"attachments\[0\]: data is not valid base64"),  # not JSON
+])
+def test_escaped_junk_in_long_data_is_refused(escape: dict[str, str], expected: str) -> None:
+    plain, escaped = _escaped_body(bytes(range(256)) * 40, escape)
+    assert escaped != plain
+    with pytest.raises(EnvelopeError, match=expected):
+        _decode(escaped)
 
 
 def test_a_long_string_outside_the_parts_is_refused() -> None:
@@ -144,8 +183,9 @@ def test_one_data_string_cannot_be_used_twice(monkeypatch: pytest.MonkeyPatch) -
     (b"[" * 50_000 + b"]" * 50_000, "not valid JSON"),  # deep nesting: RecursionError inside json
     (json.dumps({"message": {}, "x": ["a"] * 70_000}).encode(), "more than 262144 bytes of JSON"),
     ("{}".encode("utf-16"), r"not valid JSON \(UTF-8 required\)"),
-    (b"\xef\xbb\xbf{}", r"not valid JSON \(UTF-8 required\)"),
+    (b"\xef\xbb\xbf" + "{}".encode("utf-16-le"), r"not valid JSON \(UTF-8 required\)"),
     (b'{"message": {"data": "' + b"\\\\" * 100_001 + b'"}}', "more than 100000 JSON escapes"),
+    (b'{"message": {"data": "' + b'\\"' * 100_001 + b'"}}', "more than 100000 JSON escapes"),
 ])
 def test_hostile_bodies_are_envelope_errors(body: bytes, expected: str) -> None:
     assert len(body) < LIMITS.body_limit("OZG.Antrag.130101")
@@ -195,7 +235,8 @@ def test_limits_come_from_the_config() -> None:
     assert defaults == SizeLimits() and defaults.content_limit("Big.Type") == 20 * 1024 * 1024
     limits = SizeLimits.from_config(_config({"max_content_bytes": 4096, "max_xml_nodes": 500}, per_type=8192))
     assert (limits.content_limit("Big.Type"), limits.content_limit("Other"), limits.max_xml_nodes) == (8192, 4096, 500)
-    assert limits.xml_limits("Big.Type").max_nodes == 500 and not limits.xml_limits("Big.Type").huge_tree
+    xml_limits = limits.xml_limits("Big.Type")
+    assert (xml_limits.max_nodes, xml_limits.max_text_length, xml_limits.max_depth) == (500, 8192, 256)
 
 
 @pytest.mark.parametrize(("limits", "per_type", "key"), [

@@ -17,8 +17,10 @@ encrypted containers) is parsed here, so the defences live in one place:
 ``huge_tree`` is enabled by default because a base64 content element of a SOAP message can
 legitimately hold ~55 MB of text; that only lifts libxml2's node size limits, entity expansion
 stays impossible because there is no DTD. Payloads are parsed with ``payload_limits()``: huge_tree
-off, so libxml2's own caps (10 MB per text node or tag, depth 256) stop a hostile document while it
-is being parsed. The checks after parsing run as XPath inside libxml2, so they cost microseconds.
+too (an XÖV payload may embed a base64 document of more than libxml2's 10 MB text limit), with the
+project's own bounds instead: the configured content limit for bytes and text, the node count
+while parsing (memory), depth 256. The checks after parsing run as XPath inside libxml2, so they
+cost microseconds.
 """
 
 from __future__ import annotations
@@ -70,9 +72,11 @@ DEFAULT_LIMITS = XmlLimits()
 
 
 def payload_limits(max_bytes: int, max_nodes: int) -> XmlLimits:
-    """Limits for a portal's XML message: no huge_tree, nodes counted, at most ``max_bytes``."""
-    return XmlLimits(max_bytes=max_bytes, max_text_length=min(max_bytes, LIBXML2_TEXT_LIMIT),
-                     max_nodes=max_nodes, huge_tree=False)
+    """Limits for a portal's XML message: at most ``max_bytes`` (also per text node: XÖV payloads
+    embed attachments as base64 elements, 7.5 MB raw are already 10 MB of text), nodes counted.
+    huge_tree is on, so libxml2's 10 MB / depth-256 caps do not refuse a valid payload; memory is
+    bounded by the byte size and the node count, depth by the project's own check (256)."""
+    return XmlLimits(max_bytes=max_bytes, max_text_length=max_bytes, max_nodes=max_nodes, huge_tree=True)
 
 # Prolog items that may precede a DOCTYPE: whitespace, XML declaration / PIs, comments.
 _WS = re.compile(rb"[ \t\r\n]*")

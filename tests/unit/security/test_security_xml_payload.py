@@ -1,14 +1,19 @@
-"""The hardened parser with payload limits (``payload_limits``): no huge_tree, nodes counted, so a
-hostile document is refused while it is parsed instead of after it grew 30x its size in memory."""
+"""The hardened parser with payload limits (``payload_limits``): nodes counted, so a hostile
+document is refused while it is parsed instead of after it grew 30x its size in memory; huge_tree
+on with the project's own bounds, so a payload embedding a base64 document above libxml2's 10 MB
+text limit is accepted within the configured limit."""
 
 from __future__ import annotations
+
+import base64
+import os
 
 import pytest
 from lxml import etree
 
 from hub.errors import XmlRejected
 from hub.samples import make_ozg_application
-from transport.security.xml import LIBXML2_TEXT_LIMIT, parse_xml, payload_limits
+from transport.security.xml import LIBXML2_TEXT_LIMIT, XmlLimits, parse_xml, payload_limits
 from transport.xta.metadata import Party
 
 LIMITS = payload_limits(max_bytes=40 * 1024 * 1024, max_nodes=1000)
@@ -44,22 +49,35 @@ def test_a_dense_document_stops_early() -> None:
         parse_xml(doc, LIMITS)
 
 
-def test_text_above_libxml2s_limit_is_refused_while_parsing() -> None:
-    doc = b"<a>\n<b>" + b"x" * (LIBXML2_TEXT_LIMIT + 1) + b"</b></a>"
-    with pytest.raises(XmlRejected, match=rf"^text longer than {LIBXML2_TEXT_LIMIT} bytes \(line 2, column \d+\)$"):
-        parse_xml(doc, LIMITS)
-    assert parse_xml(doc)[0].text is not None  # the SOAP default (huge_tree) still takes it
+def test_an_embedded_base64_document_above_libxml2s_text_limit_is_accepted() -> None:
+    """XÖV payloads embed attachments as base64 elements: 12 MB of text in one node, within the limit."""
+    text = base64.b64encode(os.urandom(9 * 1024 * 1024))
+    assert len(text) > 12_000_000 > LIBXML2_TEXT_LIMIT
+    doc = b"<a>\n<anlage>" + text + b"</anlage></a>"
+    assert parse_xml(doc, payload_limits(max_bytes=len(doc), max_nodes=10))[0].text == text.decode()
+    with pytest.raises(XmlRejected, match=rf"^document of {len(doc)} bytes exceeds {len(doc) - 1}$"):
+        parse_xml(doc, payload_limits(max_bytes=len(doc) - 1, max_nodes=10))
 
 
-def test_tag_above_libxml2s_limit_is_refused() -> None:
+def test_text_above_the_configured_limit_is_refused() -> None:
+    """The text bound is the configured content limit, not libxml2's 10 MB."""
+    limits = payload_limits(max_bytes=20 * 1024 * 1024, max_nodes=10)
+    assert limits.max_text_length == 20 * 1024 * 1024 and limits.huge_tree
+    with pytest.raises(XmlRejected, match=r"^text in element b longer than 10 characters$"):
+        parse_xml(b"<a><b>" + b"z" * 11 + b"</b></a>", XmlLimits(max_text_length=10, max_nodes=10))
+
+
+def test_a_long_attribute_is_refused_by_the_projects_bound() -> None:
     doc = b'<a v="' + b"x" * (LIBXML2_TEXT_LIMIT + 1) + b'"/>'
-    with pytest.raises(XmlRejected, match=rf"^a tag or attribute value longer than {LIBXML2_TEXT_LIMIT} bytes"):
+    with pytest.raises(XmlRejected, match=r"^attribute v longer than 65536 characters$"):
         parse_xml(doc, LIMITS)
 
 
-def test_depth_is_capped_by_libxml2_without_huge_tree() -> None:
-    with pytest.raises(XmlRejected, match=r"^nesting depth exceeds 256$"):
-        parse_xml(b"<a>" * 300 + b"</a>" * 300, payload_limits(max_bytes=10_000, max_nodes=10_000))
+def test_depth_is_capped_by_the_projects_own_check() -> None:
+    limits = payload_limits(max_bytes=10_000, max_nodes=10_000)
+    with pytest.raises(XmlRejected, match=r"^nesting depth 300 exceeds 256$"):
+        parse_xml(b"<a>" * 300 + b"</a>" * 300, limits)
+    assert parse_xml(b"<a>" * 256 + b"</a>" * 256, limits) is not None
 
 
 def test_invalid_utf8_names_line_and_column() -> None:
