@@ -3,12 +3,17 @@
 Types are strict, so ``mtom = "yes"`` or ``lookup_ttl = "10"`` is an error naming the key instead
 of a guess (pydantic's lax mode would read "yes" as true and "10" as 10). Strict mode would also
 refuse what TOML cannot write any other way, a list where a tuple is declared and text where a
-path is declared; those two shapes, and only those, are converted here. The hub's config adds the
-conversion of environment overrides, which are text by nature (``hub/config.py``).
+path is declared; those two shapes, and only those, are converted here.
+
+Environment overrides are text by nature: the hub's config marks them as ``EnvText``
+(``hub/config.py``) and every model converts them by the type of the field they land in, at any
+depth. Free-form tables (a profile's ``options``) keep them as ``EnvText`` until the profile's own
+options model, also a ``StrictSettings``, converts them by its field types.
 """
 
 from __future__ import annotations
 
+import tomllib
 import types
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -16,11 +21,37 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import (
     BaseModel,
     ConfigDict,
+    TypeAdapter,
+    ValidationError,
     ValidationInfo,
     ValidatorFunctionWrapHandler,
     field_validator,
 )
 from pydantic.fields import FieldInfo
+
+
+class EnvText(str):
+    """The value of an environment override: text, to be converted to the key's type."""
+
+    def literal(self) -> Any:
+        """The text read as a TOML value (``true``, ``5``, ``[5, 30]``, ``"quoted"``), else as text."""
+        try:
+            return tomllib.loads(f"v = {self}")["v"]
+        except tomllib.TOMLDecodeError:
+            return str(self)
+
+
+def env_value(field: FieldInfo, text: EnvText) -> Any:
+    """``text`` converted to the field's type by pydantic's lax rules (``"64"`` -> 64, ``"yes"`` ->
+    True); failing that, its TOML reading, which strict validation then accepts or reports. A
+    free-form field (``Any``) keeps the ``EnvText``: whoever gives it a type converts it."""
+    if field.annotation is Any:
+        return text
+    declared: Any = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+    try:
+        return TypeAdapter(declared).validate_python(str(text), strict=False)
+    except ValidationError:
+        return text.literal()
 
 
 def toml_shapes(annotation: Any, value: Any) -> Any:
@@ -62,6 +93,9 @@ class StrictSettings(BaseModel):
 
     @classmethod
     def settings_value(cls, field: FieldInfo, value: Any) -> Any:
-        """Hook: turn a value from another source than the file (e.g. the environment) into a
-        typed one before strict validation. The base takes values as they are."""
+        """Hook: turn a value from another source than the file into a typed one before strict
+        validation. The base converts ``EnvText`` by the field's type and takes the rest as it is;
+        nested models and free-form tables are left to convert their own values."""
+        if isinstance(value, EnvText):
+            return env_value(field, value)
         return value

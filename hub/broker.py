@@ -57,6 +57,21 @@ def _reply(exc: BaseException) -> str:
     return found.group(3) if found else (str(exc)[:300] or type(exc).__name__)
 
 
+# pika's Probable*Error wraps the repr of whatever ended the handshake: the broker's close
+# ("ConnectionClosedByBroker: (403) '...'") or a lost stream ("StreamLostError: (...)").
+_WRAPPED_CLOSE = re.compile(r"^(?:Connection|Channel)ClosedByBroker: " + _BROKER_REPLY.pattern)
+_REFUSAL_CODES = (403, 530)  # ACCESS_REFUSED, NOT_ALLOWED
+
+
+def _reply_code(exc: BaseException) -> int | None:
+    """The AMQP reply code the broker answered with, if it answered at all (else None)."""
+    code = getattr(exc, "reply_code", None)
+    if isinstance(code, int):
+        return code
+    found = _WRAPPED_CLOSE.match(str(exc))
+    return int(found.group(1)) if found else None
+
+
 def access_refused(exc: BaseException, config: BrokerConfig) -> BrokerAccessRefused | None:
     """The refusal ``exc`` stands for, if the broker answered and said no; None for anything else
     (connection refused, lost, timed out: an outage, not a configuration error)."""
@@ -65,6 +80,13 @@ def access_refused(exc: BaseException, config: BrokerConfig) -> BrokerAccessRefu
     if _reply(exc).endswith("is down"):  # "NOT_ALLOWED - vhost x is down": the broker is (re)starting it
         return None
     user, vhost, address = broker_identity(config)
+    # pika guesses "probable" refusals from the handshake stage alone, so a stream lost or a
+    # 320 CONNECTION_FORCED (a node shutting down) looks the same: only the broker's 403/530 is a "no".
+    # AuthenticationError proper (no common mechanism) is a refusal without a reply code.
+    answered_no = _reply_code(exc) in _REFUSAL_CODES
+    probable = (pika.exceptions.ProbableAuthenticationError, pika.exceptions.ProbableAccessDeniedError)
+    if isinstance(exc, probable) and not answered_no:
+        return None
     if isinstance(exc, pika.exceptions.ProbableAuthenticationError | pika.exceptions.AuthenticationError):
         return BrokerAccessRefused(
             f"RabbitMQ at {address} refused the login of user '{user}' to vhost '{vhost}' ({_reply(exc)}): "
@@ -74,7 +96,7 @@ def access_refused(exc: BaseException, config: BrokerConfig) -> BrokerAccessRefu
             f"RabbitMQ at {address} refused user '{user}' access to vhost '{vhost}' ({_reply(exc)}): the vhost "
             "does not exist or the user has no permissions on it (rabbitmqctl add_vhost / set_permissions)")
     closed = (pika.exceptions.ChannelClosedByBroker, pika.exceptions.ConnectionClosedByBroker)
-    if isinstance(exc, closed) and exc.reply_code in (403, 530):
+    if isinstance(exc, closed) and answered_no:
         return BrokerAccessRefused(
             f"RabbitMQ at {address} refused user '{user}' on vhost '{vhost}' ({_reply(exc)}): grant the "
             "user's permissions (rabbitmqctl set_permissions)")
@@ -97,6 +119,35 @@ def broker_failure(exc: BaseException, config: BrokerConfig, *, connecting: bool
             "with AMQP_URL=amqp://user:pass@host:5672/vhost")
     return BrokerUnavailable(f"connection to RabbitMQ at {broker_identity(config)[2]} lost "
                              f"({type(exc).__name__}: {_reply(exc)})")
+
+
+# rabbit_channel:check_msg_size: "message size N is larger than configured max size M" (N: body bytes)
+_TOO_LARGE = re.compile(r"message size (\d+) is larger than (?:configured )?max size (\d+)")
+
+
+def publish_refused(exc: BaseException, config: BrokerConfig) -> BrokerError | ConfigError | None:
+    """Why the broker closed a publishing channel, if publishing the same message again cannot help:
+    a refusal (403/530, configuration) or 406 PRECONDITION_FAILED (``BrokerError``, exit 1), most
+    often a body above the broker's ``max_message_size``. None: an outage, worth a retry."""
+    refused = access_refused(exc, config)
+    if refused is not None:
+        return refused
+    if not isinstance(exc, pika.exceptions.ChannelClosedByBroker) or exc.reply_code != 406:
+        return None
+    if refused_body_size(exc) is not None:
+        return BrokerError(
+            f"RabbitMQ refused the message ({exc.reply_code}: {_reply(exc)}): it is larger than the broker's "
+            "max_message_size (16 MiB by default on RabbitMQ 4.x): raise max_message_size in rabbitmq.conf "
+            "or lower limits.max_content_bytes (docs/configuration.md)", reason="publish_refused")
+    return BrokerError(
+        f"RabbitMQ refused the message ({exc.reply_code}: {_reply(exc)}): a precondition failed, e.g. the "
+        "broker's max_message_size or a message property it does not accept", reason="publish_refused")
+
+
+def refused_body_size(exc: BaseException) -> int | None:
+    """The body size (bytes) a 406 "message size ... is larger than ... max size" names, else None."""
+    found = _TOO_LARGE.search(_reply(exc))
+    return int(found.group(1)) if found else None
 
 
 def connect(config: BrokerConfig, client_name: str) -> pika.BlockingConnection:

@@ -7,7 +7,8 @@ of the config file. Errors name the offending key (``adapters.advis.endpoint: ..
 
 Types are strict (``adapters/settings.py``): ``prefetch = "64"`` in the file is an error. Override
 values are text by nature and are converted to the key's type as pydantic's lax mode does ("64",
-"true"); values of profile options, whose types only the profile knows, are read as TOML values.
+"true", ".5"), at any depth; values of profile options, whose types only the profile knows, stay
+``EnvText`` until the profile's options model converts them by its own types.
 """
 
 from __future__ import annotations
@@ -17,53 +18,25 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
     Field,
-    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic.fields import FieldInfo
 
-from adapters.settings import StrictSettings
+from adapters.settings import EnvText, StrictSettings
 from hub.errors import ConfigError
 
 DESTINATION_PATTERN = re.compile(r"^[a-z0-9]{2,10}:[A-Za-z0-9_\-]{1,64}$")
 ADAPTER_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_\-]{0,40}$")
 
 
-class EnvText(str):
-    """The value of an environment override: text, to be converted to the key's type."""
-
-    def literal(self) -> Any:
-        """The text read as a TOML value (``true``, ``5``, ``[5, 30]``, ``"quoted"``), else as text."""
-        try:
-            return tomllib.loads(f"v = {self}")["v"]
-        except tomllib.TOMLDecodeError:
-            return str(self)
-
-
-def _env_value(field: FieldInfo, text: EnvText) -> Any:
-    """``text`` converted to the field's type by pydantic's lax rules (``"64"`` -> 64, ``"yes"`` ->
-    True); failing that, its TOML reading, which strict validation then accepts or reports."""
-    declared: Any = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
-    try:
-        return TypeAdapter(declared).validate_python(str(text), strict=False)
-    except ValidationError:
-        return text.literal()
-
-
 class _Strict(StrictSettings):
-    @classmethod
-    def settings_value(cls, field: FieldInfo, value: Any) -> Any:
-        if isinstance(value, EnvText):
-            return _env_value(field, value)
-        if isinstance(value, dict):  # e.g. profile options: their types are the profile's business
-            return {k: v.literal() if isinstance(v, EnvText) else v for k, v in value.items()}
-        return value
+    """A config section: strict types; environment overrides (``EnvText``) are converted by the
+    type of the key they set, at any depth, by ``StrictSettings`` itself."""
 
 
 class BrokerConfig(_Strict):

@@ -23,7 +23,13 @@ import pika
 import pika.exceptions
 from pika.channel import Channel
 
-from hub.broker import access_refused, broker_failure, connection_parameters, redacted_url
+from hub.broker import (
+    broker_failure,
+    connection_parameters,
+    publish_refused,
+    redacted_url,
+    refused_body_size,
+)
 from hub.config import BrokerConfig
 from hub.envelope import Envelope
 from hub.errors import BrokerUnavailable, HubError, PublishNotConfirmed, UnknownDestination
@@ -39,6 +45,7 @@ class _Pending:
     message_id: str | None
     routing_key: str
     returned: str | None = None
+    body_size: int = 0
 
 
 class ConfirmingPublisher:
@@ -101,8 +108,11 @@ class ConfirmingPublisher:
 
     def _on_channel_closed(self, _channel: Channel, reason: Exception) -> None:
         self._channel = None
-        # e.g. 403 ACCESS_REFUSED: no write permission on the exchange; retrying cannot help
-        self._fail_all(f"channel closed: {reason}", access_refused(reason, self._config))
+        # 403 ACCESS_REFUSED (no write permission) or 406 PRECONDITION_FAILED (e.g. a body above
+        # max_message_size): retrying cannot help. A size refusal names the body size, so only the
+        # message(s) of that size fail for it; the rest of the window fails as an outage, to be retried.
+        self._fail_all(f"channel closed: {reason}", publish_refused(reason, self._config),
+                       only_body_size=refused_body_size(reason))
         if not self._connection.is_closed and not self._connection.is_closing:
             self._connection.close()
 
@@ -115,11 +125,12 @@ class ConfirmingPublisher:
         self._fail_all(f"connection closed: {reason}")
         self._connection.ioloop.stop()
 
-    def _fail_all(self, why: str, error: HubError | None = None) -> None:
+    def _fail_all(self, why: str, error: HubError | None = None, *, only_body_size: int | None = None) -> None:
         pending, self._pending = self._pending, {}
         for entry in pending.values():
             if not entry.future.done():
-                entry.future.set_exception(error or BrokerUnavailable(f"publish not confirmed, {why}"))
+                hit = error is not None and only_body_size in (None, entry.body_size)
+                entry.future.set_exception(error if hit else BrokerUnavailable(f"publish not confirmed, {why}"))
             self._window.release()
 
     def _do_publish(self, entry: _Pending, exchange: str, body: bytes,
@@ -171,7 +182,7 @@ class ConfirmingPublisher:
         if not self._window.acquire(timeout=timeout):
             raise PublishNotConfirmed(f"no confirm window free after {timeout}s (broker blocked?)")
         future: Future[None] = Future()
-        entry = _Pending(future, properties.message_id, routing_key)
+        entry = _Pending(future, properties.message_id, routing_key, body_size=len(body))
         try:
             # a closure, not functools.partial: pika logs the callback's repr at DEBUG, and a
             # partial's repr would carry the body (personal data) into the logs

@@ -18,8 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pika
 import pytest
 
+from hub.cli_support import EXIT_FAILED, exit_code
+from hub.config import BrokerConfig
+from hub.errors import BrokerError
+from hub.publisher import ConfirmingPublisher
 from hub.samples import make_ozg_application
 from tests.conftest import _rabbitmqctl
 from tests.reliability.support import (
@@ -175,3 +180,16 @@ def test_lost_connection_after_start_reconnects_and_readiness_says_why(user: tup
     finally:
         reap_processes()
         simulator.stop()
+
+
+def test_a_message_the_broker_refuses_on_publish_is_a_failure_not_an_outage(fresh_broker_url: str) -> None:
+    """A real 406 PRECONDITION_FAILED on publish (as for a body above max_message_size; here a user_id
+    that is not the login's, which any broker refuses): exit 1 naming the precondition, not exit 3
+    "broker unreachable"."""
+    with ConfirmingPublisher(BrokerConfig(url=fresh_broker_url), "test-406") as publisher:
+        publisher.publish_and_wait("", "nowhere", b"fine", pika.BasicProperties(message_id="fine"))
+        refused = publisher.publish("", "nowhere", b"refused", pika.BasicProperties(
+            message_id="refused", user_id=f"not-{uuid.uuid4().hex[:8]}"))
+        error = refused.exception(timeout=60)
+    assert type(error) is BrokerError and exit_code(error) == EXIT_FAILED, repr(error)
+    assert "406" in str(error) and "precondition" in str(error)

@@ -5,13 +5,18 @@ password appears nowhere. The texts are pika's own, as the real broker produces 
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import Future
+from types import SimpleNamespace
+
 import pika.exceptions as px
 import pytest
 
-from hub.broker import access_refused, broker_failure
+from hub.broker import access_refused, broker_failure, publish_refused, refused_body_size
 from hub.cli_support import EXIT_BROKER, EXIT_CONFIG, EXIT_FAILED, exit_code
 from hub.config import BrokerConfig
 from hub.errors import BrokerAccessRefused, BrokerError, BrokerUnavailable
+from hub.publisher import ConfirmingPublisher, _Pending
 
 SECRET = "s3cret-pw"
 CONFIG = BrokerConfig(url=f"amqp://portal:{SECRET}@mq.example:5672/hub")
@@ -38,6 +43,15 @@ OUTAGES = [
     px.ProbableAccessDeniedError(VHOST_DOWN),  # the broker is (re)starting the vhost
     px.AMQPHeartbeatTimeout("No activity or too many missed heartbeats in the last 60 seconds"),
     ConnectionResetError(104, "Connection reset by peer"),
+    # pika calls any stream end during the handshake a "probable" refusal: these are outages (a TCP
+    # reset, a load balancer, a node shutting down in a rolling restart), as pika builds them
+    px.ProbableAuthenticationError(repr(px.StreamLostError("Transport indicated EOF"))),
+    px.ProbableAccessDeniedError(repr(px.StreamLostError("Transport indicated EOF"))),
+    px.ProbableAccessDeniedError(repr(px.ConnectionClosedByBroker(320, "CONNECTION_FORCED - shutdown"))),
+    px.ProbableAuthenticationError(repr(px.ConnectionClosedByBroker(
+        320, "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"))),
+    px.ProbableAuthenticationError(repr(px.StreamLostError(
+        "Stream connection lost: ConnectionResetError(104, 'Connection reset by peer')"))),
 ]
 
 
@@ -71,3 +85,42 @@ def test_other_refused_operations_are_failures(code: int, text: str) -> None:
     error = broker_failure(px.ChannelClosedByBroker(code, text), CONFIG)
     assert type(error) is BrokerError and exit_code(error) == EXIT_FAILED
     assert text in str(error)
+
+
+TOO_LARGE = "PRECONDITION_FAILED - message size 17825792 is larger than configured max size 16777216"
+
+
+def test_a_message_above_max_message_size_is_a_failure_naming_the_cause_not_an_outage() -> None:
+    """RabbitMQ 4.x refuses bodies above 16 MiB by closing the channel with 406: exit 1, not 3."""
+    error = publish_refused(px.ChannelClosedByBroker(406, TOO_LARGE), CONFIG)
+    assert type(error) is BrokerError and exit_code(error) == EXIT_FAILED
+    assert "max_message_size" in str(error) and "17825792" in str(error) and "Start it" not in str(error)
+    assert refused_body_size(px.ChannelClosedByBroker(406, TOO_LARGE)) == 17825792
+
+
+def test_another_406_on_publish_is_a_failure_naming_a_precondition() -> None:
+    error = publish_refused(px.ChannelClosedByBroker(
+        406, "PRECONDITION_FAILED - user_id property set to 'x' but authenticated user was 'portal'"), CONFIG)
+    assert type(error) is BrokerError and exit_code(error) == EXIT_FAILED and "precondition" in str(error)
+    assert refused_body_size(px.ChannelClosedByBroker(406, "PRECONDITION_FAILED - x")) is None
+
+
+@pytest.mark.parametrize("error", OUTAGES)
+def test_outages_on_publish_are_retried(error: Exception) -> None:
+    assert publish_refused(error, CONFIG) is None
+
+
+def test_a_size_refusal_fails_only_the_message_of_that_size() -> None:
+    """The rest of the window was lost with the channel, not refused: it fails as an outage, which
+    ResilientPublisher retries."""
+    publisher = ConfirmingPublisher.__new__(ConfirmingPublisher)  # the channel-close path only, no broker
+    publisher._config, publisher._window = CONFIG, threading.BoundedSemaphore(2)
+    publisher._connection = SimpleNamespace(is_closed=True, is_closing=False)
+    big, small = (_Pending(Future(), f"m-{n}", "azr:000100", body_size=n) for n in (17825792, 1000))
+    publisher._pending = {1: big, 2: small}
+    publisher._window.acquire()
+    publisher._window.acquire()
+    publisher._on_channel_closed(None, px.ChannelClosedByBroker(406, TOO_LARGE))
+    assert type(big.future.exception()) is BrokerError and "max_message_size" in str(big.future.exception())
+    assert isinstance(small.future.exception(), BrokerUnavailable)
+    assert publisher._pending == {} and publisher._window.acquire(blocking=False)  # window released

@@ -148,7 +148,7 @@ def test_environment_overrides_are_converted_to_the_key_s_type() -> None:
         "HUB_ADAPTERS__ADVIS__BUSINESS_SCENARIO_LIST_VERSION": "2",  # text key: stays text
         "HUB_ADAPTERS__ADVIS__SIGNING_CERT": "cert.pem",
         "HUB_ADAPTERS__ADVIS__BREAKER__COOL_DOWN": "60",
-        "HUB_ADAPTERS__ADVIS__OPTIONS__MTOM": "false",  # profile options: read as TOML values
+        "HUB_ADAPTERS__ADVIS__OPTIONS__MTOM": "false",  # profile options: converted by the profile's model
         "HUB_ADAPTERS__ADVIS__OPTIONS__LOOKUP_TTL": "10",
         "HUB_ADAPTERS__ADVIS__OPTIONS__SERVICE_QUALITY": "fast",
     }
@@ -161,6 +161,31 @@ def test_environment_overrides_are_converted_to_the_key_s_type() -> None:
     assert advis.breaker.cool_down == 60.0
     options = Xta2Options.from_mapping(advis.options)
     assert options.mtom is False and options.lookup_ttl == 10.0 and options.service_quality == "fast"
+
+
+def test_overrides_below_a_nested_table_are_converted_to_the_key_s_type() -> None:
+    """Text keys stay text and numbers with a TOML-foreign spelling convert, however deep the key."""
+    env = {
+        "HUB_ADAPTERS__ADVIS__AUTHOR__NAME": "4711",  # str two tables down: not the TOML integer
+        "HUB_ADAPTERS__ADVIS__BREAKER__FAILURE_RATE": ".5",  # float: not valid TOML, valid as a float
+        "HUB_SIMULATOR__STORE_DIR": "2024",  # a path named like a number
+    }
+    config = parse_config(copy.deepcopy(_minimal()), base=Path("/etc/hub"), environ=env)
+    advis = config.adapters["advis"]
+    assert advis.author.name == "4711" and advis.breaker.failure_rate == 0.5
+    assert config.simulator.store_dir == Path("/etc/hub/2024")
+
+
+def test_profile_option_overrides_get_the_profile_s_types_not_toml_s() -> None:
+    env = {"HUB_ADAPTERS__ADVIS__OPTIONS__MESSAGE_TYPE_LIST_VERSION": "1.2",  # str option: not the float 1.2
+           "HUB_ADAPTERS__ADVIS__OPTIONS__LOOKUP_NEGATIVE_TTL": ".5"}
+    config = parse_config(copy.deepcopy(_minimal()), base=Path("/etc/hub"), environ=env)
+    options = config.adapters["advis"].options
+    assert options["message_type_list_version"] == "1.2" and isinstance(options["message_type_list_version"], str)
+    parsed = Xta2Options.from_mapping(options)
+    assert parsed.message_type_list_version == "1.2" and parsed.lookup_negative_ttl == 0.5
+    with pytest.raises(ConfigError, match=r"options\.lookup_ttl: "):  # the file's text stays an error
+        Xta2Options.from_mapping({**options, "lookup_ttl": "10"}, key="options")
 
 
 @pytest.mark.parametrize(("env", "named"), [({"HUB_BROKER__PREFETCH": "lots"}, "broker.prefetch"),
