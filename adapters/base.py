@@ -34,11 +34,16 @@ class Delivery:
 
 @dataclass(frozen=True)
 class DeliveryReceipt:
-    """What the endpoint accepted: the transport's message id (XTA MessageID). ``duplicate`` says
-    the endpoint already had it (a re-send after a crash), so the receiver got it once."""
+    """What the endpoint accepted: the transport's message id (XTA MessageID).
+
+    ``accepted_on_resend``: the endpoint answered "id already used" to a re-send, i.e. an earlier
+    attempt of ours whose answer was lost or garbled was accepted; this is its first confirmation
+    (the hub follows it up like any delivery). ``duplicate``: the hub's ledger already recorded the
+    application as delivered (a replay or re-publish), so nothing new was confirmed now."""
 
     transport_message_id: str
     duplicate: bool = False
+    accepted_on_resend: bool = False
 
 
 class IdentitySource(Protocol):
@@ -67,7 +72,7 @@ class Adapter(Protocol):
     def deliver(self, delivery: Delivery, transport_message_id: str, *, resend: bool = False) -> DeliveryReceipt:
         """Deliver under ``transport_message_id`` or raise a ``HubError`` whose ``transient`` flag
         says whether to retry. ``resend``: the id was used in an earlier attempt that may have
-        been accepted; an endpoint's "id already used" then means success."""
+        been accepted; an endpoint's "id already used" then means success (``accepted_on_resend``)."""
 
     def close(self) -> None:
         """Release connections."""

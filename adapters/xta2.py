@@ -352,8 +352,8 @@ class Xta2Adapter:
                     return self._sync_receipt(transport_message_id, answer)
                 self._client.send_message(metadata, container, certificates=tokens)
             except XtaFault as fault:
-                if resend and fault.code == MESSAGE_ID_ALREADY_USED:
-                    return Xta2Receipt(transport_message_id=transport_message_id, duplicate=True)
+                if resend and fault.code == MESSAGE_ID_ALREADY_USED:  # an earlier attempt was accepted
+                    return Xta2Receipt(transport_message_id=transport_message_id, accepted_on_resend=True)
                 raise
         return Xta2Receipt(transport_message_id=transport_message_id)
 

@@ -309,13 +309,18 @@ class AdapterWorker:
             if _endpoint_failure(error):
                 self.breaker.record_failure()
             return self._fail(msg, error, destination if isinstance(destination, str) else None)
-        if not receipt.duplicate:  # a ledger duplicate made no endpoint call: it proves nothing
+        # a ledger duplicate confirmed nothing new (it was followed up when first confirmed); an
+        # acceptance confirmed on a re-send ("id already used") is a first delivery like any other
+        if not receipt.duplicate:
             self.breaker.record_success()
+        detail: dict[str, Any] = {"xta_message_id": receipt.transport_message_id, "duplicate": receipt.duplicate}
+        if receipt.accepted_on_resend and not receipt.duplicate:
+            detail["accepted_on_resend"] = True
         self._publish_status(StatusEvent(envelope.message_id, DELIVERED, envelope.portal, envelope.destination,
-                                         self.adapter, detail={"xta_message_id": receipt.transport_message_id,
-                                                 "duplicate": receipt.duplicate}))
+                                         self.adapter, detail=detail))
         self.metrics.processed.labels(self.adapter, "delivered").inc()
-        log.info("delivered %s to %s as %s", envelope.message_id, envelope.destination, receipt.transport_message_id)
+        log.info("delivered %s to %s as %s%s", envelope.message_id, envelope.destination, receipt.transport_message_id,
+                 " (accepted on re-send)" if detail.get("accepted_on_resend") else "")
         if self.reports is not None and not receipt.duplicate:
             try:
                 self.reports.schedule(PollRequest(envelope.message_id, receipt.transport_message_id,

@@ -179,3 +179,65 @@ def test_logs_metrics_headers_and_events_hold_no_payload(run: Run) -> None:
 
 def test_pika_io_loop_debug_logs_hold_no_payload(run: Run) -> None:
     assert_absent(run.logs.text(pika_select_connection=True), "pika's select_connection DEBUG log")
+
+
+def _fault_server(reason: str) -> Any:
+    """A far side that answers every request with a SOAP 1.2 Sender fault without XTA detail whose
+    Reason echoes ``reason`` (as a server quoting a payload value would), over real loopback HTTP."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    fault = (f'<?xml version="1.0" encoding="utf-8"?><e:Envelope xmlns:e="http://www.w3.org/2003/05/soap-envelope">'
+             f'<e:Body><e:Fault><e:Code><e:Value>e:Sender</e:Value><e:Subcode><e:Value>e:BadValue</e:Value>'
+             f'</e:Subcode></e:Code><e:Reason><e:Text xml:lang="de">Ungültiger Wert: {reason}</e:Text></e:Reason>'
+             f'</e:Fault></e:Body></e:Envelope>').encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(400)
+            self.send_header("Content-Type", "application/soap+xml; charset=utf-8")
+            self.send_header("Content-Length", str(len(fault)))
+            self.end_headers()
+            self.wfile.write(fault)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_remote_fault_text_reaches_no_header_log_or_event(broker_url, pki) -> None:
+    """A SOAP fault's Reason is the far side's free text (it may quote the payload): retries and the
+    dead letter keep its codes, never its text."""
+    server = _fault_server(MARKER)
+    xml, message_id = make_ozg_application(reader=Party("azr:000100", "ABH"), author=Party(**AUTHOR), seed=78)
+    envelope = new_envelope(destination="azr:000100", message_type="OZG.Antrag.130101", portal="test-portal",
+                            message=xml, message_id=message_id)
+    status = StatusCollector(broker_url)
+    try:
+        with debug_logs() as logs:
+            config = make_config(broker_url, pki, f"http://127.0.0.1:{server.server_port}/xta")  # ladder [1, 2]
+            with running_worker(config, "alpha"):
+                with ConfirmingPublisher(config.broker, "test-portal") as publisher:
+                    publish_envelope(publisher, envelope).result(timeout=10)
+                wait_for(lambda: status.of(message_id, DEAD_LETTERED), 60, what="the dead letter")
+            dead = [(p, b) for p, b in drain(broker_url, DEAD_QUEUE, 1, timeout=30) if p.message_id == message_id]
+    finally:
+        status.close()
+        server.shutdown()
+        server.server_close()
+    [(props, _body)] = dead
+    headers = props.headers
+    text = logs.text(pika_select_connection=False)
+    # the failure was described (so absence means something): codes and the HTTP status ...
+    assert headers["x-hub-reason"] == "endpoint_protocol" and headers["x-hub-attempts"] == 3
+    assert "SOAP Sender/BadValue fault without XTA detail, HTTP 400" in headers["x-hub-error-message"]
+    assert text.count("SOAP Sender/BadValue fault") >= 3  # two retries and the dead letter
+    # ... never the far side's text
+    assert "Ungültiger Wert" not in headers["x-hub-error-message"] and "Ungültiger Wert" not in text
+    assert_absent(json.dumps(headers, default=str), "the dead-letter headers")
+    assert_absent(text, "the logs (every logger but pika's I/O loop)")
+    assert_absent(json.dumps([e.__dict__ for e in status.events], default=str), "the status events")

@@ -78,5 +78,6 @@ def test_lost_answer_after_acceptance_is_delivered_exactly_once(fresh_broker_url
             status.close()
         received = sim.store.messages()
     assert status.of(app.message_id, RETRY_SCHEDULED), "the lost answer must have looked transient"
-    assert event.detail["duplicate"] is True  # the re-send under the same id got 9024 = already accepted
+    # the re-send under the same id got 9024: the first confirmation of our own accepted send, not a duplicate
+    assert event.detail["duplicate"] is False and event.detail["accepted_on_resend"] is True
     assert len(received) == 1 and received[0].message_id == event.detail["xta_message_id"]

@@ -4,7 +4,8 @@ Transient (XTA 9030/9031/9032, HTTP 5xx, dropped connections, outage windows, an
 sense: HTML, text, empty, SOAP 1.1, empty or wrong body, truncated MTOM) -> retry ladder
 (``retry_scheduled`` attempt 1, 2, ...) and delivered once the endpoint recovers, or dead-lettered
 with the reason after the ladder is exhausted. Permanent (every other code, the size limit, a
-service the reader does not offer) -> ``hub.dead`` at once (attempt 1) with the reason headers. An answer lost after the server accepted the message -> retry -> 9024 -> delivered once.
+service the reader does not offer) -> ``hub.dead`` at once (attempt 1) with the reason headers. An answer lost
+or garbled after the server accepted the message -> retry -> 9024 -> delivered once, as a first delivery.
 """
 
 from __future__ import annotations
@@ -121,11 +122,48 @@ def test_outage_window_is_retried_until_the_endpoint_is_back(broker_url, pki) ->
     assert sim.store.messages()[0].parts[0].data == envelope.content.message.data
 
 
-def test_answer_lost_after_acceptance_is_delivered_once(broker_url, pki) -> None:
-    injection = InjectedFault(operation="sendMessage", drop=True, after_processing=True)
-    _envelope, final, attempts, sim = _deliver_one(broker_url, pki, {}, injection=injection, seed=7100)
-    assert final.event == DELIVERED and final.detail["duplicate"] is True  # 9024 on the re-send
-    assert attempts == [1]
+ACCEPTED_THEN_ANSWER_BROKEN = [
+    # (case, adapter options, injection): the server carries sendMessage out, its answer never arrives whole
+    ("dropped_answer", {}, InjectedFault(operation="sendMessage", drop=True, after_processing=True)),
+    ("truncated_mtom_answer", {}, InjectedFault(operation="sendMessage", garbage="truncated-mtom")),
+    ("empty_body_sync_answer", {"send_mode": "sync"}, InjectedFault(operation="sendMessageSync", garbage="empty-body")),
+]
+
+
+@pytest.mark.parametrize("case, options, injection", ACCEPTED_THEN_ANSWER_BROKEN,
+                         ids=[c[0] for c in ACCEPTED_THEN_ANSWER_BROKEN])
+def test_acceptance_confirmed_by_9024_on_resend_is_a_first_delivery(fresh_broker_url, pki, case, options,
+                                                                     injection) -> None:
+    """9024 after our own send whose answer we never read is the first confirmed acceptance: delivered
+    (not a duplicate), the breaker counts a success, the transport report is followed. Only a replay
+    of an application the ledger knows as delivered is a duplicate. (A fresh vhost: the report wait
+    queue's TTL differs from the module's.)"""
+    broker_url = fresh_broker_url
+    seed = 7100 + [c[0] for c in ACCEPTED_THEN_ANSWER_BROKEN].index(case)
+    with serve(sim_config(pki)) as sim:
+        sim.inject(injection)
+        config = make_config(broker_url, pki, sim.url, retry_delays=LADDER,
+                             adapter_overrides={"options": options, "report_poll_interval": 0.5})
+        envelope = application("azr:000100", seed)
+        status = StatusCollector(broker_url)
+        try:
+            with running_worker(config, "alpha") as worker:
+                publish(config, [envelope])
+                final = outcome(status, envelope.message_id)
+                [report] = wait_for(lambda: status.of(envelope.message_id, "transport_report"), 60,
+                                    what="the transport report of the delivery")
+                outcomes = list(worker.breaker._recent)  # True = success, False = endpoint failure
+                publish(config, [envelope])  # a replay of the delivered application: the ledger's duplicate
+                second = wait_for(lambda: status.of(envelope.message_id, DELIVERED)[1:], 60, what="the replay")[0]
+            attempts = retries(status, envelope.message_id)
+        finally:
+            status.close()
+    assert final.event == DELIVERED, final
+    assert final.detail["duplicate"] is False and final.detail["accepted_on_resend"] is True
+    assert attempts == [1]  # the broken answer was retried once; the re-send got 9024
+    assert outcomes == [False, True]
+    assert report.detail["xta_message_id"] == final.detail["xta_message_id"] and report.detail["traffic_light"] == "green"
+    assert second.detail["duplicate"] is True and "accepted_on_resend" not in second.detail
     assert len(sim.store) == 1 and sim.store.stats()["faults"].get("9024") == 1
 
 

@@ -63,7 +63,6 @@ def malformed_answers(operation: str) -> Iterator[None]:
         raise MalformedAnswer(f"XTA {operation}: {exc}") from exc
 
 
-
 def parse_reply(operation: str, status: int, content_type: str, data: bytes) -> Reply:
     """Parse an HTTP answer (plain SOAP or MTOM) or raise the hub error it stands for.
 

@@ -15,6 +15,7 @@ explicit refusal by the server.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -125,6 +126,7 @@ def is_transient_http_status(status: int) -> bool:
     """HTTP statuses (without an XTA fault) after which a retry can succeed."""
     return status >= 500 or status in (408, 429)
 
+_CODE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,59}")
 _MAX_REASON = 300  # fault reasons end up in exception messages and logs: keep them short
 
 
@@ -183,6 +185,11 @@ def _local(text: str | None) -> str:
     return (text or "").strip().rpartition(":")[2]
 
 
+def _code_name(text: str) -> str:
+    """A fault (sub)code's local name as it may appear in messages: a name, else a placeholder."""
+    return text if _CODE_NAME.fullmatch(text) else "(not a name)"
+
+
 def _short(text: str | None) -> str:
     text = " ".join((text or "").split())
     return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 1] + "…"
@@ -216,10 +223,9 @@ def error_from_fault(fault: etree._Element, *, http_status: int | None = None) -
             name = _short(error_code.findtext("name")) or None
         label = " ".join(p for p in (exception_type, code, f"({name})" if name else None) if p)
         return XtaFault(f"{label}: {reason}" if reason else label, exception_type=exception_type, code=code)
-    status = f" (HTTP {http_status})" if http_status else ""
-    if soap_code == "Receiver":
-        return EndpointUnavailable(f"SOAP Receiver fault without XTA detail{status}: {reason}")
-    return MalformedAnswer(f"SOAP {soap_code or 'unknown'} fault without XTA detail{status}: {reason}")
+    subcodes = [_local(v.text) for v in fault.iterfind(f"{{{SOAP12}}}Code//{{{SOAP12}}}Subcode/{{{SOAP12}}}Value")]
+    return _fault_without_detail(soap_code, subcodes, fault.findtext(f"{{{SOAP12}}}Reason/{{{SOAP12}}}Text"),
+                                 http_status)
 
 
 def error_from_zeep_fault(exc: Any, *, http_status: int | None = None) -> HubError:
@@ -234,7 +240,21 @@ def error_from_zeep_fault(exc: Any, *, http_status: int | None = None) -> HubErr
         if http_status is not None and is_transient_http_status(http_status):
             return EndpointUnavailable(f"HTTP {http_status} without SOAP fault")
         return MalformedAnswer(f"answer is not a SOAP response (HTTP {http_status})")
-    soap_code, reason = _local(code), _short(getattr(exc, "message", None))
+    subcodes = [_local(str(getattr(c, "localname", c))) for c in getattr(exc, "subcodes", None) or ()]
+    return _fault_without_detail(_local(code), subcodes, getattr(exc, "message", None), http_status)
+
+
+def _fault_without_detail(soap_code: str, subcodes: list[str], reason: str | None,
+                          http_status: int | None) -> HubError:
+    """A SOAP fault without XTA detail: Receiver -> ``EndpointUnavailable``, else ``MalformedAnswer``.
+
+    The message keeps the codes and the HTTP status, never the Reason text: free text from the far side
+    may echo payload values, and this message reaches dead-letter headers and every retry's log line
+    (only its length is kept, to tell a reason from none)."""
+    code = "/".join(_code_name(c) for c in (soap_code or "unknown", *subcodes) if c)
+    status = f", HTTP {http_status}" if http_status else ""
+    reason_length = len(" ".join((reason or "").split()))
+    text = f"SOAP {code} fault without XTA detail{status}; reason text withheld ({reason_length} chars)"
     if soap_code == "Receiver":
-        return EndpointUnavailable(f"SOAP Receiver fault without XTA detail: {reason}")
-    return MalformedAnswer(f"SOAP {soap_code} fault without XTA detail: {reason}")
+        return EndpointUnavailable(text)
+    return MalformedAnswer(text)

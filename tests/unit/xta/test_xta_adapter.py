@@ -161,7 +161,7 @@ def test_resend_after_lost_answer_counts_as_delivered(sim, identity, pki) -> Non
     with pytest.raises(EndpointUnavailable):
         xta.deliver(delivery(pki), message_id)
     receipt = xta.deliver(delivery(pki), message_id, resend=True)
-    assert receipt.duplicate and receipt.transport_message_id == message_id
+    assert receipt.accepted_on_resend and not receipt.duplicate and receipt.transport_message_id == message_id
     assert len(sim.store) == 1
 
 

@@ -4,6 +4,7 @@ import pytest
 from lxml import etree
 
 from hub.errors import EndpointUnavailable, MalformedAnswer, XtaFault
+from hub.failures import safe_error_text
 from schemas.xta import WEBSERVICE_XSD
 from transport.xta import faults
 from transport.xta.ns import SOAP12, WSA, XTA
@@ -114,6 +115,32 @@ def test_zeep_fault_translation() -> None:
     assert isinstance(faults.error_from_zeep_fault(no_fault, http_status=404), MalformedAnswer)
     assert isinstance(faults.error_from_zeep_fault(_ZeepFault("x", "soap-env:Receiver", None)), EndpointUnavailable)
     assert isinstance(faults.error_from_zeep_fault(_ZeepFault("x", "soap-env:Sender", None)), MalformedAnswer)
+
+
+REMOTE_MARKER = "Zyxwv-GEHEIM-Marker-4711"
+
+
+@pytest.mark.parametrize("soap_code, error_type", [("Receiver", EndpointUnavailable), ("Sender", MalformedAnswer)])
+def test_fault_without_xta_detail_keeps_codes_never_the_remote_text(soap_code, error_type) -> None:
+    """The Reason is the far side's free text (it may quote the payload): the error keeps the SOAP
+    code, subcode and HTTP status only, on both paths (own parser and zeep)."""
+    fault = etree.fromstring(
+        f'<e:Fault xmlns:e="{SOAP12}"><e:Code><e:Value>e:{soap_code}</e:Value><e:Subcode><e:Value>e:Busy</e:Value>'
+        f'</e:Subcode></e:Code><e:Reason><e:Text xml:lang="de">Wert {REMOTE_MARKER} ungültig</e:Text></e:Reason>'
+        f'</e:Fault>')
+    parsed = faults.error_from_fault(fault, http_status=500)
+    via_zeep = faults.error_from_zeep_fault(_ZeepFault(f"Wert {REMOTE_MARKER} ungültig", f"soap-env:{soap_code}", None),
+                                            http_status=500)
+    for error in (parsed, via_zeep):
+        assert isinstance(error, error_type) and error.transient
+        assert REMOTE_MARKER not in str(error) and "ungültig" not in str(error)
+        assert REMOTE_MARKER not in safe_error_text(error)
+    assert str(parsed).startswith(f"SOAP {soap_code}/Busy fault without XTA detail, HTTP 500")
+    assert str(via_zeep).startswith(f"SOAP {soap_code} fault without XTA detail, HTTP 500")
+    # a (sub)code that is no name is not quoted either
+    odd = etree.fromstring(f'<e:Fault xmlns:e="{SOAP12}"><e:Code><e:Value>e:Sender</e:Value><e:Subcode>'
+                           f'<e:Value>{REMOTE_MARKER} x</e:Value></e:Subcode></e:Code></e:Fault>')
+    assert REMOTE_MARKER not in str(faults.error_from_fault(odd))
 
 
 # ------------------------------------------------------------------ the one table
