@@ -2,15 +2,12 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
-from werkzeug.serving import make_server
-from werkzeug.wrappers import Response
 from xta_testdata import AUTHOR, READER, content, metadata
 
 from hub.errors import (
@@ -120,23 +117,6 @@ def test_garbage_answer_is_a_transient_malformed_answer(sim, client) -> None:
     assert info.value.transient and info.value.reason == "endpoint_protocol"
 
 
-@pytest.fixture(scope="module")
-def fake_server():
-    """A plain HTTP server answering each POST with the next canned (status, content type, body)."""
-    answers: list[tuple[int, str, bytes]] = []
-
-    def app(environ, start_response):
-        status, ctype, body = answers.pop(0)
-        return Response(body, status=status, content_type=ctype)(environ, start_response)
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/xta", answers
-    server.shutdown()
-    server.server_close()
-
-
 @pytest.mark.parametrize("status, ctype, body, error", [
     (500, "text/html", b"<html><body>Internal Server Error</body></html>", EndpointUnavailable),
     (502, "text/html", b"Bad Gateway", EndpointUnavailable),
@@ -150,8 +130,8 @@ def fake_server():
       b'</e:Value></e:Code><e:Reason><e:Text xml:lang="en">down</e:Text></e:Reason></e:Fault></e:Body></e:Envelope>'),
      EndpointUnavailable),
 ])
-def test_non_xta_answers_are_translated(fake_server, status, ctype, body, error) -> None:
-    url, answers = fake_server
+def test_non_xta_answers_are_translated(far_side, status, ctype, body, error) -> None:
+    url, answers = far_side
     answers.append((status, ctype, body))
     with pytest.raises(error):
         XtaClient(XtaEndpoint(url, timeout=5)).create_message_id(AUTHOR)
@@ -245,10 +225,10 @@ _CONDITION_ANSWERS = {
 
 
 @pytest.mark.parametrize("condition", sorted(TRANSPORT_CONDITIONS))
-def test_every_transport_condition_is_mapped(fake_server, condition) -> None:
+def test_every_transport_condition_is_mapped(far_side, condition) -> None:
     """Each row of faults.TRANSPORT_CONDITIONS, produced for real, raises the class the table names."""
     error_class, transient = TRANSPORT_CONDITIONS[condition]
-    url, answers = fake_server
+    url, answers = far_side
     if condition == "connection_error":
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

@@ -7,14 +7,11 @@ too, so the test fails if the client refuses everything."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from lxml import etree
-from werkzeug.serving import make_server
-from werkzeug.wrappers import Response
 from xta_testdata import AUTHOR, READER, content, metadata
 
 from hub.errors import MalformedAnswer, XtaFault
@@ -116,24 +113,6 @@ def _cases() -> Iterator[Any]:
             yield pytest.param(operation, answer, id=f"{operation}-{name}")
         # the right answer, but packaged as MTOM and cut off before its end
         yield pytest.param(operation, _truncated_mtom(*RIGHT_BODY[operation]), id=f"{operation}-truncated_mtom")
-
-
-@pytest.fixture(scope="module")
-def far_side() -> Iterator[tuple[str, list[Answer]]]:
-    """A plain HTTP server answering each POST with the next canned (status, content type, body)."""
-    answers: list[Answer] = []
-
-    def app(environ: dict[str, Any], start_response: Any) -> Any:
-        environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-        status, ctype, body = answers.pop(0)
-        return Response(body, status=status, content_type=ctype)(environ, start_response)
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/xta", answers
-    server.shutdown()
-    server.server_close()
 
 
 def _call(client: XtaClient, operation: str) -> Any:
