@@ -76,3 +76,41 @@ class Adapter(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+
+
+@dataclass(frozen=True)
+class FetchedReply:
+    """One message from the portal's own mailbox (a reply of an authority), fetched but not yet
+    committed: it stays in the mailbox until ``ReplyMailbox.commit``.
+
+    ``content`` is the decrypted, signature-verified plaintext (message + attachments), or None
+    when ``problem`` says why it could not be opened (``SignatureInvalid``, ``DecryptionFailed``,
+    ``ProtocolError``, ...): such a reply is parked with that reason, never dropped. ``raw`` is what
+    was fetched, as one self-contained XML document (encrypted content stays encrypted), for
+    parking. ``transport_message_id`` is stable however often the reply is fetched."""
+
+    transport_message_id: str
+    author: str  # the authority's identifier (praefix:kennung)
+    message_type: str  # the MessageType code of the metadata, e.g. OZG.Statusmeldung.130104
+    content: Content | None
+    problem: Exception | None
+    raw: bytes
+    handle: object = None  # what ``commit`` needs (e.g. the MsgBoxRequestID)
+
+
+class ReplyMailbox(Protocol):
+    """Optional capability of a profile: read the portal's own mailbox (the return channel).
+    The caller commits each reply only after it is safely stored elsewhere."""
+
+    def pending(self, max_items: int) -> list[str]:
+        """Transport ids of replies waiting in the mailbox (at most ``max_items``)."""
+
+    def fetch(self, transport_message_id: str) -> FetchedReply | None:
+        """Fetch, decrypt and verify one reply; None if it has left the mailbox meanwhile.
+        Raises a transient ``HubError`` only for endpoint trouble (retry later)."""
+
+    def commit(self, reply: FetchedReply) -> None:
+        """Tell the endpoint the reply is fetched (XTA ``close``): it leaves the mailbox."""
+
+    def close(self) -> None:
+        """Release connections."""

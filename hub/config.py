@@ -32,6 +32,7 @@ from hub.errors import ConfigError
 
 DESTINATION_PATTERN = re.compile(r"^[a-z0-9]{2,10}:[A-Za-z0-9_\-]{1,64}$")
 ADAPTER_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_\-]{0,40}$")
+PORTAL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
 
 
 class _Strict(StrictSettings):
@@ -161,9 +162,50 @@ class LedgerConfig(_Strict):
                      description="sqlite:///path (relative to the config file) or postgresql://...")
 
 
+class TrackerConfig(_Strict):
+    """``hub tracker``: the tracking store, its HTTP API/page, and who may read it."""
+
+    store: str = Field("sqlite:///var/hub-tracking.db",
+                       description="sqlite:///path (relative to the config file) or postgresql://...")
+    host: str = "127.0.0.1"
+    port: int = Field(9410, ge=0, le=65535)
+    tokens_file: Path | None = Field(None, description="TOML file of hashed bearer tokens; re-read when it changes")
+    retention_days: float = Field(90.0, gt=0, description="default age for `hub tracker purge`")
+    batch_size: int = Field(200, ge=1, le=10_000, description="events written per transaction")
+    page_size: int = Field(50, ge=1, le=1000, description="default page size of the API and the page")
+
+
+REPLY_MESSAGE_TYPES = ("OZG.RueckkanalFrage.130102", "OZG.Statusmeldung.130104", "OZG.Terminmitteilung.130105")
+
+
+class MailboxConfig(_Strict):
+    """One portal's own XTA account, read for the authorities' replies (the return channel)."""
+
+    profile: str = "xta2"
+    endpoint: str
+    timeout: float = Field(30.0, gt=0)
+    account: PartyConfig
+    decryption_key: Path
+    decryption_key_password_env: str | None = None
+    trusted_signers: tuple[Path, ...] = ()
+    poll_interval: float = Field(30.0, gt=0, description="seconds between mailbox polls when it was empty")
+    batch: int = Field(50, ge=1, le=1000, description="replies taken per getStatusList")
+    message_types: tuple[str, ...] = REPLY_MESSAGE_TYPES
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_is_http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+
 class HubConfig(_Strict):
     broker: BrokerConfig = BrokerConfig()
     ledger: LedgerConfig = LedgerConfig()
+    tracker: TrackerConfig = TrackerConfig()
+    mailboxes: dict[str, MailboxConfig] = Field(default_factory=dict)
     http: HttpConfig = HttpConfig()
     limits: LimitsConfig = LimitsConfig()
     message_types: tuple[MessageTypeConfig, ...] = ()
@@ -191,6 +233,13 @@ class HubConfig(_Strict):
         codes = [m.code for m in self.message_types]
         if len(codes) != len(set(codes)):
             raise ValueError("message_types: a code is listed twice")
+        for portal, mailbox in self.mailboxes.items():
+            if not PORTAL_PATTERN.match(portal):
+                raise ValueError(f"mailboxes.{portal}: portal ids are letters, digits, '-', '_' (the app_id)")
+            missing = [t for t in mailbox.message_types if t not in codes]
+            if missing:
+                raise ValueError(f"mailboxes.{portal}.message_types: '{missing[0]}' has no [[message_types]] entry "
+                                 "(its schema validates the replies)")
         return self
 
     def adapter(self, name: str) -> AdapterConfig:
@@ -245,6 +294,10 @@ def _resolve_paths(config: HubConfig, base: Path) -> HubConfig:
         reader["key"] = fix(reader["key"])
     sim["trusted_signers"] = tuple(fix(p) for p in sim["trusted_signers"])
     sim["store_dir"] = fix(sim["store_dir"])
+    data["tracker"]["tokens_file"] = fix(data["tracker"]["tokens_file"])
+    for mailbox in data["mailboxes"].values():
+        mailbox["decryption_key"] = fix(mailbox["decryption_key"])
+        mailbox["trusted_signers"] = tuple(fix(p) for p in mailbox["trusted_signers"])
     return HubConfig.model_validate(data)
 
 

@@ -2,29 +2,86 @@
 
 Routing key ``<portal>.<event>.<destination>`` (dots in the portal id become '_') so that a portal
 can bind its own queue (``my-portal.#``) and ops can bind ``*.dead_lettered.#``. The body is JSON
-with ids, times and reasons only, never payload content.
+with ids, times and reasons only, never payload content (docs/asyncapi.yaml, ``StatusEvent``).
+
+The life of an application, in the order the events normally happen::
+
+    accepted -> delivering -> delivered -> transport_report (-> reply_received ...)
+             \\-> retry_scheduled -> accepted (next attempt) ...
+             \\-> dead_lettered -> replayed -> accepted ...
+
+Each event has an ``event_id``: the same event published twice (a publish retried after a lost
+confirm, a redelivered status message) carries the same id, so a consumer (the tracker) stores it
+once. ``PRECEDENCE`` orders events that carry the same time stamp, so a timeline and the current
+state do not depend on the order in which events arrive.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pika
 
+from hub.errors import EnvelopeError
 from hub.topology import STATUS_EXCHANGE
 
 ACCEPTED = "accepted"
+DELIVERING = "delivering"
 DELIVERED = "delivered"
 RETRY_SCHEDULED = "retry_scheduled"
 DEAD_LETTERED = "dead_lettered"
 REPLAYED = "replayed"
+TRANSPORT_REPORT = "transport_report"
+TRANSPORT_REPORT_TIMEOUT = "transport_report_timeout"
+REPLY_RECEIVED = "reply_received"
+
+# Tie-break for events with the same time stamp (and the order of a normal life): higher = later.
+PRECEDENCE: dict[str, int] = {
+    ACCEPTED: 10,
+    DELIVERING: 20,
+    RETRY_SCHEDULED: 30,
+    DEAD_LETTERED: 40,
+    DELIVERED: 50,
+    REPLAYED: 60,
+    TRANSPORT_REPORT: 70,
+    TRANSPORT_REPORT_TIMEOUT: 70,
+    REPLY_RECEIVED: 80,
+}
+EVENTS = frozenset(PRECEDENCE)
+# Events that set an application's current state (the others add to its timeline only).
+STATE_EVENTS = frozenset({ACCEPTED, DELIVERING, RETRY_SCHEDULED, DEAD_LETTERED, DELIVERED, REPLAYED})
+
+SCHEMA_VERSION = 1
+_EVENT_NAMESPACE = uuid.UUID("6f1c8d2e-3b7a-4f57-9a51-0d6c1e2f9b40")
+_MAX_ID = 200  # ids are ids: anything longer is not one
+
+
+class InvalidStatusEvent(EnvelopeError):
+    """A message on hub.status that is not a status event of this contract (permanent)."""
+
+    reason = "invalid_status_event"
+
+
+def event_id_for(*parts: object) -> str:
+    """A stable event id from the parts that make an event unique (same parts, same id)."""
+    return str(uuid.uuid5(_EVENT_NAMESPACE, "|".join("" if p is None else repr(p) for p in parts)))
 
 
 @dataclass(frozen=True)
 class StatusEvent:
+    """One state change of one application (or a reply to it).
+
+    ``message_id`` is the application's id (its nachrichtenUUID); a ``reply_received`` event whose
+    reply names no application id carries ``""`` and ``application_ref`` instead (the XAusländer
+    ``antragsidentifikation``), by which the tracker links it. ``attempt`` counts deliveries (1 =
+    first). ``reason`` is the low-cardinality failure slug of retry_scheduled / dead_lettered.
+    """
+
     message_id: str
     event: str
     portal: str
@@ -32,21 +89,83 @@ class StatusEvent:
     adapter: str | None = None
     at: float = field(default_factory=time.time)
     detail: dict[str, Any] = field(default_factory=dict)
+    correlation_id: str | None = None
+    transport_message_id: str | None = None
+    attempt: int | None = None
+    reason: str | None = None
+    application_ref: str | None = None
+    event_id: str = ""
+    version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if not self.event_id:
+            object.__setattr__(self, "event_id", event_id_for(
+                self.message_id, self.event, self.at, self.attempt, self.transport_message_id, self.portal))
 
     @property
     def routing_key(self) -> str:
         return f"{self.portal.replace('.', '_')}.{self.event}.{self.destination}"
+
+    @property
+    def precedence(self) -> int:
+        return PRECEDENCE.get(self.event, 0)
 
     def body(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
 
     def properties(self) -> pika.BasicProperties:
         return pika.BasicProperties(
-            message_id=self.message_id, content_type="application/json", delivery_mode=2,
-            timestamp=int(self.at), type=f"hub.status.{self.event}")
+            message_id=self.event_id, correlation_id=self.message_id or None, content_type="application/json",
+            delivery_mode=2, timestamp=int(self.at), type=f"hub.status.{self.event}")
 
     @classmethod
     def from_body(cls, body: bytes) -> StatusEvent:
-        return cls(**json.loads(body))
+        """Parse and check one event; ``InvalidStatusEvent`` names what is wrong. Unknown keys are
+        ignored (a newer producer may add some); the body is never echoed into the error."""
+        try:
+            raw = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidStatusEvent(f"status event is not JSON ({len(body)} bytes)") from None
+        if not isinstance(raw, dict):
+            raise InvalidStatusEvent("status event is not a JSON object")
+        values: dict[str, Any] = {}
+        for name in ("message_id", "event", "portal", "destination"):
+            values[name] = _text(raw, name, required=True)
+        for name in ("adapter", "correlation_id", "transport_message_id", "reason", "application_ref", "event_id"):
+            if raw.get(name) is not None:
+                values[name] = _text(raw, name)
+        if values["event"] not in EVENTS:
+            raise InvalidStatusEvent(f"unknown status event '{values['event'][:40]}'")
+        if not values["message_id"] and not (values["event"] == REPLY_RECEIVED and values.get("application_ref")):
+            raise InvalidStatusEvent("status event without message_id")
+        at = raw.get("at")
+        if isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at) or at < 0:
+            raise InvalidStatusEvent("status event 'at' is not a time stamp")
+        values["at"] = float(at)
+        attempt = raw.get("attempt")
+        if attempt is not None:
+            if isinstance(attempt, bool) or not isinstance(attempt, int) or not 0 <= attempt < 1_000_000:
+                raise InvalidStatusEvent("status event 'attempt' is not a count")
+            values["attempt"] = attempt
+        detail = raw.get("detail", {})
+        if not isinstance(detail, dict):
+            raise InvalidStatusEvent("status event 'detail' is not an object")
+        values["detail"] = detail
+        version = raw.get("version", SCHEMA_VERSION)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise InvalidStatusEvent("status event 'version' is not a number")
+        values["version"] = version
+        return cls(**values)
 
     exchange = STATUS_EXCHANGE
+
+
+def _text(raw: dict[str, Any], name: str, *, required: bool = False) -> str:
+    value = raw.get(name)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidStatusEvent(f"status event field '{name}' is {'missing' if value is None else 'not text'}")
+    if len(value) > _MAX_ID:
+        raise InvalidStatusEvent(f"status event field '{name}' is longer than {_MAX_ID} characters")
+    return value

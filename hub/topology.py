@@ -12,6 +12,11 @@
     hub.dead             topic exchange -> quorum queue hub.dead (reason in headers)
     hub.unroutable       fanout exchange -> quorum queue hub.unroutable
     hub.status           topic exchange for status events (routing key portal.event.destination)
+    hub.tracker          quorum queue bound to hub.status '#': the tracking store's feed
+    hub.replies          topic exchange for the authorities' replies (routing key = portal id)
+    hub.replies.<portal> quorum queue per configured mailbox, bound with routing key <portal>, so a
+                         reply is kept even before the portal consumes
+    hub.replies.parked   quorum queue: replies that failed verification, decryption or validation
 
 Bindings the hub made are remembered in the one-message queue ``hub.topology.state`` (AMQP cannot
 list bindings); the next apply removes those no longer configured and never touches others.
@@ -37,11 +42,18 @@ DEAD_QUEUE = "hub.dead"
 UNROUTABLE = "hub.unroutable"
 STATUS_EXCHANGE = "hub.status"
 STATE_QUEUE = "hub.topology.state"
+TRACKER_QUEUE = "hub.tracker"
+REPLIES_EXCHANGE = "hub.replies"
+REPLIES_PARKED = "hub.replies.parked"
 _QUORUM = {"x-queue-type": "quorum"}
 
 
 def deliver_queue(adapter: str) -> str:
     return f"hub.deliver.{adapter}"
+
+
+def replies_queue(portal: str) -> str:
+    return f"{REPLIES_EXCHANGE}.{portal}"
 
 
 def retry_queue(adapter: str, level: int) -> str:
@@ -106,8 +118,13 @@ def plan_topology(config: HubConfig) -> TopologyPlan:
     queues: list[QueueSpec] = [
         QueueSpec(DEAD_QUEUE, dict(_QUORUM)),
         QueueSpec(UNROUTABLE, dict(_QUORUM)),
+        QueueSpec(TRACKER_QUEUE, dict(_QUORUM)),
+        QueueSpec(REPLIES_PARKED, dict(_QUORUM)),
     ]
-    bindings: set[Binding] = set()
+    bindings: set[Binding] = {Binding(STATUS_EXCHANGE, "#", TRACKER_QUEUE)}
+    for portal in sorted(config.mailboxes):
+        queues.append(QueueSpec(replies_queue(portal), dict(_QUORUM)))
+        bindings.add(Binding(REPLIES_EXCHANGE, portal, replies_queue(portal)))
     for name, adapter in sorted(config.adapters.items()):
         queues.append(
             QueueSpec(
@@ -139,6 +156,7 @@ def _declare_exchanges(channel: BlockingChannel) -> None:
     channel.exchange_declare(INBOUND, "topic", durable=True, arguments={"alternate-exchange": UNROUTABLE})
     channel.exchange_declare(INBOUND_CHECKED, "topic", durable=True)
     channel.exchange_declare(STATUS_EXCHANGE, "topic", durable=True)
+    channel.exchange_declare(REPLIES_EXCHANGE, "topic", durable=True)
 
 
 def _read_state(channel: BlockingChannel) -> set[Binding]:

@@ -25,9 +25,11 @@ from hub.config import (
     HubConfig,
     LedgerConfig,
     LimitsConfig,
+    MailboxConfig,
     MessageTypeConfig,
     PartyConfig,
     SimulatorConfigModel,
+    TrackerConfig,
     parse_config,
 )
 from hub.errors import ConfigError
@@ -40,6 +42,9 @@ def _minimal() -> dict[str, Any]:
         "adapters": {"advis": {"endpoint": "http://127.0.0.1:1/xta", "signing_key": "k.pem",
                                "author": {"identifier": "alp:1"}, "breaker": {}}},
         "authorities": [{"id": "azr:000100", "name": "ABH", "adapter": "advis", "certificate": "c.pem"}],
+        "tracker": {},
+        "mailboxes": {"portal-a": {"endpoint": "http://127.0.0.1:1/xta", "account": {"identifier": "alp:1"},
+                                   "decryption_key": "k.pem", "message_types": ["OZG.Antrag.130101"]}},
     }
 
 
@@ -51,6 +56,9 @@ SECTIONS: list[tuple[tuple[str | int, ...], type[BaseModel], str]] = [
     (("ledger",), LedgerConfig, "ledger."),
     (("limits",), LimitsConfig, "limits."),
     (("simulator",), SimulatorConfigModel, "simulator."),
+    (("tracker",), TrackerConfig, "tracker."),
+    (("mailboxes", "portal-a"), MailboxConfig, "mailboxes.portal-a."),
+    (("mailboxes", "portal-a", "account"), PartyConfig, "mailboxes.portal-a.account."),
     (("message_types", 0), MessageTypeConfig, "message_types[0]."),
     (("adapters", "advis"), AdapterConfig, "adapters.advis."),
     (("adapters", "advis", "author"), PartyConfig, "adapters.advis.author."),
