@@ -175,6 +175,10 @@ class DeadLetterQueue:
                     counts["skipped"] += 1
                     continue
                 destination = dead.destination or ""
+                # stamped before the copy goes out: the worker's next "accepted" is later in any timeline
+                event = StatusEvent(dead.message_id, REPLAYED, dead.portal, destination, dead.adapter,
+                                    detail={"previous_reason": dead.reason}, reason=dead.reason[:200],
+                                    correlation_id=(_text(props.correlation_id) or "")[:200] or None)
                 try:
                     publisher.publish_and_wait(INBOUND_CHECKED, destination, body, replay_properties(props),
                                                mandatory=True, deadline=60)
@@ -185,8 +189,6 @@ class DeadLetterQueue:
                     continue
                 channel.basic_ack(tag)  # only after the copy is confirmed
                 counts["replayed"] += 1
-                event = StatusEvent(dead.message_id, REPLAYED, dead.portal, destination, dead.adapter,
-                                    detail={"previous_reason": dead.reason})
                 try:
                     publisher.publish_and_wait(event.exchange, event.routing_key, event.body(), event.properties(),
                                                deadline=10)

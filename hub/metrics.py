@@ -49,3 +49,6 @@ class WorkerMetrics:
         self.transport_reports = Counter(
             "hub_transport_reports", "Transport-report polls by result: green, yellow, red, open (polled again), "
             "timeout, failed", ["adapter", "result"], registry=registry)
+        self.status_events_failed = Counter(
+            "hub_status_events_failed", "Status events that could not be published (lost; the outcome itself is safe), "
+            "by event", ["adapter", "event"], registry=registry)

@@ -9,10 +9,11 @@ retry vs dead letter; the pipeline itself never acks or publishes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 import pika
+from lxml import etree
 
 from adapters.base import Adapter, Delivery, DeliveryReceipt
 from hub.directory import Directory
@@ -50,7 +51,11 @@ class DeliveryPipeline:
     def decode(self, properties: pika.BasicProperties, body: bytes) -> Envelope:
         return decode_envelope(properties, body, self.settings.limits)
 
-    def process(self, envelope: Envelope) -> DeliveryReceipt:
+    def process(self, envelope: Envelope, *,
+                on_delivering: Callable[[str, str | None], None] | None = None) -> DeliveryReceipt:
+        """Deliver one application. ``on_delivering(transport id, application ref)`` is called once
+        the transport id is fixed, just before the adapter's deliver call (the worker's
+        ``delivering`` status event); it must not raise."""
         s = self.settings
         entry = self.ledger.lookup(envelope.message_id)
         if entry is not None and entry.delivered:
@@ -86,6 +91,8 @@ class DeliveryPipeline:
             # the ledger keeps whichever id was recorded first (another process may race us)
             transport_id = self.ledger.allocate(envelope.message_id, s.adapter_name, envelope.destination,
                                                 self.adapter.new_transport_id())
+        if on_delivering is not None:
+            on_delivering(transport_id, application_ref(document))
         try:
             # every id we send was recorded for this message alone: "already used" means accepted
             receipt = self.adapter.deliver(delivery, transport_id, resend=True)
@@ -112,3 +119,17 @@ class DeliveryPipeline:
     def close(self) -> None:
         self.adapter.close()
         self.ledger.close()
+
+
+APPLICATION_REF = "antragsidentifikation"
+_MAX_REF = 200
+
+
+def application_ref(document: etree._Element) -> str | None:
+    """The XAusländer ``antragsidentifikation`` (top level of the message), by which a portal and a
+    reply name the application; ``None`` when the message has none. An id, not content: capped."""
+    for child in document:
+        if isinstance(child.tag, str) and etree.QName(child).localname == APPLICATION_REF:
+            text = (child.text or "").strip()
+            return text[:_MAX_REF] or None
+    return None

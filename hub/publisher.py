@@ -14,7 +14,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Self
@@ -292,6 +292,32 @@ class ResilientPublisher:
                 log.warning("publish to %s failed (%s); retrying in %.1fs", exchange or routing_key, exc, backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
+
+    def publish_nowait(self, exchange: str, routing_key: str, body: bytes, properties: pika.BasicProperties,
+                       *, on_failure: Callable[[BaseException], None] | None = None,
+                       window_timeout: float = 5.0) -> None:
+        """Publish without waiting for the confirm, for messages whose loss is tolerable
+        (informational status events): no confirm round trip in the caller's path. Never raises:
+        a failure (no connection, no window free within ``window_timeout``, a nack or a lost
+        confirm) goes to ``on_failure`` (on the caller's or the publisher's I/O thread)."""
+        def failed(error: BaseException) -> None:
+            if on_failure is not None:
+                try:
+                    on_failure(error)
+                except Exception:  # a failing callback must not kill the I/O loop
+                    log.exception("publish failure callback failed")
+
+        def settled(future: Future[None]) -> None:
+            error = future.exception()
+            if error is not None:
+                failed(error)
+
+        try:
+            future = self._get().publish(exchange, routing_key, body, properties, timeout=window_timeout)
+        except Exception as exc:  # noqa: BLE001 - the caller's work goes on without this message
+            failed(exc)
+            return
+        future.add_done_callback(settled)
 
     def publish_all(self, items: Iterable[tuple[str, str, bytes, pika.BasicProperties, bool]],
                     *, deadline: float = 600.0) -> None:

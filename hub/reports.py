@@ -6,6 +6,10 @@ broker, not in memory, so a restart loses no pending poll: a poll request waits 
 ``hub.report.<adapter>.wait`` (TTL = poll interval), dead-letters into ``hub.report.<adapter>``,
 the worker polls once and either emits a ``transport_report`` status event or sends the request
 back to wait. After ``report_poll_max`` polls it gives up with ``transport_report_timeout``.
+
+Events: ``transport_report`` with ``traffic_light`` ``open`` once (the first poll that answers
+open; the request remembers it), then once with the final light (or ``error`` if polling failed for
+good). Each carries the transport message id and ``attempt`` = the number of polls so far.
 """
 
 from __future__ import annotations
@@ -13,20 +17,20 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import pika
 
 from hub.errors import HubError
 from hub.publisher import ResilientPublisher
-from hub.status import StatusEvent
+from hub.status import TRANSPORT_REPORT, TRANSPORT_REPORT_TIMEOUT, StatusEvent
 from hub.topology import report_wait_queue
 
 log = logging.getLogger(__name__)
 
-TRANSPORT_REPORT = "transport_report"
-TRANSPORT_REPORT_TIMEOUT = "transport_report_timeout"
+__all__ = ["TRANSPORT_REPORT", "TRANSPORT_REPORT_TIMEOUT", "PollRequest", "ReportPoller"]
+
 TRAFFIC_LIGHT = {1: "green", 2: "yellow", 3: "red"}
 
 
@@ -36,14 +40,23 @@ class PollRequest:
     transport_message_id: str
     portal: str
     destination: str
-    attempt: int = 1
+    attempt: int = 1  # polls so far, this one included
+    correlation_id: str | None = None
+    open_sent: bool = False  # the "open" event went out already
 
     def body(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
 
     @classmethod
     def from_body(cls, body: bytes) -> PollRequest:
-        return cls(**json.loads(body))
+        raw = json.loads(body)
+        if not isinstance(raw, dict):
+            raise TypeError("poll request is not an object")
+        known = {f.name for f in fields(cls)}  # a newer worker may add fields: ignore them
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+    def next(self, *, open_sent: bool = False) -> PollRequest:
+        return replace(self, attempt=self.attempt + 1, open_sent=self.open_sent or open_sent)
 
 
 class ReportPoller:
@@ -58,7 +71,8 @@ class ReportPoller:
 
     def schedule(self, request: PollRequest) -> None:
         """Put a poll request in the wait queue; it comes back after the poll interval."""
-        props = pika.BasicProperties(message_id=request.message_id, content_type="application/json", delivery_mode=2)
+        props = pika.BasicProperties(message_id=request.message_id, content_type="application/json", delivery_mode=2,
+                                     correlation_id=request.correlation_id)
         self._publisher().publish_and_wait("", report_wait_queue(self.adapter), request.body(), props, deadline=30)
 
     def handle(self, body: bytes) -> str:
@@ -72,26 +86,29 @@ class ReportPoller:
             result = self._poll(request.transport_message_id)
         except HubError as error:
             if error.transient and request.attempt < self.max_polls:  # endpoint trouble: next interval
-                self.schedule(PollRequest(request.message_id, request.transport_message_id, request.portal,
-                                          request.destination, request.attempt + 1))
+                self.schedule(request.next())
                 return "open"
             self._emit(request, TRANSPORT_REPORT, {"xta_message_id": request.transport_message_id,
-                                                    "error": type(error).__name__, "reason": error.reason})
+                                                    "traffic_light": "unknown", "error": type(error).__name__,
+                                                    "reason": error.reason})
             return "failed"
         if result.final:
             light = TRAFFIC_LIGHT.get(result.status, "unknown")  # a metric label: bounded values only
             self._emit(request, TRANSPORT_REPORT, {**result.detail(), "traffic_light": light})
             return light
+        if not request.open_sent:  # the first open answer; published before the next poll is queued
+            self._emit(request, TRANSPORT_REPORT, {"xta_message_id": request.transport_message_id,
+                                                    "traffic_light": "open"})
         if request.attempt >= self.max_polls:
             self._emit(request, TRANSPORT_REPORT_TIMEOUT, {"xta_message_id": request.transport_message_id,
                                                            "polls": request.attempt})
             return "timeout"
-        self.schedule(PollRequest(request.message_id, request.transport_message_id, request.portal,
-                                  request.destination, request.attempt + 1))
+        self.schedule(request.next(open_sent=True))
         return "open"
 
     def _emit(self, request: PollRequest, event: str, detail: dict[str, Any]) -> None:
         status = StatusEvent(request.message_id, event, request.portal, request.destination, self.adapter,
-                             detail=detail)
+                             detail=detail, correlation_id=request.correlation_id,
+                             transport_message_id=request.transport_message_id, attempt=request.attempt)
         self._publisher().publish_and_wait(status.exchange, status.routing_key, status.body(), status.properties(),
                                            deadline=30)

@@ -42,7 +42,6 @@ from hub.errors import (
     XtaFault,
 )
 from hub.failures import (
-    H_ATTEMPT,
     H_FIRST_FAILURE,
     dead_letter_headers,
     epoch_ms,
@@ -56,7 +55,7 @@ from hub.metrics import WorkerMetrics
 from hub.pipeline import DeliveryPipeline
 from hub.publisher import ResilientPublisher
 from hub.reports import PollRequest, ReportPoller
-from hub.status import DEAD_LETTERED, DELIVERED, RETRY_SCHEDULED, StatusEvent
+from hub.status import ACCEPTED, DEAD_LETTERED, DELIVERED, DELIVERING, RETRY_SCHEDULED
 from hub.topology import (
     DEAD_EXCHANGE,
     apply_topology,
@@ -65,6 +64,7 @@ from hub.topology import (
     report_queue,
     retry_queue,
 )
+from hub.worker_events import MessageIds, Progress, WorkerEvents
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,7 @@ class AdapterWorker:
                                      max_polls=self.adapter_config.report_poll_max)
                         if poll is not None and self.adapter_config.poll_transport_reports else None)
         self.metrics.breaker_state.labels(adapter_name).set(STATE_VALUES[CLOSED])
+        self.events = WorkerEvents(adapter_name, self._ensure_publisher, metrics.status_events_failed)
 
     # --- lifecycle ---------------------------------------------------------------------------
     def stop(self) -> None:
@@ -300,15 +301,23 @@ class AdapterWorker:
         """Deliver, or copy to retry/dead-letter; return the outcome. Raises only if the copy failed."""
         props = msg.properties
         destination = (props.headers or {}).get("x-destination")
+        ids = MessageIds.from_properties(props, len(self.adapter_config.retry_delays))
+        self.events.publish_nowait(self.events.event(ids, ACCEPTED))
+        progress = Progress()
+
+        def delivering(transport_message_id: str, application_ref: str | None) -> None:
+            progress.transport_message_id, progress.application_ref = transport_message_id, application_ref
+            self.events.publish_nowait(self.events.event(ids, DELIVERING, progress=progress))
+
         try:
             envelope = self.pipeline.decode(props, msg.body)
-            receipt = self.pipeline.process(envelope)
+            receipt = self.pipeline.process(envelope, on_delivering=delivering)
         except Exception as error:
             if not isinstance(error, HubError):  # a bug: the traceback (no payload) helps fix it
                 log.exception("unexpected error delivering %s", props.message_id)
             if _endpoint_failure(error):
                 self.breaker.record_failure()
-            return self._fail(msg, error, destination if isinstance(destination, str) else None)
+            return self._fail(msg, error, destination if isinstance(destination, str) else None, ids, progress)
         # a ledger duplicate confirmed nothing new (it was followed up when first confirmed); an
         # acceptance confirmed on a re-send ("id already used") is a first delivery like any other
         if not receipt.duplicate:
@@ -316,27 +325,31 @@ class AdapterWorker:
         detail: dict[str, Any] = {"xta_message_id": receipt.transport_message_id, "duplicate": receipt.duplicate}
         if receipt.accepted_on_resend and not receipt.duplicate:
             detail["accepted_on_resend"] = True
-        self._publish_status(StatusEvent(envelope.message_id, DELIVERED, envelope.portal, envelope.destination,
-                                         self.adapter, detail=detail))
+        self.events.publish(self.events.event(ids, DELIVERED, progress=progress, detail=detail,
+                                              transport_message_id=receipt.transport_message_id))
         self.metrics.processed.labels(self.adapter, "delivered").inc()
         log.info("delivered %s to %s as %s%s", envelope.message_id, envelope.destination, receipt.transport_message_id,
                  " (accepted on re-send)" if detail.get("accepted_on_resend") else "")
         if self.reports is not None and not receipt.duplicate:
             try:
                 self.reports.schedule(PollRequest(envelope.message_id, receipt.transport_message_id,
-                                                  envelope.portal, envelope.destination))
+                                                  envelope.portal, envelope.destination,
+                                                  correlation_id=ids.correlation_id))
             except HubError as exc:  # delivered all the same; only the report will not be followed
                 log.warning("transport report of %s will not be polled: %s", envelope.message_id, exc)
         return "delivered"
 
-    def _fail(self, msg: _Inbound, error: BaseException, destination: str | None) -> str:
+    def _fail(self, msg: _Inbound, error: BaseException, destination: str | None, ids: MessageIds,
+              progress: Progress) -> str:
+        failed_at = time.time()  # the event's time: before the copy can reach a worker again
         props = msg.properties
         headers = dict(props.headers or {})
         ladder = self.adapter_config.retry_delays
-        attempts = min(header_int(headers, H_ATTEMPT, 0), len(ladder)) + 1  # forged/stale values clamp
+        attempts = ids.attempt  # x-hub-attempt + 1; forged/stale values clamp to the ladder
         first_failure = header_int(headers, H_FIRST_FAILURE, epoch_ms())
         transient = isinstance(error, HubError) and error.transient
-        self.metrics.failures.labels(self.adapter, error_reason(error)).inc()
+        reason = error_reason(error)
+        self.metrics.failures.labels(self.adapter, reason).inc()
         publisher = self._ensure_publisher()
         text = safe_error_text(error)
         outcome, event = "retry_scheduled", RETRY_SCHEDULED
@@ -352,7 +365,6 @@ class AdapterWorker:
         else:
             outcome = "dead_lettered"
         if outcome == "dead_lettered":
-            reason = error_reason(error)
             publisher.publish_and_wait(DEAD_EXCHANGE, f"{self.adapter}.{reason}", msg.body, copy_properties(
                 props, dead_letter_headers(headers, error, adapter=self.adapter, destination=destination,
                                            attempts=attempts, first_failure=first_failure)),
@@ -361,18 +373,11 @@ class AdapterWorker:
             event = DEAD_LETTERED
             log.warning("message %s dead-lettered: %s", props.message_id, text)
         self.metrics.processed.labels(self.adapter, outcome).inc()
-        self._publish_status(StatusEvent(
-            str(props.message_id), event, str(props.app_id or "unknown"), destination or "unknown", self.adapter,
-            detail={"reason": error_reason(error), "error": type(error).__name__, "attempts": attempts}))
+        # best effort: the outcome is already safe; a lost status event must not cause a redelivery
+        self.events.publish(self.events.event(
+            ids, event, progress=progress, reason=reason, at=failed_at,
+            detail={"reason": reason, "error": type(error).__name__, "attempts": attempts}))
         return outcome
-
-    def _publish_status(self, event: StatusEvent) -> None:
-        """Best effort: the outcome is already safe; a lost status event must not cause a redelivery."""
-        try:
-            self._ensure_publisher().publish_and_wait(event.exchange, event.routing_key, event.body(),
-                                                      event.properties(), timeout=10, deadline=30)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("status event %s for %s not published: %s", event.event, event.message_id, exc)
 
     def _settle(self, msg: _Inbound, *, ack: bool) -> None:
         """Ack or return the message on its connection's I/O thread; the in-flight count drops

@@ -1,0 +1,189 @@
+"""The pieces behind the worker's status events, without a broker: ids from untrusted AMQP
+properties, the application reference, the "open" report event once, and the non-blocking publish
+that never raises into a delivery thread. (The events on the real broker: tests/integration/
+test_status_events.py.)"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import pika
+import pytest
+from prometheus_client import CollectorRegistry
+
+from adapters.xta2 import TransportReportResult
+from hub.errors import BrokerUnavailable, EndpointUnavailable, PublishNotConfirmed, XtaFault
+from hub.metrics import WorkerMetrics
+from hub.pipeline import application_ref
+from hub.publisher import ResilientPublisher
+from hub.reports import TRANSPORT_REPORT as REPORTS_TRANSPORT_REPORT
+from hub.reports import PollRequest, ReportPoller
+from hub.status import ACCEPTED, TRANSPORT_REPORT, TRANSPORT_REPORT_TIMEOUT, StatusEvent
+from hub.worker_events import MessageIds, Progress, WorkerEvents, attempt_of
+from transport.security.xml import parse_xml
+
+XAU = "http://www.osci.de/xauslaender2611"
+
+
+def _doc(inner: str) -> Any:
+    return parse_xml(f'<xau:ozg.antrag.130101 xmlns:xau="{XAU}">{inner}</xau:ozg.antrag.130101>'.encode())
+
+
+def test_application_ref_is_the_top_level_antragsidentifikation() -> None:
+    assert application_ref(_doc("<xau:kopf/><xau:antragsidentifikation> OZG-1 </xau:antragsidentifikation>")) == "OZG-1"
+    assert application_ref(_doc("<antragsidentifikation>plain</antragsidentifikation>")) == "plain"
+    assert application_ref(_doc(f"<xau:antragsidentifikation>{'x' * 500}</xau:antragsidentifikation>")) == "x" * 200
+    # only the top level counts; comments are skipped; empty means none
+    assert application_ref(_doc("<xau:a><xau:antragsidentifikation>deep</xau:antragsidentifikation></xau:a>")) is None
+    assert application_ref(_doc("<!-- c --><xau:antragsidentifikation>ok</xau:antragsidentifikation>")) == "ok"
+    assert application_ref(_doc("<xau:antragsidentifikation>  </xau:antragsidentifikation>")) is None
+    assert application_ref(_doc("")) is None
+
+
+def test_attempt_follows_the_retry_header_and_clamps() -> None:
+    assert attempt_of({}, 3) == 1
+    assert attempt_of({"x-hub-attempt": 1}, 3) == 2
+    assert attempt_of({"x-hub-attempt": 3}, 3) == 4
+    for forged in (99, -5, "2", True, 2.0):
+        assert attempt_of({"x-hub-attempt": forged}, 3) in (1, 4)
+    assert attempt_of({"x-hub-attempt": 99}, 3) == 4
+
+
+def test_message_ids_from_untrusted_properties_stay_a_valid_event() -> None:
+    props = pika.BasicProperties(message_id="m" * 250, app_id="p" * 250, correlation_id="c" * 250,
+                                 headers={"x-destination": "ü" * 200, "x-hub-attempt": 1})
+    ids = MessageIds.from_properties(props, 2)
+    events = WorkerEvents("alpha", lambda: ResilientPublisher.__new__(ResilientPublisher),
+                          WorkerMetrics(CollectorRegistry()).status_events_failed)
+    event = events.event(ids, ACCEPTED, progress=Progress("t" * 300, "r" * 300))
+    assert ids.attempt == 2
+    parsed = StatusEvent.from_body(event.body())  # every id within the contract's limit
+    assert parsed == event
+    assert len(event.routing_key.encode()) <= 255  # an AMQP short string
+    missing = MessageIds.from_properties(pika.BasicProperties(headers={"x-destination": 5}), 2)
+    assert (missing.message_id, missing.portal, missing.destination, missing.correlation_id) == (
+        "", "unknown", "unknown", None)
+
+
+@dataclass
+class _Publisher:
+    """Records what the poller publishes (unit level: the broker is not under test here)."""
+
+    published: list[tuple[str, str, bytes]] = field(default_factory=list)
+
+    def publish_and_wait(self, exchange: str, routing_key: str, body: bytes, _props: Any, **_kw: Any) -> None:
+        self.published.append((exchange, routing_key, body))
+
+    def events(self) -> list[StatusEvent]:
+        return [StatusEvent.from_body(b) for e, _k, b in self.published if e == "hub.status"]
+
+    def requests(self) -> list[PollRequest]:
+        return [PollRequest.from_body(b) for e, _k, b in self.published if e == ""]
+
+
+def _poller(answers: list[Any], max_polls: int = 5) -> tuple[ReportPoller, _Publisher]:
+    publisher = _Publisher()
+
+    def poll(transport_id: str) -> TransportReportResult:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return TransportReportResult(transport_id, answer)
+
+    return ReportPoller("alpha", poll, lambda: publisher, max_polls=max_polls), publisher  # type: ignore[arg-type,return-value]
+
+
+def _run(poller: ReportPoller, publisher: _Publisher, first: PollRequest) -> list[str]:
+    results = [poller.handle(first.body())]
+    while results[-1] == "open":
+        results.append(poller.handle(publisher.requests()[-1].body()))
+    return results
+
+
+def test_report_events_open_once_then_final_with_ids() -> None:
+    poller, publisher = _poller([EndpointUnavailable("down"), 0, EndpointUnavailable("down"), 0, 1])
+    results = _run(poller, publisher, PollRequest("m-1", "urn:xta:1", "portal", "azr:000100", correlation_id="c-1"))
+    assert results == ["open", "open", "open", "open", "green"]
+    events = publisher.events()
+    # a failed poll is not an open answer, and does not make the next open answer a first one
+    assert [(e.event, e.detail["traffic_light"], e.attempt) for e in events] == [
+        (TRANSPORT_REPORT, "open", 2), (TRANSPORT_REPORT, "green", 5)]
+    assert all(e.transport_message_id == "urn:xta:1" and e.correlation_id == "c-1" for e in events)
+    assert REPORTS_TRANSPORT_REPORT == TRANSPORT_REPORT  # the old import keeps working
+
+
+def test_report_timeout_after_one_open_event() -> None:
+    poller, publisher = _poller([0, 0, 0], max_polls=3)
+    assert _run(poller, publisher, PollRequest("m-1", "urn:xta:1", "portal", "azr:000100")) == ["open", "open",
+                                                                                               "timeout"]
+    assert [(e.event, e.detail.get("traffic_light"), e.attempt) for e in publisher.events()] == [
+        (TRANSPORT_REPORT, "open", 1), (TRANSPORT_REPORT_TIMEOUT, None, 3)]
+
+
+def test_report_polling_that_fails_for_good_says_so_once() -> None:
+    poller, publisher = _poller([XtaFault("refused", exception_type="InvalidMessageIDException", code="9070")])
+    assert _run(poller, publisher, PollRequest("m-1", "urn:xta:1", "portal", "azr:000100")) == ["failed"]
+    [event] = publisher.events()
+    assert (event.event, event.attempt, event.transport_message_id) == (TRANSPORT_REPORT, 1, "urn:xta:1")
+    assert event.detail["traffic_light"] == "unknown" and event.detail["reason"] == "xta_9070"
+    assert event.detail["error"] == "XtaFault"
+
+
+def test_poll_request_tolerates_old_and_newer_bodies() -> None:
+    old = json.dumps({"message_id": "m", "transport_message_id": "t", "portal": "p", "destination": "d",
+                      "attempt": 2}).encode()
+    assert PollRequest.from_body(old) == PollRequest("m", "t", "p", "d", 2)
+    newer = json.dumps({**json.loads(old), "open_sent": True, "added_later": 1}).encode()
+    assert PollRequest.from_body(newer).open_sent is True
+    with pytest.raises(TypeError):
+        PollRequest.from_body(b"[1]")
+
+
+class _Current:
+    def __init__(self, outcome: BaseException | None, *, raise_now: bool = False) -> None:
+        self.outcome, self.raise_now = outcome, raise_now
+        self.future: Future[None] = Future()
+
+    def publish(self, *_args: Any, **_kw: Any) -> Future[None]:
+        if self.raise_now:
+            raise BrokerUnavailable("publisher is closed")
+        return self.future
+
+    def settle(self) -> None:
+        if self.outcome is None:
+            self.future.set_result(None)
+        else:
+            self.future.set_exception(self.outcome)
+
+
+@pytest.mark.parametrize("outcome, raise_now", [(None, False), (PublishNotConfirmed("nacked"), False),
+                                                (BrokerUnavailable("gone"), True)])
+def test_publish_nowait_never_raises_and_reports_failures(monkeypatch: pytest.MonkeyPatch,
+                                                          outcome: BaseException | None, raise_now: bool) -> None:
+    resilient = ResilientPublisher.__new__(ResilientPublisher)
+    current = _Current(outcome, raise_now=raise_now)
+    monkeypatch.setattr(resilient, "_get", lambda: current)
+    failures: list[BaseException] = []
+    resilient.publish_nowait("hub.status", "k", b"{}", pika.BasicProperties(), on_failure=failures.append)
+    assert [type(f) for f in failures] == ([BrokerUnavailable] if raise_now else [])  # nothing waited for
+    if not raise_now:
+        current.settle()
+        assert failures == ([] if outcome is None else [outcome])
+    # a failing failure callback is logged, not raised
+    resilient.publish_nowait("hub.status", "k", b"{}", pika.BasicProperties(),
+                             on_failure=lambda _e: (_ for _ in ()).throw(RuntimeError("bug")))
+
+
+def test_lost_status_events_are_counted_by_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    metrics = WorkerMetrics(CollectorRegistry())
+    failing = _Current(None, raise_now=True)
+    resilient = ResilientPublisher.__new__(ResilientPublisher)
+    monkeypatch.setattr(resilient, "_get", lambda: failing)
+    events = WorkerEvents("alpha", lambda: resilient, metrics.status_events_failed)
+    ids = MessageIds("m-1", "portal", "azr:000100", None, 1)
+    events.publish_nowait(events.event(ids, ACCEPTED))
+    events.publish_nowait(events.event(MessageIds("", "portal", "azr:000100", None, 1), ACCEPTED))  # no id: skipped
+    assert metrics.status_events_failed.labels("alpha", ACCEPTED)._value.get() == 1
