@@ -21,6 +21,8 @@ dependency rule.
     │   └── ContentTooLarge          content above the hub's ([limits]) or the profile's size limit
     ├── DirectoryError               destination not in the directory           (permanent)
     ├── LedgerUnavailable            the delivery ledger cannot be read/written  (transient)
+    ├── TrackingStoreUnavailable     the tracking store cannot be read/written   (transient)
+    ├── InvalidQuery                 a tracking query cannot be answered as asked (bad cursor)
     ├── SecurityError                                                           (permanent)
     │   ├── KeyStoreError            key/certificate cannot be loaded
     │   ├── UnsupportedAlgorithm     algorithm refused (deprecated or unknown)
@@ -117,6 +119,21 @@ class LedgerUnavailable(HubError):
 
     transient = True
     reason = "ledger_unavailable"
+
+
+class TrackingStoreUnavailable(HubError):
+    """The tracking store cannot be read or written (database down, locked, timed out): the status
+    event stays on its queue and is stored later; a query answers "unavailable", not "not found"."""
+
+    transient = True
+    reason = "tracking_store_unavailable"
+
+
+class InvalidQuery(HubError):
+    """A tracking query the store cannot answer as asked (a malformed page cursor, a bad limit):
+    the caller's mistake (HTTP 400), never a reason to retry."""
+
+    reason = "invalid_query"
 
 
 class SecurityError(HubError):
