@@ -12,12 +12,15 @@ import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import pika.exceptions
 
 from hub.errors import BrokerUnavailable, ConfigError, HubError
+
+if TYPE_CHECKING:
+    from hub.config import HubConfig
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -114,3 +117,18 @@ def add_global_options(root: click.Group) -> None:
             command.params.append(config_option())
         if isinstance(command, click.Group):
             add_global_options(command)
+
+
+def config_of(ctx: click.Context) -> HubConfig:
+    """The config of this invocation, loaded once (``--config`` / HUB_CONFIG) and shared by every
+    command module through ``ctx.obj``; it also sets the log level the config asks for."""
+    import logging
+
+    from hub.config import load_config
+
+    obj = ctx.ensure_object(dict)
+    if "config" not in obj:
+        obj["config"] = load_config(obj["config_path"])
+        logging.getLogger().setLevel(obj["config"].log_level)
+    config: HubConfig = obj["config"]
+    return config

@@ -11,9 +11,12 @@ if ! "$python" -c 'import venv, ensurepip' 2>/dev/null; then
   echo "installing python3-venv (Debian package)" >&2
   (apt-get update -qq && apt-get install -y -qq python3-venv) >/dev/null
 fi
-# Debian packages: xmlsec1 (independent XML-DSig/XML-Enc implementation for interop tests)
+# Debian packages: xmlsec1 (independent XML-DSig/XML-Enc implementation for interop tests),
+# chromium + chromium-driver (the browser test of the tracking page, tests/browser/)
 missing=()
 command -v xmlsec1 >/dev/null 2>&1 || missing+=(xmlsec1)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing Debian packages: ${missing[*]}" >&2

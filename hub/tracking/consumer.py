@@ -1,0 +1,309 @@
+"""The tracker's feed: status events from the ``hub.tracker`` queue into the tracking store.
+
+One pika ``BlockingConnection`` on the consumer's own thread (pitfall 1). Events are collected
+until ``batch_size`` or 0.2 s, written with one ``store.ingest`` (one transaction), then acked
+together (``multiple=True``). Nothing is acked before it is stored, and nothing is ever dropped:
+
+- a body that is not a status event is copied (publisher confirm, ``mandatory``) to ``hub.dead``
+  with reason ``invalid_status_event`` and only then acked; its error text names what is wrong,
+  never the body;
+- a store that fails (``TrackingStoreUnavailable``, transient) keeps the batch in hand: the
+  consumer waits (backoff, I/O keeps flowing) and writes the same batch again;
+- a store that refuses an event for good (a non-transient ``HubError``: ``InvalidStatusEvent`` for
+  text it cannot hold, such as a NUL) has the batch written one event at a time and only that
+  event dead-lettered (``invalid_status_event``, else ``tracker_store_rejected``), so one poison
+  event cannot stall the tracker;
+- a lost broker connection is reopened with backoff; the broker redelivers what was not acked,
+  and ``ingest`` skips events it already has (by ``event_id``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pika
+import pika.exceptions
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from hub.broker import broker_failure, connect
+from hub.config import HubConfig
+from hub.envelope import copy_properties
+from hub.errors import (
+    BrokerAccessRefused,
+    BrokerUnavailable,
+    ConfigError,
+    HubError,
+    PublishNotConfirmed,
+)
+from hub.failures import clean_headers, epoch_ms, error_reason, safe_error_text
+from hub.health import OutageRecord
+from hub.metrics import DURATION_BUCKETS
+from hub.status import InvalidStatusEvent, StatusEvent
+from hub.topology import DEAD_EXCHANGE, TRACKER_QUEUE, apply_topology, plan_topology
+from hub.tracking.model import TrackingStore
+
+log = logging.getLogger("hub.tracker")
+
+BATCH_WAIT = 0.2  # seconds an event may wait for its batch to fill
+STOP_CHECK = 0.25  # seconds between two looks at stop()
+STORE_BACKOFF = (0.5, 30.0)  # first and longest wait between writes of a batch the store refused
+BROKER_BACKOFF = (1.0, 30.0)
+STORE_REJECTED = "tracker_store_rejected"
+
+
+class TrackerMetrics:
+    """The tracker's metrics (docs/metrics.md); labels are event names only (a fixed set)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.events = Counter("hub_tracker_events", "Valid status events taken from hub.tracker, by event "
+                              "(redelivered duplicates included)", ["event"], registry=registry)
+        self.duplicates = Counter("hub_tracker_duplicate_events", "Events the store already had (redelivered or "
+                                  "published twice); skipped", registry=registry)
+        self.invalid = Counter("hub_tracker_invalid_events", "Messages on hub.tracker that are not status events "
+                               "(dead-lettered with reason invalid_status_event)", registry=registry)
+        self.ingest_seconds = Histogram("hub_tracker_ingest_seconds", "Time of one successful store.ingest "
+                                        "(one batch, one transaction)", buckets=DURATION_BUCKETS, registry=registry)
+        self.store_errors = Counter("hub_tracker_store_errors", "Failed writes to the tracking store (the batch "
+                                    "is kept and written again)", registry=registry)
+        self.lag = Gauge("hub_tracker_lag_seconds", "Age of the newest event of the last batch written, "
+                         "when it was written", registry=registry)
+        self.connected = Gauge("hub_tracker_consumer_connected", "1 while the tracker's broker connection is open",
+                               registry=registry)
+
+
+@dataclass(frozen=True)
+class _Delivery:
+    tag: int
+    properties: pika.BasicProperties
+    body: bytes
+
+
+class StatusConsumer:
+    """Consumes ``hub.tracker`` into ``store`` until ``stop()``; run ``run`` on its own thread."""
+
+    def __init__(self, config: HubConfig, store: TrackingStore, metrics: TrackerMetrics, *,
+                 batch_size: int | None = None, apply_topology_on_start: bool = True,
+                 client_name: str = "hub-tracker") -> None:
+        self.config = config
+        self.store = store
+        self.metrics = metrics
+        self.batch_size = batch_size or config.tracker.batch_size
+        self.connected = threading.Event()
+        self.connections_opened = 0
+        self.outage = OutageRecord()
+        self.error: HubError | None = None  # what ended ``run`` for good (ConfigError), if anything
+        self._apply_topology = apply_topology_on_start
+        self._client_name = client_name
+        self._stop = threading.Event()
+        self._inbox: list[_Delivery] = []
+        self._first_at = 0.0
+        self._store_problem: str | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop taking events; the batch in hand is still written (if the store answers) and acked."""
+        self._stop.set()
+
+    @property
+    def in_hand(self) -> int:
+        """Deliveries received and not yet written (the batch being collected)."""
+        return len(self._inbox)
+
+    def run(self) -> None:
+        """Consume until ``stop()``. A ConfigError that retrying cannot cure (the broker's queues
+        disagree with the config; login or vhost refused at start) ends it: kept in ``error``."""
+        backoff = BROKER_BACKOFF[0]
+        try:
+            while not self._stop.is_set():
+                opened = self.connections_opened
+                try:
+                    self._run_connected()
+                except (HubError, pika.exceptions.AMQPError, OSError) as exc:
+                    error = exc if isinstance(exc, HubError) else broker_failure(exc, self.config.broker)
+                    self.connected.clear()
+                    self.metrics.connected.set(0)
+                    started = self.connections_opened > 0
+                    if isinstance(error, ConfigError) and not (started and isinstance(error, BrokerAccessRefused)):
+                        self.error = error
+                        log.error("tracker consumer stopped: %s", error)
+                        return
+                    if self._stop.is_set():
+                        break
+                    if self.connections_opened > opened:
+                        backoff = BROKER_BACKOFF[0]
+                    what = "broker connection lost" if started else "broker not reachable at start"
+                    self.outage.down(what)
+                    log.warning("%s (%s); reconnecting in %.0fs", what, error, backoff)
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, BROKER_BACKOFF[1])
+        finally:
+            self.connected.clear()
+            self.metrics.connected.set(0)
+
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, reason) for /readyz: consuming, and the last write to the store succeeded."""
+        if self.error is not None:
+            return False, f"tracker consumer stopped: {self.error}"
+        if not self.connected.is_set():
+            return False, self.outage.describe() or "connecting to the broker"
+        if self._store_problem is not None:
+            return False, f"tracking store: {self._store_problem}"
+        return True, "consuming hub.tracker; store ok"
+
+    # --- the connected loop ------------------------------------------------------------------
+    def _run_connected(self) -> None:
+        connection = connect(self.config.broker, self._client_name)
+        self._inbox = []  # delivery tags of an earlier connection mean nothing on this one
+        try:
+            if self._apply_topology:
+                setup = connection.channel()
+                setup.confirm_delivery()
+                # declare only (like the workers): removing bindings is `hub topology apply`'s job
+                apply_topology(setup, plan_topology(self.config), remove_stale=False)
+                setup.close()
+            channel = connection.channel()
+            channel.confirm_delivery()  # dead-letter copies are confirmed before their ack
+            channel.basic_qos(prefetch_count=2 * self.batch_size)
+            consumer_tag = channel.basic_consume(TRACKER_QUEUE, self._on_message)
+            self.connections_opened += 1
+            self.outage.up()
+            self.connected.set()
+            self.metrics.connected.set(1)
+            log.info("tracker consuming %s (batches of %d)", TRACKER_QUEUE, self.batch_size)
+            written = True  # False once a batch stays unwritten: no later ack may cover its tags
+            while written and not self._stop.is_set():
+                connection.process_data_events(time_limit=self._wait_time())
+                while written and self._inbox and (len(self._inbox) >= self.batch_size
+                                                   or time.monotonic() - self._first_at >= BATCH_WAIT):
+                    written = self._flush(connection, channel)
+            # graceful: no new deliveries (pika returns undispatched ones), write what is in hand
+            channel.basic_cancel(consumer_tag)
+            while written and self._inbox:
+                written = self._flush(connection, channel)
+        finally:
+            self.connected.clear()
+            self.metrics.connected.set(0)
+            if connection.is_open:
+                with contextlib.suppress(pika.exceptions.AMQPError, OSError):  # closing a broken connection
+                    connection.close()
+
+    def _on_message(self, _channel: Any, method: Any, properties: pika.BasicProperties, body: bytes) -> None:
+        if not self._inbox:
+            self._first_at = time.monotonic()
+        self._inbox.append(_Delivery(method.delivery_tag, properties, body))
+
+    def _wait_time(self) -> float:
+        """How long to pump I/O: until the batch in hand is due, at most ``STOP_CHECK`` (stop() is
+        noticed between two calls)."""
+        if not self._inbox:
+            return STOP_CHECK
+        return min(STOP_CHECK, max(0.0, self._first_at + BATCH_WAIT - time.monotonic()))
+
+    def _flush(self, connection: pika.BlockingConnection, channel: Any) -> bool:
+        """Write and ack the oldest ``batch_size`` deliveries. False: not written (stopped while the
+        store was failing); they stay unacked and come back after the connection closes."""
+        batch = self._inbox[:self.batch_size]
+        del self._inbox[:self.batch_size]
+        if self._inbox:
+            self._first_at = time.monotonic()
+        events: list[tuple[_Delivery, StatusEvent]] = []
+        for delivery in batch:
+            try:
+                events.append((delivery, StatusEvent.from_body(delivery.body)))
+            except InvalidStatusEvent as exc:
+                self._dead_letter(channel, delivery, exc)
+                self.metrics.invalid.inc()
+        if events and not self._write(connection, channel, events):
+            return False
+        channel.basic_ack(batch[-1].tag, multiple=True)
+        return True
+
+    def _write(self, connection: pika.BlockingConnection, channel: Any,
+               events: list[tuple[_Delivery, StatusEvent]]) -> bool:
+        """``store.ingest`` the batch, retrying with backoff until it succeeds (True) or the
+        consumer stops while the store keeps failing (False). I/O keeps flowing while it waits."""
+        backoff = STORE_BACKOFF[0]
+        while True:
+            try:
+                self._ingest([e for _d, e in events])
+                return True
+            except Exception as exc:  # noqa: BLE001 - any store failure keeps the batch; see below
+                if isinstance(exc, HubError) and not exc.transient:
+                    log.warning("tracking store refused a batch of %d (%s); writing it one event at a time",
+                                len(events), safe_error_text(exc))
+                    if self._write_one_by_one(channel, events):
+                        return True
+                else:
+                    self._store_failed(exc)
+                    log.warning("tracking store failed (%s); writing the batch of %d again in %.1fs",
+                                self._store_problem, len(events), backoff)
+            if self._stop.is_set():  # stopping while the store fails: the broker redelivers the rest
+                return False
+            connection.sleep(backoff)  # heartbeats and new deliveries keep flowing meanwhile
+            backoff = min(backoff * 2, STORE_BACKOFF[1])
+
+    def _write_one_by_one(self, channel: Any, events: list[tuple[_Delivery, StatusEvent]]) -> bool:
+        """Store each event alone; one the store refuses for good is dead-lettered. False when a
+        transient failure interrupts (the whole batch is written again later: ingest is idempotent)."""
+        for delivery, event in events:
+            try:
+                self._ingest([event])
+            except InvalidStatusEvent as exc:  # text the store cannot hold (e.g. a NUL): invalid
+                self._dead_letter(channel, delivery, exc)
+                self.metrics.invalid.inc()
+            except Exception as exc:  # noqa: BLE001 - sorted below
+                if not isinstance(exc, HubError) or exc.transient:  # an outage: the batch is retried
+                    self._store_failed(exc)
+                    return False
+                self.metrics.store_errors.inc()
+                log.error("tracking store refused event %s of %s for good (%s); dead-lettered", event.event_id,
+                          event.message_id, safe_error_text(exc))
+                self._dead_letter(channel, delivery, exc, reason=STORE_REJECTED)
+        self._store_problem = None
+        return True
+
+    def _store_failed(self, error: BaseException) -> None:
+        self.metrics.store_errors.inc()
+        self._store_problem = safe_error_text(error)
+
+    def _ingest(self, events: Sequence[StatusEvent]) -> None:
+        started = time.monotonic()
+        new = self.store.ingest(events)
+        self.metrics.ingest_seconds.observe(time.monotonic() - started)
+        self._store_problem = None
+        for event in events:
+            self.metrics.events.labels(event.event).inc()
+        self.metrics.duplicates.inc(max(0, len(events) - new))
+        self.metrics.lag.set(max(0.0, time.time() - max(e.at for e in events)))
+
+    def _dead_letter(self, channel: Any, delivery: _Delivery, error: HubError,
+                     reason: str | None = None) -> None:
+        """Copy the message to hub.dead with its reason (confirmed, mandatory) before its ack."""
+        slug = reason or error_reason(error)
+        headers = {
+            **clean_headers(delivery.properties.headers or {}),
+            "x-hub-reason": slug,
+            "x-hub-error-class": type(error).__name__,
+            "x-hub-error-message": safe_error_text(error),
+            "x-hub-adapter": "tracker",
+            "x-hub-attempts": 1,
+            "x-hub-first-failure": epoch_ms(),
+            "x-hub-last-failure": epoch_ms(),
+        }
+        try:
+            channel.basic_publish(DEAD_EXCHANGE, f"tracker.{slug}", delivery.body,
+                                  copy_properties(delivery.properties, headers), mandatory=True)
+        except pika.exceptions.UnroutableError:
+            raise BrokerUnavailable("hub.dead did not take a dead letter of the tracker (unroutable); "
+                                    "is the topology applied?") from None
+        except pika.exceptions.NackError:
+            raise PublishNotConfirmed("the broker refused a dead letter of the tracker") from None
+        log.warning("dead-lettered a message of %d bytes from %s: %s (%s)", len(delivery.body), TRACKER_QUEUE, slug,
+                    safe_error_text(error))

@@ -1,0 +1,133 @@
+"""The tracker process (`hub tracker`): the status consumer plus the tracking HTTP server.
+
+The consumer writes ``hub.tracker`` into the store on its own thread; a threaded werkzeug server
+answers the API, the page, ``/metrics``, ``/healthz`` and ``/readyz`` from the same store. Ready
+means: consuming, and the store answers (the last write succeeded and a cheap probe query
+works). Stopping finishes the batch in hand before the connection closes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from hub.config import HubConfig
+from hub.errors import ConfigError
+from hub.health import CachedCheck
+from hub.tracking.consumer import StatusConsumer, TrackerMetrics
+from hub.tracking.model import Scope, TrackingStore
+
+log = logging.getLogger("hub.tracker")
+
+_PROBE = "hub-readiness-probe"  # an id no application has: the probe is one index lookup
+STOP_TIMEOUT = 60.0  # seconds to wait for the batch in hand on shutdown
+
+
+def config_base(config: HubConfig) -> Path:
+    """The folder relative store paths (``sqlite:///var/...``) are resolved against."""
+    return config.source.parent if config.source else Path.cwd()
+
+
+def open_tracking_store(config: HubConfig) -> TrackingStore:
+    """The configured store ([tracker] store), schema migrations applied."""
+    from hub.tracking.store import open_store
+
+    return open_store(config.tracker.store, base=config_base(config))
+
+
+class TrackerService:
+    """Consumer thread + HTTP server over one store; ``start`` / ``close``."""
+
+    def __init__(self, config: HubConfig, *, http_port: int | None = None, store: TrackingStore | None = None,
+                 batch_size: int | None = None) -> None:
+        from hub.tracking.api import TrackingHttp
+        from hub.tracking.auth import TokenRegistry
+
+        self.config = config
+        tokens = TokenRegistry.from_file(config.tracker.tokens_file)  # before the store: nothing to close on error
+        self.store = store if store is not None else open_tracking_store(config)
+        self.registry = CollectorRegistry()
+        self.metrics = TrackerMetrics(self.registry)
+        self.consumer = StatusConsumer(config, self.store, self.metrics, batch_size=batch_size)
+        self._store_check = CachedCheck("tracking store", self._probe_store, ttl=10.0)
+        app = TrackingHttp(self.store, tokens, page_size=config.tracker.page_size, registry=self.registry,
+                           ready=self.ready)
+        port = config.tracker.port if http_port is None else http_port
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+        try:
+            self._server: BaseWSGIServer = make_server(config.tracker.host, port, app, threaded=True)
+        except OSError as exc:
+            if store is None:
+                self.store.close()
+            raise ConfigError(f"tracker.port: cannot listen on {config.tracker.host}:{port} "
+                              f"({exc.strerror or type(exc).__name__})") from None
+        self._server.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._http_thread = threading.Thread(target=self._server.serve_forever, name="tracker-http", daemon=True)
+        self._consumer_thread = threading.Thread(target=self.consumer.run, name="tracker-consumer", daemon=True)
+        self._closed = False
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.socket.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def consumer_alive(self) -> bool:
+        return self._consumer_thread.is_alive()
+
+    def start(self) -> TrackerService:
+        self._consumer_thread.start()
+        self._http_thread.start()
+        return self
+
+    def ready(self) -> tuple[bool, str]:
+        ok, detail = self.consumer.readiness()
+        if not ok:
+            return ok, detail
+        store_ok, store_detail = self._store_check()
+        return (True, detail) if store_ok else (False, store_detail)
+
+    def _probe_store(self) -> None:
+        self.store.trace(_PROBE, Scope(_PROBE))  # raises TrackingStoreUnavailable when it cannot answer
+
+    def close(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop consuming (the batch in hand is written and acked first), then the server, then the store."""
+        if self._closed:
+            return
+        self._closed = True
+        self.consumer.stop()
+        if self._consumer_thread.is_alive():
+            self._consumer_thread.join(timeout)
+            if self._consumer_thread.is_alive():
+                log.warning("tracker consumer did not stop within %.0fs; unacked events come back", timeout)
+        if self._http_thread.is_alive():
+            self._server.shutdown()
+        self._server.server_close()
+        with contextlib.suppress(Exception):  # closing a store that already failed
+            self.store.close()
+
+
+def run_tracker(config: HubConfig, *, http_port: int | None = None, stop: threading.Event,
+                on_start: Callable[[TrackerService], None] | None = None) -> None:
+    """Run the tracker until ``stop`` is set (SIGTERM/SIGINT in `hub tracker`). Raises the
+    ConfigError that ended the consumer, if one did (broker refused login or vhost at start, or
+    its queue disagrees with the configuration)."""
+    service = TrackerService(config, http_port=http_port)
+    try:
+        service.start()
+        if on_start is not None:
+            on_start(service)
+        while not stop.wait(0.5):
+            if not service.consumer_alive:
+                break
+    finally:
+        service.close()
+    if service.consumer.error is not None:
+        raise service.consumer.error
