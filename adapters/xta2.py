@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
 from cryptography import x509
 from pydantic import Field, ValidationError, field_validator
@@ -70,7 +70,43 @@ MESSAGE_ID_ALREADY_USED = "9024"
 DEFAULT_MAX_CONTAINER_BYTES = 40 * 1024 * 1024
 
 
-class Xta2Options(StrictSettings):
+class XtaConnectionOptions(StrictSettings):
+    """The options every XTA client of a profile shares: mutual TLS and a local WSDL. Subclasses
+    add their own (strict types, unknown keys refused); ``what`` names them in errors."""
+
+    what: ClassVar[str] = "xta2 option(s)"
+    tls_client_cert: Path | None = None
+    tls_client_key: Path | None = None
+    tls_password_env: str | None = None
+    tls_ca_bundle: Path | None = None
+    wsdl: Path | None = None
+
+    @classmethod
+    def from_mapping(cls, options: Mapping[str, Any], base_dir: Path | None = None, *,
+                     key: str = "options") -> Self:
+        """Validate ``options`` (errors name ``key``.option, one line); relative paths are resolved
+        against ``base_dir`` (the config's folder)."""
+        try:
+            parsed = cls.model_validate(dict(options))
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join((key, *(str(p) for p in e['loc'])))}: {e['msg']}"
+                                 for e in exc.errors())
+            raise ConfigError(f"invalid {cls.what}: {problems}") from None
+        if base_dir is None:
+            return parsed
+        paths = {k: (base_dir / v if v is not None and not v.is_absolute() else v)
+                 for k in ("tls_client_cert", "tls_client_key", "tls_ca_bundle", "wsdl")
+                 for v in [getattr(parsed, k)]}
+        return parsed.model_copy(update=paths)
+
+    def tls(self) -> TlsSettings | None:
+        if self.tls_client_cert is None and self.tls_ca_bundle is None:
+            return None
+        return TlsSettings(client_cert=self.tls_client_cert, client_key=self.tls_client_key,
+                           password_env=self.tls_password_env, ca_bundle=self.tls_ca_bundle)
+
+
+class Xta2Options(XtaConnectionOptions):
     """Profile options (``adapters.<name>.options`` in the config); see docs/xta.md. Strict types:
     ``mtom = "yes"`` or ``lookup_ttl = "10"`` is an error naming the option."""
 
@@ -98,12 +134,6 @@ class Xta2Options(StrictSettings):
     lookup_certificate_codes: tuple[str, ...] = ("ENCRYPTION_CERTIFICATE",)
     reader_certificate: Literal["directory", "lookup", "match"] = "directory"
     signature_method: str | None = None  # e.g. ...xmldsig-more#rsa-sha256 (default), #sha256-rsa-MGF1, #ecdsa-sha256
-    tls_client_cert: Path | None = None
-    tls_client_key: Path | None = None
-    tls_password_env: str | None = None
-    tls_ca_bundle: Path | None = None
-    wsdl: Path | None = None
-
     @field_validator("receipt_requests")
     @classmethod
     def _receipt_kinds(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -111,30 +141,6 @@ class Xta2Options(StrictSettings):
         if unknown:
             raise ValueError(f"unknown receipt request(s) {sorted(unknown)}; known: {', '.join(RECEIPT_KINDS)}")
         return value
-
-    @classmethod
-    def from_mapping(cls, options: Mapping[str, Any], base_dir: Path | None = None, *,
-                     key: str = "options") -> Xta2Options:
-        """Validate ``options`` (errors name ``key``.option, one line); relative paths are resolved
-        against ``base_dir`` (the config's folder)."""
-        try:
-            parsed = cls.model_validate(dict(options))
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join((key, *(str(p) for p in e['loc'])))}: {e['msg']}"
-                                 for e in exc.errors())
-            raise ConfigError(f"invalid xta2 option(s): {problems}") from None
-        if base_dir is None:
-            return parsed
-        paths = {k: (base_dir / v if v is not None and not v.is_absolute() else v)
-                 for k in ("tls_client_cert", "tls_client_key", "tls_ca_bundle", "wsdl")
-                 for v in [getattr(parsed, k)]}
-        return parsed.model_copy(update=paths)
-
-    def tls(self) -> TlsSettings | None:
-        if self.tls_client_cert is None and self.tls_ca_bundle is None:
-            return None
-        return TlsSettings(client_cert=self.tls_client_cert, client_key=self.tls_client_key,
-                           password_env=self.tls_password_env, ca_bundle=self.tls_ca_bundle)
 
 
 @dataclass(frozen=True)

@@ -17,26 +17,24 @@ from typing import Any
 
 import click
 
+from hub.cli_replies import replies as replies_command
 from hub.cli_support import (
     EXIT_CODES_EPILOG,
     EXIT_FAILED,
     HubGroup,
     add_global_options,
+    config_of,
     one_line_errors,
 )
-from hub.config import HubConfig, load_config
+from hub.cli_tracking import COMMANDS as TRACKING_COMMANDS
+from hub.config import HubConfig
 from hub.errors import HubError, PublishNotConfirmed
 
 DEFAULT_CONFIG = "hub.toml"
 
 
 def _config(ctx: click.Context) -> HubConfig:
-    obj = ctx.ensure_object(dict)
-    if "config" not in obj:
-        obj["config"] = load_config(obj["config_path"])
-        logging.getLogger().setLevel(obj["config"].log_level)
-    config: HubConfig = obj["config"]
-    return config
+    return config_of(ctx)
 
 
 @click.group(cls=HubGroup, epilog=EXIT_CODES_EPILOG)
@@ -385,6 +383,9 @@ def demo(ctx: click.Context, count: int, timeout: float) -> None:
     sys.exit(run_demo(Path(config_path), count=count, timeout=timeout, environ=dict(os.environ)))
 
 
+main.add_command(replies_command)
+for _command in TRACKING_COMMANDS:  # hub tracker, hub trace, hub status
+    main.add_command(_command)
 add_global_options(main)  # after every command is defined: `hub certs check --config FILE`
 
 if __name__ == "__main__":  # pragma: no cover

@@ -28,6 +28,13 @@ from typing import Any
 
 from hub.broker import connect
 from hub.config import HubConfig, load_config
+from hub.demo_replies import (
+    DemoTokens,
+    collect_replies,
+    send_demo_replies,
+    wait_for_tracker,
+    write_demo_tokens,
+)
 from hub.envelope import Envelope, new_envelope
 from hub.errors import HubError
 from hub.limits import SizeLimits
@@ -163,6 +170,10 @@ def run_demo(config_path: Path, *, count: int, timeout: float, environ: Mapping[
     env["HUB_SIMULATOR__PORT"] = str(sim_port)
     for name in base_config.adapters:
         env[f"HUB_ADAPTERS__{name.upper()}__ENDPOINT"] = f"http://127.0.0.1:{sim_port}/xta"
+    for portal in base_config.mailboxes:
+        env[f"HUB_MAILBOXES__{portal.upper()}__ENDPOINT"] = f"http://127.0.0.1:{sim_port}/xta"
+    tracker_port = _free_port()
+    env["HUB_TRACKER__PORT"] = str(tracker_port)
     config = load_config(config_path, environ=env)
     sim_url = f"http://127.0.0.1:{sim_port}"
 
@@ -199,6 +210,19 @@ def run_demo(config_path: Path, *, count: int, timeout: float, environ: Mapping[
             metrics_urls[name] = f"http://127.0.0.1:{port}/metrics"
             print(f"worker {name}: ready, metrics at {metrics_urls[name]}", flush=True)
 
+        tokens = None
+        if config.tracker.tokens_file is not None:
+            tokens = write_demo_tokens(config.tracker.tokens_file, DEMO_PORTAL)
+            start("tracker", ["tracker"])
+            _wait_http(f"http://127.0.0.1:{tracker_port}/healthz", 60, procs[-1])
+            print(f"tracker: http://127.0.0.1:{tracker_port}/ui/ (store {config.tracker.store})", flush=True)
+        if DEMO_PORTAL in config.mailboxes:
+            replies_port = _free_port()
+            start("replies", ["replies", "--http-port", str(replies_port)])
+            _wait_http(f"http://127.0.0.1:{replies_port}/healthz", 60, procs[-1])
+            print(f"return channel: reading the mailbox of {config.mailboxes[DEMO_PORTAL].account.identifier}",
+                  flush=True)
+
         run = uuid.uuid4().hex[:8]
         envelopes = _applications(config, count, run)
         tracker = _Tracker({e.message_id for e in envelopes})
@@ -230,13 +254,53 @@ def run_demo(config_path: Path, *, count: int, timeout: float, environ: Mapping[
         report_deadline = time.monotonic() + 30
         while len(tracker.reports) < delivered and time.monotonic() < report_deadline:
             time.sleep(0.5)  # the workers poll getTransportReport until each report is final
-        return _summarise(config, envelopes, tracker, started, sim_url)
+        ok = _summarise(config, envelopes, tracker, started, sim_url)
+        ok = _return_channel(config, envelopes, tracker, tokens, f"http://127.0.0.1:{tracker_port}",
+                             sim_url, started) and ok
+        print("demo " + ("succeeded" if ok else "FAILED"))
+        return 0 if ok else 1
     finally:
         stop_status.set()
         _stop_all(procs)
 
 
-def _summarise(config: HubConfig, envelopes: list[Envelope], tracker: _Tracker, started: float, sim_url: str) -> int:
+def _return_channel(config: HubConfig, envelopes: list[Envelope], tracker: _Tracker, tokens: DemoTokens | None,
+                    tracker_url: str, sim_url: str, started: float) -> bool:
+    """Replies from the authorities back to the portal, and the tracker's view of this run."""
+    ok = True
+    with tracker.lock:
+        delivered = [e for e in envelopes if e.message_id in tracker.outcomes
+                     and tracker.outcomes[e.message_id].event == DELIVERED]
+    replied: str | None = None
+    sent: dict[str, str] = {}
+    if DEMO_PORTAL in config.mailboxes and delivered:
+        sent = send_demo_replies(config, DEMO_PORTAL, f"{sim_url}/xta", delivered)
+        received = collect_replies(config, DEMO_PORTAL, set(sent), timeout=120)
+        linked = sum(1 for h in received.values() if h.get("x-hub-application-ref"))
+        print(f"  replies:          {len(sent)} sent by the authorities, {len(set(sent) & received.keys())} "
+              f"received at hub.replies.{DEMO_PORTAL} ({linked} naming their application)")
+        ok = set(sent) <= received.keys()
+        replied = next(iter(sent.values()), None)
+    if tokens is not None:
+        counts, trace = wait_for_tracker(tracker_url, tokens.portal, delivered=len(delivered), replies=set(sent),
+                                         message_id=replied, since=started, timeout=120)
+        shown = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()) if n) or "nothing"
+        print(f"  tracker:          {shown} (this run, as the portal's token sees it)")
+        ok = ok and counts.get("delivered", 0) >= len(delivered)
+        if trace is not None:
+            print(f"  timeline of {trace['application']['message_id']}:")
+            for entry in trace["timeline"]:
+                extra = entry["detail"].get("traffic_light") or entry["detail"].get("message_type") or ""
+                print(f"    {time.strftime('%H:%M:%S', time.localtime(entry['at']))}  {entry['event']:<18} {extra}")
+            ok = ok and any(e["event"] == "reply_received" for e in trace["timeline"])
+        elif replied is not None:
+            print("  tracker:          the replied application's timeline was not found")
+            ok = False
+    print("return channel and tracking " + ("succeeded" if ok else "FAILED"))
+    return ok
+
+
+def _summarise(config: HubConfig, envelopes: list[Envelope], tracker: _Tracker, started: float, sim_url: str) -> bool:
     with tracker.lock:
         outcomes = dict(tracker.outcomes)
     delivered = [e for e in envelopes if e.message_id in outcomes and outcomes[e.message_id].event == DELIVERED]
@@ -273,8 +337,7 @@ def _summarise(config: HubConfig, envelopes: list[Envelope], tracker: _Tracker, 
         print(f"  throughput:       {len(delivered) / max(last - started, 1e-6):.1f} applications/s")
     ok = (len(delivered) == len(envelopes) and identical == len(envelopes) and verified == len(envelopes)
           and lights.get("green", 0) == len(envelopes))
-    print("demo " + ("succeeded" if ok else "FAILED"))
-    return 0 if ok else 1
+    return ok
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,4 +1,6 @@
-"""Fictional sample applications (OZG.Antrag.130101) and attachments for the demo and the tests.
+"""Fictional sample applications (OZG.Antrag.130101), attachments, and the authorities' replies
+(OZG.RueckkanalFrage.130102, OZG.Statusmeldung.130104, OZG.Terminmitteilung.130105) for the demo
+and the tests.
 
 Everything is derived from ``seed``, so a test, a benchmark and the demo portal can produce the
 same message again (same bytes, same nachrichtenUUID) and a re-send is recognisable as such. The
@@ -20,6 +22,7 @@ from schemas import XAUSLAENDER_NAMESPACE
 from transport.xta.metadata import Party
 
 PRODUCT = "xoev-hub Demo-Portal"
+REPLY_PRODUCT = "xoev-hub Demo-Fachverfahren"  # replies come from the authority's specialised procedure
 PRODUCT_VENDOR = "xoev-hub project"
 PRODUCT_VERSION = "0.1.0"
 
@@ -53,6 +56,37 @@ STAATEN = ("163", "436", "475", "479", "121")
 FAMILIENNAMEN = ("Mustermann", "Musterfrau", "Beispielname", "Testperson", "Prüfling", "Probefall")
 VORNAMEN = ("Max", "Erika", "Alex", "Kim Lou", "Jürgen-Test", "Ana Beispiel")
 
+# Replies (the return channel): message type -> (root element, nachrichtentyp code).
+OZG_RUECKKANALFRAGE = "OZG.RueckkanalFrage.130102"
+OZG_STATUSMELDUNG = "OZG.Statusmeldung.130104"
+OZG_TERMINMITTEILUNG = "OZG.Terminmitteilung.130105"
+REPLY_ROOTS = {
+    OZG_RUECKKANALFRAGE: ("ozg.rueckkanalFrage.130102", "130102"),
+    OZG_STATUSMELDUNG: ("ozg.statusmeldung.130104", "130104"),
+    OZG_TERMINMITTEILUNG: ("ozg.terminmitteilung.130105", "130105"),
+}
+FRAGEN = (
+    "Bitte reichen Sie eine Kopie Ihres gültigen Reisepasses nach.",
+    "Bitte senden Sie einen aktuellen Nachweis Ihrer Krankenversicherung.",
+    "Bitte reichen Sie Ihren Arbeitsvertrag oder eine Einstellungszusage nach.",
+    "Bitte teilen Sie uns Ihre aktuelle Meldeanschrift mit.",
+)
+# Placeholder code list of the project (schemas/xauslaender/ozg-statusmeldung-130104.xsd).
+BEARBEITUNGSSTATUS_LIST = ("urn:xoev-hub:codeliste:ozg.bearbeitungsstatus", "1")
+BEARBEITUNGSSTATUS = (
+    ("01", "eingegangen", "Ihr Antrag ist bei der Ausländerbehörde eingegangen."),
+    ("02", "in Bearbeitung", "Ihr Antrag wird bearbeitet."),
+    ("03", "Unterlagen nachgefordert", "Es fehlen Unterlagen; Sie erhalten eine gesonderte Nachricht."),
+    ("04", "entschieden", "Über Ihren Antrag wurde entschieden."),
+    ("05", "abholbereit", "Ihr Dokument liegt zur Abholung bereit."),
+    ("06", "abgeschlossen", "Das Verfahren ist abgeschlossen."),
+)
+TERMINORTE = (
+    ("Ausländerbehörde Musterstadt, Servicebereich", "Musterstraße", "1", "12345", "Musterstadt", "Raum 1.23"),
+    ("Bürgeramt Beispielhausen", "Beispielweg", "7a", "54321", "Beispielhausen", "Schalter 4"),
+    ("Kreisverwaltung Testfeld", "Am Probeplatz", "12", "99999", "Testfeld", None),
+)
+
 _EPOCH = datetime(2026, 1, 5, 8, 0, tzinfo=timezone(timedelta(hours=1)))
 _MIN_ATTACHMENT = 256
 
@@ -73,24 +107,7 @@ def make_ozg_application(
     """
     rng = random.Random(f"ozg-antrag:{seed}")
     message_uuid = str(_uuid_for(seed))
-    xau = XAUSLAENDER_NAMESPACE
-    root = etree.Element(etree.QName(xau, "ozg.antrag.130101"), nsmap={"xau": xau})
-    root.set("produkt", PRODUCT)
-    root.set("produkthersteller", PRODUCT_VENDOR)
-    root.set("produktversion", PRODUCT_VERSION)
-    root.set("standard", "XAusländer")
-    root.set("version", "26.11")
-    root.set("test", "true" if test else "false")
-
-    head = _sub(root, "nachrichtenkopf.g2g")
-    ident = _sub(head, "identifikation.nachricht")
-    _sub(ident, "nachrichtenUUID", message_uuid)
-    _code(ident, "nachrichtentyp", "130101", NACHRICHTENTYP_LIST_URI, None)
-    created = _EPOCH + timedelta(seconds=97 * (seed % 1_000_000))
-    _sub(ident, "erstellungszeitpunkt", created.isoformat())
-    _authority(head, "leser", reader)
-    _authority(head, "autor", author)
-
+    root = _message("ozg.antrag.130101", "130101", message_uuid, reader=reader, author=author, seed=seed, test=test)
     _sub(root, "antragsidentifikation", f"OZG-ANTRAG-{seed % 10**8:08d}")
     _sub(root, "rueckkanalVorhanden", "true")
     person = _sub(root, "antragsteller")
@@ -111,6 +128,60 @@ def make_ozg_application(
         _sub(anlage, "groesse", str(len(attachment)))
         _sub(anlage, "sha256", hashlib.sha256(attachment).hexdigest())
 
+    document = etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+    return document, message_uuid
+
+
+def make_ozg_reply(
+    message_type: str,
+    *,
+    reader: Party,
+    author: Party,
+    antragsidentifikation: str,
+    seed: int,
+    test: bool = True,
+) -> tuple[bytes, str]:
+    """An authority's reply to an application (UTF-8 XML bytes) and the nachrichtenUUID it carries.
+
+    ``message_type`` is one of ``REPLY_ROOTS`` (question, status, appointment); ``reader`` is the
+    portal, ``author`` the Ausländerbehörde; ``antragsidentifikation`` links the reply to the
+    application. Same arguments, same bytes (the UUID also depends on the message type).
+    """
+    try:
+        root_name, number = REPLY_ROOTS[message_type]
+    except KeyError:
+        raise ValueError(f"no sample reply for message type {message_type!r} "
+                         f"(known: {', '.join(REPLY_ROOTS)})") from None
+    rng = random.Random(f"{message_type}:{seed}")
+    message_uuid = str(_uuid_for(seed, message_type))
+    root = _message(root_name, number, message_uuid, reader=reader, author=author, seed=seed, test=test,
+                    product=REPLY_PRODUCT)
+    _sub(root, "antragsidentifikation", antragsidentifikation)
+    created = _created(seed)
+    if message_type == OZG_RUECKKANALFRAGE:
+        frage = _sub(root, "frage")
+        _sub(frage, "frageID", str(_uuid_for(seed, message_type + "/frage")))
+        _sub(frage, "frageText", rng.choice(FRAGEN))
+        _sub(frage, "antwortErbetenBis", (created + timedelta(days=14)).date().isoformat())
+    elif message_type == OZG_STATUSMELDUNG:
+        status = _sub(root, "status")
+        code, name, text = rng.choice(BEARBEITUNGSSTATUS)
+        _code(status, "bearbeitungsstatus", code, *BEARBEITUNGSSTATUS_LIST, name=name)
+        _sub(status, "statustext", text)
+        _sub(status, "statusSeit", created.isoformat())
+    else:
+        termin = _sub(root, "termin")
+        day = (created + timedelta(days=7 + rng.randrange(21))).replace(hour=8 + rng.randrange(8),
+                                                                        minute=rng.choice((0, 15, 30, 45)), second=0)
+        _sub(termin, "beginn", day.isoformat())
+        _sub(termin, "ende", (day + timedelta(minutes=30)).isoformat())
+        ort = _sub(termin, "ort")
+        bezeichnung, strasse, hausnummer, plz, stadt, raum = rng.choice(TERMINORTE)
+        for tag, value in (("bezeichnung", bezeichnung), ("strasse", strasse), ("hausnummer", hausnummer),
+                           ("postleitzahl", plz), ("ort", stadt), ("raum", raum)):
+            if value is not None:
+                _sub(ort, tag, value)
+        _sub(termin, "hinweis", "Bitte bringen Sie Ihren Reisepass und ein aktuelles Lichtbild mit.")
     document = etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
     return document, message_uuid
 
@@ -142,10 +213,35 @@ def attachment_filename(seed: int) -> str:
     return f"nachweis-{seed}.pdf"
 
 
-def _uuid_for(seed: int) -> uuid.UUID:
+def _uuid_for(seed: int, kind: str = "ozg-antrag") -> uuid.UUID:
     """A version-4-shaped UUID derived from the seed: same seed, same nachrichtenUUID."""
-    digest = hashlib.sha256(f"xoev-hub:ozg-antrag:{seed}".encode()).digest()
+    digest = hashlib.sha256(f"xoev-hub:{kind}:{seed}".encode()).digest()
     return uuid.UUID(bytes=digest[:16], version=4)
+
+
+def _created(seed: int) -> datetime:
+    return _EPOCH + timedelta(seconds=97 * (seed % 1_000_000))
+
+
+def _message(root_name: str, number: str, message_uuid: str, *, reader: Party, author: Party, seed: int,
+             test: bool, product: str = PRODUCT) -> etree._Element:
+    """The root element with the XÖV product attributes and the nachrichtenkopf.g2g."""
+    xau = XAUSLAENDER_NAMESPACE
+    root = etree.Element(etree.QName(xau, root_name), nsmap={"xau": xau})
+    root.set("produkt", product)
+    root.set("produkthersteller", PRODUCT_VENDOR)
+    root.set("produktversion", PRODUCT_VERSION)
+    root.set("standard", "XAusländer")
+    root.set("version", "26.11")
+    root.set("test", "true" if test else "false")
+    head = _sub(root, "nachrichtenkopf.g2g")
+    ident = _sub(head, "identifikation.nachricht")
+    _sub(ident, "nachrichtenUUID", message_uuid)
+    _code(ident, "nachrichtentyp", number, NACHRICHTENTYP_LIST_URI, None)
+    _sub(ident, "erstellungszeitpunkt", _created(seed).isoformat())
+    _authority(head, "leser", reader)
+    _authority(head, "autor", author)
+    return root
 
 
 def _sniff_content_type(data: bytes) -> str:

@@ -20,9 +20,12 @@ def simulator_argv(config: HubConfig, *, port: int | None = None, extra: Sequenc
         argv += ["--reader-key", f"{reader}={entry.key}"]
     for path in sim.trusted_signers:
         argv += ["--trusted-signer", str(path)]
-    accounts = sorted({a.author.identifier for a in config.adapters.values()})
+    accounts = {a.author.identifier for a in config.adapters.values()}
+    if config.mailboxes:  # the return channel: authorities send replies to the portals' own accounts
+        accounts |= {a.id for a in config.authorities}
+        accounts |= {m.account.identifier for m in config.mailboxes.values()}
     if accounts:
-        argv += ["--accounts", *accounts]
+        argv += ["--accounts", *sorted(accounts)]
     if sim.store_dir is not None:
         argv += ["--store-dir", str(sim.store_dir)]
     return argv + list(extra)

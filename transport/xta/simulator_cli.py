@@ -2,6 +2,7 @@
 
     python -m transport.xta.simulator_cli --port 8089 --store-dir var/xta \\
         --reader-key azr:000100=keys/abh.key.pem --trusted-signer keys/ca.cert.pem --accounts alp:portal-1 \\
+        --accept-unverified \\
         --fault-rate 9030:0.1:sendMessage --drop-rate 0.02 --outage 60:30 --latency 0.05 --seed 1 \\
         --tls-cert server.pem --tls-key server.key --client-ca clients-ca.pem --require-client-cert
 
@@ -91,6 +92,7 @@ def build_config(args: argparse.Namespace) -> SimulatorConfig:
     return SimulatorConfig(
         reader_keys={r: load_private_key(Path(p)) for r, p in _pairs(args.reader_key, "--reader-key")},
         trusted_signers=tuple(c for p in args.trusted_signer for c in load_certificates(Path(p))),
+        accept_unverified=args.accept_unverified,
         accounts=frozenset(args.accounts) if args.accounts else None,
         latency=args.latency,
         store_dir=Path(args.store_dir) if args.store_dir else None,
@@ -116,6 +118,9 @@ def parser() -> argparse.ArgumentParser:
                    help="reader identifier and its private key (PEM/PKCS#12), to decrypt content")
     p.add_argument("--trusted-signer", action="append", default=[], metavar="PATH",
                    help="certificate(s) trusted for content signatures")
+    p.add_argument("--accept-unverified", action="store_true",
+                   help="store content that cannot be decrypted or verified as received (verified=false) "
+                        "instead of refusing it with 9052")
     p.add_argument("--accounts", nargs="*", metavar="AUTHOR", help="allowed author identifiers (default: any)")
     p.add_argument("--latency", type=float, default=0.0, help="seconds added to every SOAP response")
     p.add_argument("--store-dir", help="also keep received messages in this folder")

@@ -141,6 +141,10 @@ class SimulatorConfig:
 
     reader_keys: Mapping[str, Any] = field(default_factory=dict)  # reader id -> RSA private key
     trusted_signers: Sequence[x509.Certificate] = ()
+    # True: content that cannot be decrypted with the reader's key, or whose signature is not
+    # accepted, is stored as received (verified=False) instead of refused with 9052 - as a real XTA
+    # server, which never opens end-to-end content, hands it to the reader (forged/undecryptable tests)
+    accept_unverified: bool = False
     accounts: frozenset[str] | None = None  # author ids allowed; None = any (else 9012)
     latency: float = 0.0  # seconds added to every SOAP response
     store_dir: Path | None = None

@@ -19,7 +19,8 @@ exceptions XTA.wsdl declares for each operation):
   bytes, as MsgSize); ciphertext that cannot be decrypted is checked against the limit's base64 size.
 - end-to-end security fails (cannot decrypt with the reader's key, refused algorithm, decrypted data is
   not a ContentContainer, signature missing/invalid/untrusted): MessageSchemaViolation 9052 "violates
-  the service profile".
+  the service profile"; with ``accept_unverified`` the message is stored as received instead
+  (``verified`` false: still encrypted when it could not be decrypted).
 - a part containing the EICAR test signature: MessageVirusDetection 9060.
 - sendMessage for a service in ``sync_services``: SyncAsync 9081; sendMessageSync for another: 9080.
 - cancelMessage: unknown MessageID 9022; no NotBefore 9101; NotBefore passed 9100 (CancelDenied).
@@ -322,11 +323,12 @@ class XtaOperations:
             self._check_size(len(cipher), encrypted=True)
             wire_content = WireContent(encrypted_template=_template(payload), cipher=bytes(cipher))
             key = self.config.reader_keys.get(md.reader.identifier)
-            if key is None:  # no key for this reader: keep the ciphertext as received
+            decrypted = self._decrypt(payload, cipher, key) if key is not None else None
+            if decrypted is None:  # no key for this reader (or accept_unverified): keep the ciphertext
                 blob = _reconstituted(payload, cipher)
                 parts = (StoredPart(data=blob, content_type=ENCRYPTED_CONTENT_TYPE, filename="content.xenc.xml"),)
                 return self._stored(md, parts, wire_content, request, encrypted=True)
-            content = self._decrypt(payload, cipher, key)
+            content = decrypted
         else:
             assert payload.tag == CONTENT_CONTAINER
             try:
@@ -336,8 +338,12 @@ class XtaOperations:
             wire_content = WireContent(parts=_stored_parts(content))
         self._check_size(content.size)
         if self.config.trusted_signers:
-            content, signer = self._verify(content)
-            verified = True
+            try:
+                content, signer = self._verify(content)
+                verified = True
+            except SimulatedFault:
+                if not self.config.accept_unverified:
+                    raise
         if any(EICAR_MARKER in part.data for part in content.parts):
             raise SimulatedFault("9060", "Es wurde schadhafter Code ermittelt (EICAR test signature)")
         return self._stored(md, _stored_parts(content), wire_content, request, verified=verified, signer=signer)
@@ -365,10 +371,13 @@ class XtaOperations:
             raise SimulatedFault("9023", f"container of {size} bytes exceeds the limit of "
                                          f"{self.config.max_container_bytes} bytes")
 
-    def _decrypt(self, encrypted: etree._Element, cipher: memoryview, key: Any) -> Content:
+    def _decrypt(self, encrypted: etree._Element, cipher: memoryview, key: Any) -> Content | None:
+        """The decrypted content; 9052 when that fails (None with ``accept_unverified``)."""
         try:
             plaintext = decrypt_octets_for(encrypted, cipher, key)
         except SecurityError as exc:
+            if self.config.accept_unverified:
+                return None
             raise SimulatedFault("9052", f"content cannot be decrypted for the reader ({exc.reason})") from None
         limit = 2 * self.config.max_container_bytes + (1 << 20)
         from transport.security.xml import XmlLimits
@@ -377,6 +386,8 @@ class XtaOperations:
             inner = parse_request_xml(plaintext, XmlLimits(max_bytes=limit, max_text_length=limit))
             return parse_content_container(inner)
         except (XmlRejected, ProtocolError) as exc:
+            if self.config.accept_unverified:
+                return None
             raise SimulatedFault("9052", f"decrypted content is not an xta:ContentContainer ({exc})") from None
 
     def _verify(self, content: Content) -> tuple[Content, str]:
