@@ -62,6 +62,15 @@ INVALID_MESSAGE_ID = "9070"
 _MIB = 1024 * 1024
 # The decrypted ContentContainer: up to 40 MiB of content as base64 (x4/3), with room to spare.
 _PLAINTEXT_LIMITS = XmlLimits(max_bytes=81 * _MIB, max_text_length=81 * _MIB)
+_SHOWN = 100  # characters of far-side text (ids, identifiers) that go into a log line or an error text
+
+
+def shown(text: object, limit: int = _SHOWN) -> str:
+    """Far-side text (a MessageID, an author identifier) fit for a log line or an error text:
+    at most ``limit`` characters, anything not printable (newlines, controls) as '?'."""
+    value = text if isinstance(text, str) else repr(text)
+    clipped = "".join(c if c.isprintable() else "?" for c in value[:limit])
+    return clipped + ("..." if len(value) > limit else "")
 
 
 class Xta2MailboxOptions(XtaConnectionOptions):
@@ -164,8 +173,8 @@ class Xta2Mailbox:
             return None
         metadata = fetched.metadata
         if metadata.message_id != transport_message_id:
-            raise MalformedAnswer(f"XTA getMessage: asked for {transport_message_id}, "
-                                  f"handed out {metadata.message_id[:100]}")
+            raise MalformedAnswer(f"XTA getMessage: asked for {shown(transport_message_id)}, "
+                                  f"handed out {shown(metadata.message_id)}")
         raw = _raw(fetched)
         content: Content | None = None
         problem: Exception | None = None
@@ -173,8 +182,8 @@ class Xta2Mailbox:
             content = self._open(fetched)
         except (SecurityError, ProtocolError, XmlRejected) as exc:
             problem = exc
-            log.warning("reply %s from %s in mailbox %s cannot be opened: %s (%s)", transport_message_id,
-                        metadata.author.identifier, self.portal, type(exc).__name__, exc.reason)
+            log.warning("reply %s from %s in mailbox %s cannot be opened: %s (%s)", shown(transport_message_id),
+                        shown(metadata.author.identifier), self.portal, type(exc).__name__, shown(exc.reason))
         return FetchedReply(transport_message_id=transport_message_id, author=metadata.author.identifier,
                             message_type=metadata.message_type.code, content=content, problem=problem, raw=raw,
                             handle=fetched.request_id)
@@ -216,5 +225,5 @@ def _raw(fetched: FetchedMessage) -> bytes:
     try:
         inline_xop(container, fetched.parts)
     except ProtocolError as exc:
-        raise MalformedAnswer(f"XTA getMessage: {exc}") from exc
+        raise MalformedAnswer(f"XTA getMessage: {shown(str(exc), 2 * _SHOWN)}") from exc
     return serialize(container)

@@ -12,8 +12,14 @@ One ``ReplyPoller`` per configured mailbox (``[mailboxes.<portal>]``). One cycle
 A crash anywhere before the commit leaves the reply in the mailbox: it is fetched and published
 again, with the same AMQP ``message_id`` (the reply's XTA MessageID), so portals drop duplicates by
 it. Nothing is committed that is not safely in the broker; nothing is dropped. The poller never
-raises: endpoint or broker trouble is one log line, a metric, and an exponential back-off capped
-at four poll intervals. Logs, events and metrics carry ids, reasons and sizes, never content.
+raises. Only a fault of the reply itself parks it (what the mailbox reported as ``problem``, or a
+``MessageError`` of the checks); trouble of ours (a ``ConfigError``, a bug) never does.
+
+Trouble is sorted by whose it is (hub/reply_failures.py): the endpoint unreachable or the broker
+ends the cycle; anything else while handling one reply is that reply's: it stays in the mailbox
+and the cycle goes on with the next id, so one reply that never works cannot block the others.
+Either way: one log line, a metric; a cycle in which nothing succeeded backs off exponentially
+(capped at four poll intervals). Logs, events and metrics carry ids, reasons and sizes, never content.
 """
 
 from __future__ import annotations
@@ -28,14 +34,15 @@ from typing import Any, Protocol
 
 import pika
 from lxml import etree
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from adapters.base import FetchedReply, ReplyMailbox
 from hub.config import DESTINATION_PATTERN
 from hub.envelope import CONTENT_TYPE, Envelope
-from hub.errors import HubError, ProtocolError, UnknownMessageType
+from hub.errors import MessageError, ProtocolError, UnknownMessageType
 from hub.failures import error_reason, safe_error_text
 from hub.limits import SizeLimits, check_content_size
+from hub.reply_failures import STUCK_AFTER, FailureCounts, ends_cycle, where
 from hub.status import REPLY_RECEIVED, StatusEvent, event_id_for
 from hub.topology import REPLIES_EXCHANGE, REPLIES_PARKED, STATUS_EXCHANGE
 from schemas.registry import SchemaRegistry
@@ -83,6 +90,9 @@ class ReplyMetrics:
                              ["portal", "result"], registry=registry)
         self.errors = Counter("hub_mailbox_errors", "Endpoint or broker trouble of the return channel, by reason",
                               ["portal", "reason"], registry=registry)
+        self.stuck = Gauge("hub_mailbox_stuck_replies",
+                           f"Replies that failed {STUCK_AFTER} or more polls in a row (they stay in the mailbox)",
+                           ["portal"], registry=registry)
 
 
 @dataclass(frozen=True)
@@ -96,7 +106,8 @@ class ReplyIds:
 @dataclass(frozen=True)
 class CycleResult:
     """What one poll did: ``handled`` replies published or parked and committed; ``failed`` when
-    the endpoint or the broker got in the way (the caller backs off)."""
+    the endpoint or the broker got in the way, or when no listed reply could be handled (the caller
+    backs off)."""
 
     handled: int = 0
     listed: int = 0
@@ -105,6 +116,10 @@ class CycleResult:
 
 class _Trouble(Exception):
     """Internal: endpoint or broker trouble that ends a cycle (already logged and counted)."""
+
+
+class _Skip(Exception):
+    """Internal: trouble with one reply only; it stays in the mailbox, the cycle goes on (logged, counted)."""
 
 
 def clean_id(value: str | None) -> str | None:
@@ -164,6 +179,7 @@ class ReplyPoller:
         self.max_backoff = poll_interval * 4
         self.last_poll_ok: bool | None = None  # None until the first poll finished
         self._stop = threading.Event()
+        self._failing = FailureCounts(portal, metrics.stuck)
         for outcome in ("published", "parked"):
             metrics.replies.labels(portal, outcome)
         for result in ("replies", "empty", "failed"):
@@ -203,26 +219,36 @@ class ReplyPoller:
 
     # --- one cycle -----------------------------------------------------------------------------
     def poll_once(self) -> CycleResult:
-        """One pass over up to ``batch`` pending replies; never raises."""
+        """One pass over up to ``batch`` pending replies (plus those failing so far: they do not use
+        up the batch); never raises."""
+        asked = self.batch + len(self._failing)
         try:
-            ids = self.mailbox.pending(self.batch)
+            ids = self.mailbox.pending(asked)
         except Exception as exc:  # noqa: BLE001 - endpoint trouble (or a bug): never kill the poller
-            self._trouble("listing the mailbox", exc)
+            self._failure("listing the mailbox", exc)
             return self._finish(CycleResult(failed=True))
-        if not ids:
-            self.metrics.polls.labels(self.portal, "empty").inc()
-            self.last_poll_ok = True
-            return CycleResult()
-        handled = 0
+        if len(ids) < asked:  # the whole mailbox was listed: what is not in it has left
+            self._failing.keep_only({amqp_message_id(i) for i in ids})
+        handled = skipped = 0
+        trouble = False
         for transport_id in ids:
             if self._stop.is_set():
                 break
             try:
                 if self._handle(transport_id):
                     handled += 1
+                self._failing.succeeded(amqp_message_id(transport_id))
+            except _Skip as skip:
+                skipped += 1
+                key = amqp_message_id(transport_id)
+                self._failing.failed(key, clean_id(transport_id) or key, str(skip))
             except _Trouble:
-                return self._finish(CycleResult(handled, len(ids), failed=True))
-        self.metrics.polls.labels(self.portal, "replies").inc()
+                trouble = True
+                break
+        self._failing.publish()
+        if trouble or (skipped and not handled):
+            return self._finish(CycleResult(handled, len(ids), failed=True))
+        self.metrics.polls.labels(self.portal, "replies" if ids else "empty").inc()
         self.last_poll_ok = True
         return CycleResult(handled, len(ids))
 
@@ -232,21 +258,25 @@ class ReplyPoller:
         return result
 
     def _handle(self, transport_id: str) -> bool:
-        """Fetch, publish or park, commit one reply; True if it was committed. Raises _Trouble."""
+        """Fetch, publish or park, commit one reply; True if it was committed. Raises _Trouble or _Skip."""
         try:
             reply = self.mailbox.fetch(transport_id)
         except Exception as exc:  # noqa: BLE001
-            raise self._trouble(f"fetching reply {clean_id(transport_id) or '(bad id)'}", exc) from None
+            raise self._failure(f"fetching reply {clean_id(transport_id) or '(bad id)'}", exc) from None
         if reply is None:  # left the mailbox meanwhile (another poller took it)
             return False
-        problem, ids = self._examine(reply)
+        try:
+            problem, ids = self._examine(reply)
+        except Exception as exc:  # noqa: BLE001 - our trouble, not the reply's: never parked, read again
+            raise self._failure(f"checking reply {self._log_id(reply)} (not parked: the trouble is ours)",
+                                exc) from None
         try:
             if problem is None:
                 self._publish(reply, ids)
             else:
                 self._park(reply, problem)
         except Exception as exc:  # noqa: BLE001 - not confirmed: keep it in the mailbox, fetch it again
-            raise self._trouble(f"publishing reply {self._log_id(reply)} (not closed, fetched again later)",
+            raise self._failure(f"publishing reply {self._log_id(reply)} (not closed, fetched again later)",
                                 exc) from None
         outcome = "published" if problem is None else "parked"
         self.metrics.replies.labels(self.portal, outcome).inc()
@@ -255,13 +285,15 @@ class ReplyPoller:
         try:
             self.mailbox.commit(reply)
         except Exception as exc:  # noqa: BLE001 - it stays in the mailbox: a duplicate later, never a loss
-            raise self._trouble(f"closing reply {self._log_id(reply)} (it will be fetched again)", exc) from None
+            raise self._failure(f"closing reply {self._log_id(reply)} (it will be fetched again)", exc) from None
         log.info("reply %s from %s for portal %s %s%s", self._log_id(reply), _authority(reply.author), self.portal,
                  outcome, "" if problem is None else f" ({park_reason(problem)})")
         return True
 
     def _examine(self, reply: FetchedReply) -> tuple[BaseException | None, ReplyIds]:
-        """(why to park it, or None; its ids). Never raises on bad input."""
+        """(why to park it, or None; its ids). Only a fault of the reply parks it: the problem the
+        mailbox reported, or a ``MessageError`` of the checks; anything else (a ConfigError, a
+        KeyStoreError, a bug of ours) raises: the reply stays in the mailbox and is read again."""
         none = ReplyIds(None, None)
         if reply.problem is not None:
             return reply.problem, none
@@ -277,10 +309,7 @@ class ReplyPoller:
             document = parse_xml(content.message.data, self.limits.xml_limits(reply.message_type))
             self.registry.validate(reply.message_type, document)
             return None, reply_ids(document)
-        except HubError as exc:  # XmlRejected, SchemaViolation, ContentTooLarge, UnknownMessageType
-            return exc, none
-        except Exception as exc:  # noqa: BLE001 - a bug must not lose the reply: park it
-            log.warning("reply %s: unexpected %s while checking it; parked", self._log_id(reply), type(exc).__name__)
+        except MessageError as exc:  # XmlRejected, SchemaViolation, ContentTooLarge, UnknownMessageType
             return exc, none
 
     # --- broker --------------------------------------------------------------------------------
@@ -341,11 +370,16 @@ class ReplyPoller:
                         safe_error_text(exc))
 
     # --- helpers -------------------------------------------------------------------------------
-    def _trouble(self, doing: str, exc: BaseException) -> _Trouble:
+    def _failure(self, doing: str, exc: BaseException) -> _Trouble | _Skip:
+        """Log and count ``exc``; _Trouble if it ends the cycle, _Skip if it is this reply's alone."""
         reason = error_reason(exc)
         self.metrics.errors.labels(self.portal, reason).inc()
-        log.warning("mailbox %s: %s failed: %s", self.portal, doing, safe_error_text(exc))
-        return _Trouble(reason)
+        if ends_cycle(exc):
+            log.warning("mailbox %s: %s failed: %s", self.portal, doing, safe_error_text(exc))
+            return _Trouble(reason)
+        log.warning("mailbox %s: %s failed: %s%s; it stays in the mailbox, going on with the next reply",
+                    self.portal, doing, safe_error_text(exc), where(exc))
+        return _Skip(reason)
 
     @staticmethod
     def _log_id(reply: FetchedReply) -> str:
@@ -359,3 +393,4 @@ def _clip(text: str) -> str:
 
 def _authority(author: str | None) -> str:
     return clean_id(author) or "unknown"
+

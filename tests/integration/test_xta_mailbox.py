@@ -5,7 +5,9 @@ their problem, endpoint trouble raises transient."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -236,3 +238,35 @@ def test_configuration_errors_fail_at_start(pki, tmp_path) -> None:
         Xta2Mailbox.from_config("p", _mailbox_config(pki, "http://127.0.0.1:9/xta", mtom=True), KeyStore())
     with pytest.raises(ConfigError, match="unknown mailbox profile 'nope'"):
         mailbox_class("nope")
+
+
+def test_far_side_texts_are_clipped_and_printable_in_errors_and_logs(sim, mailbox, pki, caplog) -> None:
+    forged = sample_reply(OZG_STATUSMELDUNG, portal_party=PORTAL, authority_party=ABH, antragsidentifikation=REF,
+                          seed=60, signer=_identity(pki, "mallory"))  # cannot be opened: logged with its author
+    [transport_id] = _send(pki, sim.url, [forged])
+    hostile = "azr:000100\n2024-01-01 ERROR forged log line\x1b[31m" + "y" * 5000
+    real = mailbox._msgbox
+
+    class HostileMsgBox:
+        """The real answer, with the far side's ids replaced by hostile text."""
+
+        def __init__(self, **metadata: Any) -> None:
+            self.metadata = metadata
+
+        def get_message(self, reader: Party, message_id: str) -> Any:
+            fetched = real.get_message(reader, message_id)
+            return replace(fetched, metadata=replace(fetched.metadata, **self.metadata))
+
+    def clean(text: str) -> None:
+        assert text.isprintable() and "forged log line" in text and len(text) < 400, text
+
+    mailbox._msgbox = HostileMsgBox(message_id=hostile)
+    with pytest.raises(MalformedAnswer) as mismatch:
+        mailbox.fetch(transport_id)
+    clean(str(mismatch.value))
+    mailbox._msgbox = HostileMsgBox(author=replace(ABH, identifier=hostile))
+    with caplog.at_level(logging.WARNING, logger="adapters.xta2_mailbox"):
+        reply = mailbox.fetch(transport_id)
+    assert isinstance(reply.problem, SignatureInvalid)
+    [line] = [r.getMessage() for r in caplog.records if r.name == "adapters.xta2_mailbox"]
+    clean(line)

@@ -1,15 +1,26 @@
 """SIGKILL the return-channel process around the XTA close, 20 times in a run of 500 replies: no
 reply is lost (each one reaches hub.replies.<portal> at least once, always with its XTA MessageID
-as the stable message_id), the mailbox ends empty, and duplicates did happen (proof that kills hit
-the window between the broker's confirm and the close).
+as the stable message_id), the mailbox ends empty, and every kill that landed between the publish
+and the close gave a duplicate of exactly the reply whose close it cut off.
 
-Two kinds of kill, alternating, each in a window made wide on purpose:
-- before the close is done: while such a kill is due, a MsgBox close request is held for ``HOLD``
-  seconds before the simulator sees it, and dropped if its client has gone meanwhile, as a slow
-  network would do. The simulator's own injected latency cannot do this: it delays the *answer*,
-  after the close is done.
-- after the close is done, before its answer arrived: that injected latency (``InjectedFault``
-  on ``close``); a poller that closed before publishing would lose the reply here.
+Two kinds of kill, each in a window made wide on purpose:
+- in the publish -> close window (15 of the 20): the next MsgBox close request is held before the
+  simulator sees it; the test kills the process while it is held, and the held close is dropped
+  unprocessed once its client's connection is gone, as a slow network would do. The test knows
+  which kills landed in the window (a close was held and dropped with its killed client) and for
+  which reply (the close request's LastMsgReceived). At least 10 must land, and each of those
+  replies must reach the portal's queue at least once more than its close was dropped: it was
+  published before its close (else the cut-off close would leave it published only once, on the
+  restart), and it was not lost. The simulator's own injected latency cannot do this: it delays
+  the *answer*, after the close is done.
+- after the close is done, before its answer arrived (5 of the 20): that injected latency
+  (``InjectedFault`` on ``close``); a poller that closed before publishing would lose the reply here.
+
+What a process test cannot see is *when* the broker confirmed: that the poller waits for the
+confirm before it closes (and closes nothing that was not confirmed) is proven by the unit tests
+(tests/unit/test_replies.py: test_publish_then_event_then_commit_in_that_order,
+test_no_commit_when_the_publish_is_not_confirmed, test_no_commit_when_parking_is_not_confirmed)
+and tests/integration/test_return_channel.py (nothing closed while the broker cannot take it).
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -49,32 +61,56 @@ from transport.xta.simulator import InjectedFault, RunningSimulator, SimulatorCo
 
 REPLIES = 500
 KILLS = 20
-HOLD = 0.3  # seconds a close request is held while a kill is due
+IN_WINDOW_KILLS = 15  # kills aimed at the publish -> close window (the other 5: after the close)
+HOLD_MAX = 20.0  # seconds a close may be held: the test kills its client long before that
+ANSWER_DELAY = 0.3  # seconds the answer to a close is delayed while a kill after the close is due
 QUEUE = replies_queue(PORTAL_ID)
+_LAST_RECEIVED = re.compile(rb"LastMsgReceived[^>]*>([^<]+)<")
 
 
 class HeldCloses:
-    """WSGI middleware in front of the simulator: while ``hold`` > 0, a MsgBox close request waits
-    ``hold`` seconds before the simulator sees it, and is dropped unprocessed if its client's
-    connection has closed by then (the client was killed)."""
+    """WSGI middleware in front of the simulator: once ``arm()`` ed, the next MsgBox close request
+    is held before the simulator sees it (``holding`` is set), and dropped unprocessed as soon as its
+    client's connection has closed (the client was killed), or passed on after ``HOLD_MAX``;
+    ``released`` is set either way. ``dropped`` lists the XTA MessageIDs of every dropped close."""
 
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
         self.app = app
-        self.hold = 0.0
-        self.dropped = 0
+        self.armed = False
+        self.holding = threading.Event()
+        self.released = threading.Event()
+        self.dropped: list[str] = []
+
+    def arm(self) -> None:
+        self.holding.clear()
+        self.released.clear()
+        self.armed = True
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        hold = self.hold
-        if hold and environ.get("REQUEST_METHOD") == "POST":
+        if self.armed and environ.get("REQUEST_METHOD") == "POST":
             data = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
             environ["wsgi.input"] = io.BytesIO(data)
-            if b"MsgBoxCloseRequest" in data:
-                time.sleep(hold)
-                if _peer_gone(environ.get("werkzeug.socket")):
-                    self.dropped += 1
-                    start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
-                    return [b"client gone\n"]
+            if b"MsgBoxCloseRequest" in data and self.armed:
+                self.armed = False
+                ids = [m.decode().strip() for m in _LAST_RECEIVED.findall(data)]
+                self.holding.set()
+                try:
+                    if _wait_until_gone(environ.get("werkzeug.socket"), HOLD_MAX):
+                        self.dropped.extend(ids)
+                        start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+                        return [b"client gone\n"]
+                finally:
+                    self.released.set()
         return self.app(environ, start_response)
+
+
+def _wait_until_gone(sock: socket.socket | None, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _peer_gone(sock):
+            return True
+        time.sleep(0.01)
+    return False
 
 
 def _peer_gone(sock: socket.socket | None) -> bool:
@@ -177,24 +213,26 @@ def test_sigkill_between_publish_and_close_loses_no_reply(broker_url, pki, tmp_p
         count = BrokerCount(broker_url)
         process = RepliesProcess(path, tmp_path / "replies.log")
         rng = random.Random(9)
+        in_window = 0
         for kill in range(KILLS):
             process.start()
             # let it work for a while (spreads the kills over the run) ...
             target = count() + rng.randint(3, 15)
             _until(_above(count, target - 1), 60, "replies to flow", process.check_alive, interval=0.02)
-            if kill % 2 == 0:
-                # ... then hold the closes and kill right after the next reply reached the broker:
-                # published, not closed (a duplicate on restart)
-                held.hold = HOLD
-                before = count()
-                _until(_above(count, before), 30, "the next reply in the broker", process.check_alive)
+            if kill % 4 != 3:
+                # ... then hold the next close and kill while it is held: published, not closed (a
+                # duplicate on restart)
+                dropped = len(held.dropped)
+                held.arm()
+                _until(held.holding.is_set, 60, "a close to hold", process.check_alive)
                 process.kill()
-                held.hold = 0.0
+                _until(held.released.is_set, HOLD_MAX + 30, "the held close to end", lambda: None)
+                in_window += len(held.dropped) > dropped
             else:
                 # ... or delay the answer to a close and kill right after the close was done: closed
                 # but not acknowledged (nothing may be lost: it was published before the close)
                 waiting = len(in_portal_mailbox(sim))
-                sim.inject(InjectedFault(operation="close", latency=HOLD, count=3))
+                sim.inject(InjectedFault(operation="close", latency=ANSWER_DELAY, count=3))
                 _until(_below(lambda: len(in_portal_mailbox(sim)), waiting), 30, "the next close", process.check_alive)
                 process.kill()
         assert in_portal_mailbox(sim), "the mailbox was drained before the last kill: more replies needed"
@@ -220,7 +258,12 @@ def test_sigkill_between_publish_and_close_loses_no_reply(broker_url, pki, tmp_p
         assert props.headers["x-hub-xta-message-id"] == props.message_id
         assert bodies.setdefault(props.message_id, body) == body  # a duplicate is the same reply
     duplicates = sum(n - 1 for n in seen.values())
-    print(f"\n{REPLIES} replies, {KILLS} kills: {duplicates} duplicates, {held.dropped} closes dropped with "
-          f"their killed client, {time.monotonic() - started:.0f}s")
-    assert duplicates > 0, "no kill landed between publish and close"
-    assert held.dropped > 0
+    print(f"\n{REPLIES} replies, {KILLS} kills: {in_window} in the publish -> close window, {duplicates} duplicates, "
+          f"{len(held.dropped)} closes dropped with their killed client, {time.monotonic() - started:.0f}s")
+    assert sum(1 for k in range(KILLS) if k % 4 != 3) == IN_WINDOW_KILLS
+    assert in_window >= 10, f"only {in_window} of {IN_WINDOW_KILLS} kills landed between publish and close"
+    assert len(held.dropped) == in_window  # one reply per close
+    assert duplicates >= in_window
+    cut_off = Counter(held.dropped)
+    short = {i: (seen[i], n) for i, n in cut_off.items() if seen[i] < n + 1}
+    assert not short, f"replies whose close was cut off but that were not published again: {short}"

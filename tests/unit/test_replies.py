@@ -1,10 +1,12 @@
 """The return-channel poller (hub/replies.py) with an in-memory mailbox and a stand-in publisher:
 the order publish -> event -> commit, nothing committed unless confirmed, every unusable reply
-parked with its reason, and no input that makes it raise."""
+parked with its reason, trouble of ours never parked, one reply that never works never blocking
+the others, and no input that makes it raise."""
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,11 @@ from prometheus_client import CollectorRegistry
 from adapters.base import FetchedReply
 from hub.envelope import CONTENT_TYPE
 from hub.errors import (
+    ConfigError,
     DecryptionFailed,
     EndpointUnavailable,
+    KeyStoreError,
+    MalformedAnswer,
     ProtocolError,
     PublishNotConfirmed,
     SignatureInvalid,
@@ -26,6 +31,7 @@ from hub.errors import (
 )
 from hub.limits import SizeLimits
 from hub.replies import ReplyMetrics, ReplyPoller, amqp_message_id
+from hub.reply_failures import STUCK_AFTER
 from hub.status import StatusEvent, event_id_for
 from hub.topology import REPLIES_EXCHANGE, REPLIES_PARKED, STATUS_EXCHANGE
 from schemas.registry import SchemaRegistry
@@ -80,6 +86,8 @@ class Memory:
     log: list[tuple[str, ...]]
     fail: dict[str, Exception] = field(default_factory=dict)  # operation -> error raised (once each)
     gone: set[str] = field(default_factory=set)
+    broken: dict[str, Exception] = field(default_factory=dict)  # id -> error its every fetch raises
+    fetched: list[str] = field(default_factory=list)
 
     def pending(self, max_items: int) -> list[str]:
         self._maybe_fail("pending")
@@ -87,6 +95,9 @@ class Memory:
 
     def fetch(self, transport_message_id: str) -> FetchedReply | None:
         self._maybe_fail("fetch")
+        self.fetched.append(transport_message_id)
+        if transport_message_id in self.broken:
+            raise self.broken[transport_message_id]
         if transport_message_id in self.gone:
             return None
         return self.replies.get(transport_message_id)
@@ -219,8 +230,8 @@ def test_same_reply_fetched_twice_keeps_its_ids(registry: SchemaRegistry) -> Non
     assert not rig.mailbox.replies
 
 
-@pytest.mark.parametrize("error", [PublishNotConfirmed("nacked"), UnknownDestination("no route"),
-                                   RuntimeError("publisher bug")], ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("error", [PublishNotConfirmed("nacked"), UnknownDestination("no route")],
+                         ids=lambda e: type(e).__name__)
 def test_no_commit_when_the_publish_is_not_confirmed(registry: SchemaRegistry, error: Exception) -> None:
     rig = Rig(registry, make_reply("r1"), make_reply("r2"))
     rig.publisher.fail[REPLIES_EXCHANGE] = [error]
@@ -234,6 +245,16 @@ def test_no_commit_when_the_publish_is_not_confirmed(registry: SchemaRegistry, e
     assert rig.value("hub_replies_total", outcome="published") == 0
     assert rig.poller.poll_once().handled == 2  # the next cycle takes them again
     assert not rig.mailbox.replies
+
+
+def test_a_publisher_bug_on_one_reply_skips_that_reply_only(registry: SchemaRegistry) -> None:
+    rig = Rig(registry, make_reply("r1"), make_reply("r2"))
+    rig.publisher.fail[REPLIES_EXCHANGE] = [RuntimeError("publisher bug")]
+    result = rig.poller.poll_once()
+    assert (result.handled, result.failed) == (1, False)
+    assert [e for e in rig.log if e[0] == "commit"] == [("commit", "r2")] and set(rig.mailbox.replies) == {"r1"}
+    assert rig.value("hub_mailbox_errors_total", reason="internal_error") == 1
+    assert rig.poller.poll_once().handled == 1 and not rig.mailbox.replies
 
 
 def test_no_commit_when_parking_is_not_confirmed(registry: SchemaRegistry) -> None:
@@ -406,17 +427,116 @@ def test_never_raises_on_bad_input_and_keeps_every_reply(registry: SchemaRegistr
     assert not rig.mailbox.replies
 
 
-def test_an_unexpected_error_while_checking_parks_the_reply(registry: SchemaRegistry,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("error", [ConfigError("schema file gone"), KeyStoreError("key unreadable"),
+                                   RuntimeError("validator bug")], ids=lambda e: type(e).__name__)
+def test_our_own_trouble_while_checking_never_parks_the_reply(registry: SchemaRegistry, error: Exception,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     rig = Rig(registry, make_reply())
+    failing = [error]
 
-    def broken(*_a: Any) -> None:
-        raise RuntimeError("validator bug")
+    def validate(code: str, document: Any) -> None:
+        if failing:
+            raise failing[0]
+        return real(code, document)
 
-    monkeypatch.setattr(registry, "validate", broken)
-    assert rig.poller.poll_once().handled == 1
-    [sent] = rig.publisher.sent
-    assert sent.routing_key == REPLIES_PARKED and sent.properties.headers["x-hub-reason"] == "internal_error"
+    real = registry.validate
+    monkeypatch.setattr(registry, "validate", validate)
+    result = rig.poller.poll_once()
+    assert (result.handled, result.failed) == (0, True) and rig.poller.last_poll_ok is False
+    assert not rig.publisher.sent and not [e for e in rig.log if e[0] == "commit"] and rig.mailbox.replies
+    assert rig.value("hub_mailbox_errors_total", reason=getattr(error, "reason", "internal_error")) == 1
+    assert rig.value("hub_replies_total", outcome="parked") == 0
+    failing.clear()  # fixed: the reply is read again and published
+    assert rig.poller.poll_once().handled == 1 and not rig.mailbox.replies
+    assert [s.routing_key for s in rig.publisher.sent] == [PORTAL, f"{PORTAL}.reply_received.{AUTHORITY}"]
+
+
+def test_a_reply_that_crashes_our_checks_every_time_does_not_block_the_mailbox(
+        registry: SchemaRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    rig = Rig(registry, make_reply("r1", xml=reply_xml(text="boom")), make_reply("r2"), make_reply("r3"))
+    real = registry.validate
+
+    def validate(code: str, document: Any) -> None:
+        if document.findtext("text") == "boom":
+            raise RuntimeError("validator bug")
+        return real(code, document)
+
+    monkeypatch.setattr(registry, "validate", validate)
+    for _ in range(STUCK_AFTER):
+        rig.poller.poll_once()
+    assert set(rig.mailbox.replies) == {"r1"} and not rig.publisher.to(REPLIES_PARKED)
+    assert rig.value("hub_mailbox_stuck_replies") == 1
+
+
+MESSAGE_FAULTS = [MalformedAnswer("XTA getMessage: no MIME part for cid:x"),
+                  XtaFault("refused", exception_type="InvalidMessageIDException", code="9999"),
+                  XtaFault("internal", exception_type="XTAWSTechnicalProblemException", code="9030"),
+                  ProtocolError("no MessageMetaData"), ValueError("adapter bug")]
+
+
+@pytest.mark.parametrize("error", MESSAGE_FAULTS, ids=lambda e: f"{type(e).__name__}-{getattr(e, 'reason', '')}")
+def test_a_reply_that_cannot_be_fetched_does_not_block_the_others(registry: SchemaRegistry, error: Exception,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    rig = Rig(registry, make_reply("r1"), make_reply("r2"), make_reply("r3"))
+    rig.mailbox.broken["r1"] = error
+    result = rig.poller.poll_once()
+    assert (result.handled, result.listed, result.failed) == (2, 3, False)  # something worked: no back-off
+    assert [e for e in rig.log if e[0] == "commit"] == [("commit", "r2"), ("commit", "r3")]
+    assert [s.properties.message_id for s in rig.publisher.to(REPLIES_EXCHANGE)] == ["r2", "r3"]
+    assert set(rig.mailbox.replies) == {"r1"} and rig.poller.last_poll_ok is True
+    reason = getattr(error, "reason", "internal_error")
+    assert rig.value("hub_mailbox_errors_total", reason=reason) == 1
+    with caplog.at_level(logging.WARNING, logger="hub.replies"):
+        for polls in range(2, STUCK_AFTER + 3):  # r1 alone now: nothing succeeds, so these back off
+            assert rig.poller.poll_once().failed
+            assert rig.value("hub_mailbox_stuck_replies") == (1 if polls >= STUCK_AFTER else 0)
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == [(f"mailbox {PORTAL}: reply r1 cannot be fetched for {STUCK_AFTER} polls; it stays in the "
+                       f"mailbox (last reason: {reason})")]
+    assert rig.value("hub_mailbox_errors_total", reason=reason) == STUCK_AFTER + 2
+    del rig.mailbox.broken["r1"]  # it works again: published, closed, no longer stuck
+    assert rig.poller.poll_once().handled == 1 and not rig.mailbox.replies
+    assert rig.value("hub_mailbox_stuck_replies") == 0
+
+
+def test_plain_endpoint_trouble_while_fetching_ends_the_cycle(registry: SchemaRegistry) -> None:
+    rig = Rig(registry, make_reply("r1"), make_reply("r2"), make_reply("r3"))
+    rig.mailbox.broken["r1"] = EndpointUnavailable("connection refused")
+    for _ in range(STUCK_AFTER + 1):
+        result = rig.poller.poll_once()
+        assert result.failed and result.handled == 0
+    assert set(rig.mailbox.fetched) == {"r1"}  # no point in asking a dead endpoint for r2 and r3
+    assert rig.value("hub_mailbox_stuck_replies") == 0  # not r1's fault
+
+
+def test_failing_replies_do_not_use_up_the_batch(registry: SchemaRegistry) -> None:
+    rig = Rig(registry, make_reply("r1"), make_reply("r2"), make_reply("r3"), batch=2)
+    rig.mailbox.broken.update(r1=MalformedAnswer("x"), r2=MalformedAnswer("y"))
+    assert rig.poller.poll_once().failed  # r1, r2 listed, both failed
+    result = rig.poller.poll_once()  # lists batch + the 2 failing ones
+    assert (result.handled, result.listed, result.failed) == (1, 3, False)
+    assert set(rig.mailbox.replies) == {"r1", "r2"}
+
+
+def test_failure_counts_are_bounded(registry: SchemaRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("hub.reply_failures.MAX_TRACKED", 3)
+    rig = Rig(registry, *(make_reply(f"r{i}") for i in range(5)), batch=10)
+    rig.mailbox.broken.update({f"r{i}": MalformedAnswer("x") for i in range(5)})
+    for _ in range(STUCK_AFTER):
+        rig.poller.poll_once()
+    assert len(rig.poller._failing) == 3
+    assert rig.value("hub_mailbox_stuck_replies") == 0  # the least recent were forgotten and counted anew
+
+
+def test_a_stuck_reply_that_left_the_mailbox_is_forgotten(registry: SchemaRegistry) -> None:
+    rig = Rig(registry, make_reply("r1"), make_reply("r2"))
+    rig.mailbox.broken["r1"] = MalformedAnswer("x")
+    for _ in range(STUCK_AFTER):
+        rig.poller.poll_once()
+    assert rig.value("hub_mailbox_stuck_replies") == 1
+    del rig.mailbox.replies["r1"]  # taken by someone else, never fetched by us again
+    assert rig.poller.poll_once().failed is False
+    assert rig.value("hub_mailbox_stuck_replies") == 0 and len(rig.poller._failing) == 0
 
 
 def test_stable_amqp_message_id() -> None:
@@ -428,5 +548,6 @@ def test_stable_amqp_message_id() -> None:
 
 def test_replies_module_documented_metrics() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text(encoding="utf-8")
-    for name in ("hub_replies_total", "hub_replies_parked_total", "hub_mailbox_polls_total", "hub_mailbox_errors_total"):
+    for name in ("hub_replies_total", "hub_replies_parked_total", "hub_mailbox_polls_total", "hub_mailbox_errors_total",
+                 "hub_mailbox_stuck_replies"):
         assert f"`{name}`" in doc
