@@ -47,7 +47,7 @@ from transport.content import ContentPart
 from transport.security.testpki import make_test_pki
 from transport.xta.metadata import Party
 
-DEMO_PORTAL = "demo-portal"
+DEMO_PORTAL = "demo-portal"  # the app_id of the demo portal; [mailboxes.demo-portal] reads its replies
 
 
 def _free_port() -> int:

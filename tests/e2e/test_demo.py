@@ -83,7 +83,17 @@ def test_demo_delivers_every_application_and_leaves_nothing_running(broker_url: 
     assert re.search(rf"^  transport reports: {COUNT} green$", summary, re.MULTILINE), summary
     for authority in ("azr:000100", "azr:000200", "azr:000300", "azr:000400"):  # spread over both adapters
         assert re.search(rf"^  {authority} .* delivered {COUNT // 4}$", summary, re.MULTILINE), summary
+    # the return channel: every 5th application got a reply, all came back to the portal's queue
+    replies = COUNT // 5
+    assert re.search(rf"^  replies: +{replies} sent by the authorities, {replies} received at hub.replies.demo-portal "
+                     rf"\({replies} naming their application\)$", summary, re.MULTILINE), summary
+    assert re.search(rf"^  tracker: +.*\b{COUNT} delivered\b", summary, re.MULTILINE), summary
+    timeline = summary.partition("  timeline of ")[2]
+    for event in ("accepted", "delivering", "delivered", "transport_report", "reply_received"):
+        assert re.search(rf"^    \S+  {event} ", timeline, re.MULTILINE), timeline
+    assert "return channel and tracking succeeded" in summary
     assert summary.rstrip().endswith("demo succeeded"), summary
     assert f"published {COUNT} applications (all confirmed)" in output
     assert (tmp_path / "var" / "demo" / "ledger.db").is_file()  # wrote beside its config, not in the repo
+    assert (tmp_path / "var" / "demo" / "tracking.db").is_file()
     print(f"hub demo --count {COUNT}: {took:.1f} s")

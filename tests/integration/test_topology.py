@@ -11,7 +11,10 @@ from hub.errors import UnknownDestination
 from hub.publisher import ConfirmingPublisher, publish_envelope
 from hub.topology import (
     INBOUND,
+    STATUS_EXCHANGE,
+    TRACKER_QUEUE,
     UNROUTABLE,
+    Binding,
     apply_topology,
     deliver_queue,
     plan_topology,
@@ -40,7 +43,9 @@ def _queue_depth(url: str, queue: str) -> int:
 def test_apply_is_idempotent_and_removes_stale_bindings(broker_url, pki):
     config = make_config(broker_url, pki, "http://127.0.0.1:9/xta")
     first = _apply(config)
-    assert len(first.added) == 6  # 3 authorities x 2 inbound exchanges
+    # 3 authorities x 2 inbound exchanges, and the tracker's feed from hub.status
+    assert len(first.added) == 7
+    assert Binding(STATUS_EXCHANGE, "#", TRACKER_QUEUE) in first.added and TRACKER_QUEUE in first.queues
     assert not first.removed
     assert deliver_queue("alpha") in first.queues and "hub.dead" in first.queues
 
