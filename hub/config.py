@@ -173,6 +173,8 @@ class TrackerConfig(_Strict):
     retention_days: float = Field(90.0, gt=0, description="default age for `hub tracker purge`")
     batch_size: int = Field(200, ge=1, le=10_000, description="events written per transaction")
     page_size: int = Field(50, ge=1, le=1000, description="default page size of the API and the page")
+    secure_cookies: bool = Field(False, description="set true behind a TLS-terminating proxy: the page's "
+                                 "session cookie is then always marked Secure")
 
 
 REPLY_MESSAGE_TYPES = ("OZG.RueckkanalFrage.130102", "OZG.Statusmeldung.130104", "OZG.Terminmitteilung.130105")
@@ -233,9 +235,14 @@ class HubConfig(_Strict):
         codes = [m.code for m in self.message_types]
         if len(codes) != len(set(codes)):
             raise ValueError("message_types: a code is listed twice")
+        accounts: dict[str, str] = {}
         for portal, mailbox in self.mailboxes.items():
             if not PORTAL_PATTERN.match(portal):
                 raise ValueError(f"mailboxes.{portal}: portal ids are letters, digits, '-', '_' (the app_id)")
+            other = accounts.setdefault(mailbox.account.identifier.strip().casefold(), portal)
+            if other != portal:  # two pollers of one mailbox: each reply published for both portals
+                raise ValueError(f"mailboxes.{portal}.account.identifier: '{mailbox.account.identifier}' is also "
+                                 f"the account of mailboxes.{other} (one mailbox, one portal)")
             missing = [t for t in mailbox.message_types if t not in codes]
             if missing:
                 raise ValueError(f"mailboxes.{portal}.message_types: '{missing[0]}' has no [[message_types]] entry "

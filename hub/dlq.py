@@ -29,6 +29,7 @@ from hub.failures import clean_headers, header_int
 from hub.publisher import ResilientPublisher
 from hub.status import REPLAYED, StatusEvent
 from hub.topology import DEAD_QUEUE, INBOUND_CHECKED
+from hub.worker_events import MessageIds, clip_id
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +177,7 @@ class DeadLetterQueue:
                     continue
                 destination = dead.destination or ""
                 # stamped before the copy goes out: the worker's next "accepted" is later in any timeline
-                event = StatusEvent(dead.message_id, REPLAYED, dead.portal, destination, dead.adapter,
-                                    detail={"previous_reason": dead.reason}, reason=dead.reason[:200],
-                                    correlation_id=(_text(props.correlation_id) or "")[:200] or None)
+                event = replayed_event(props, dead)
                 try:
                     publisher.publish_and_wait(INBOUND_CHECKED, destination, body, replay_properties(props),
                                                mandatory=True, deadline=60)
@@ -190,8 +189,9 @@ class DeadLetterQueue:
                 channel.basic_ack(tag)  # only after the copy is confirmed
                 counts["replayed"] += 1
                 try:
-                    publisher.publish_and_wait(event.exchange, event.routing_key, event.body(), event.properties(),
-                                               deadline=10)
+                    if event is not None:
+                        publisher.publish_and_wait(event.exchange, event.routing_key, event.body(),
+                                                   event.properties(), deadline=10)
                 except BrokerError as exc:  # the replay itself is done; the event is informational
                     log.warning("replayed %s but its status event was not published: %s", dead.message_id, exc)
                 if on_progress:
@@ -214,6 +214,17 @@ class DeadLetterQueue:
         finally:
             connection.close()
         return removed
+
+
+def replayed_event(props: pika.BasicProperties, dead: DeadLetter) -> StatusEvent | None:
+    """The ``replayed`` status event of a dead letter, its ids built as the worker builds them
+    (hub/worker_events.py); None without a message id (there is no application to attribute it to)."""
+    ids = MessageIds.of(props.message_id, props.app_id, dead.destination, props.correlation_id)
+    if not ids.message_id:
+        return None
+    reason = clip_id(dead.reason)
+    return StatusEvent(ids.message_id, REPLAYED, ids.portal, ids.destination, clip_id(dead.adapter) or None,
+                       detail={"previous_reason": reason}, reason=reason, correlation_id=ids.correlation_id)
 
 
 def _plain(headers: dict[str, Any]) -> dict[str, Any]:

@@ -59,6 +59,11 @@ STATE_EVENTS = frozenset({ACCEPTED, DELIVERING, RETRY_SCHEDULED, DEAD_LETTERED, 
 SCHEMA_VERSION = 1
 _EVENT_NAMESPACE = uuid.UUID("6f1c8d2e-3b7a-4f57-9a51-0d6c1e2f9b40")
 _MAX_ID = 200  # ids are ids: anything longer is not one
+# 'at' must be a plausible time: no event of this hub happened before 2000-01-01, and none comes
+# from more than a day ahead (clock skew); a millisecond stamp (1.7e12) would sort first forever
+EARLIEST_AT = 946_684_800.0  # 2000-01-01T00:00:00Z
+MAX_FUTURE = 86_400.0  # seconds
+_MAX_DETAIL_DEPTH = 32  # nesting of 'detail' (its records are two or three levels deep)
 
 
 class InvalidStatusEvent(EnvelopeError):
@@ -119,9 +124,21 @@ class StatusEvent:
             delivery_mode=2, timestamp=int(self.at), type=f"hub.status.{self.event}")
 
     @classmethod
-    def from_body(cls, body: bytes) -> StatusEvent:
+    def from_body(cls, body: bytes, *, now: float | None = None) -> StatusEvent:
         """Parse and check one event; ``InvalidStatusEvent`` names what is wrong. Unknown keys are
-        ignored (a newer producer may add some); the body is never echoed into the error."""
+        ignored (a newer producer may add some); the body is never echoed into the error. Any
+        failure while parsing (a body nested too deep for the parser, say) is an invalid event:
+        a consumer can dead-letter it instead of dying on it."""
+        try:
+            return cls._parse(body, time.time() if now is None else now)
+        except InvalidStatusEvent:
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. RecursionError of a deeply nested body: invalid too
+            raise InvalidStatusEvent(f"status event cannot be parsed ({type(exc).__name__}, "
+                                     f"{len(body)} bytes)") from None
+
+    @classmethod
+    def _parse(cls, body: bytes, now: float) -> StatusEvent:
         try:
             raw = json.loads(body)
         except (ValueError, UnicodeDecodeError):
@@ -140,8 +157,11 @@ class StatusEvent:
         if not values["message_id"] and not (values["event"] == REPLY_RECEIVED and values.get("application_ref")):
             raise InvalidStatusEvent("status event without message_id")
         at = raw.get("at")
-        if isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at) or at < 0:
+        if isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at):
             raise InvalidStatusEvent("status event 'at' is not a time stamp")
+        if not EARLIEST_AT <= at <= now + MAX_FUTURE:
+            raise InvalidStatusEvent("status event 'at' is not a time stamp in epoch seconds between 2000-01-01 "
+                                     "and one day from now")
         values["at"] = float(at)
         attempt = raw.get("attempt")
         if attempt is not None:
@@ -151,6 +171,8 @@ class StatusEvent:
         detail = raw.get("detail", {})
         if not isinstance(detail, dict):
             raise InvalidStatusEvent("status event 'detail' is not an object")
+        if _depth(detail) > _MAX_DETAIL_DEPTH:
+            raise InvalidStatusEvent(f"status event 'detail' is nested deeper than {_MAX_DETAIL_DEPTH} levels")
         values["detail"] = detail
         version = raw.get("version", SCHEMA_VERSION)
         if not isinstance(version, int) or isinstance(version, bool):
@@ -170,3 +192,21 @@ def _text(raw: dict[str, Any], name: str, *, required: bool = False) -> str:
     if len(value) > _MAX_ID:
         raise InvalidStatusEvent(f"status event field '{name}' is longer than {_MAX_ID} characters")
     return value
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests lists and objects (iteratively: no recursion on hostile input)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest > _MAX_DETAIL_DEPTH:
+            return deepest
+        stack.extend((child, level + 1) for child in children)
+    return deepest

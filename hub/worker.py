@@ -55,7 +55,7 @@ from hub.metrics import WorkerMetrics
 from hub.pipeline import DeliveryPipeline
 from hub.publisher import ResilientPublisher
 from hub.reports import PollRequest, ReportPoller
-from hub.status import ACCEPTED, DEAD_LETTERED, DELIVERED, DELIVERING, RETRY_SCHEDULED
+from hub.status import ACCEPTED, DEAD_LETTERED, RETRY_SCHEDULED
 from hub.topology import (
     DEAD_EXCHANGE,
     apply_topology,
@@ -304,14 +304,9 @@ class AdapterWorker:
         ids = MessageIds.from_properties(props, len(self.adapter_config.retry_delays))
         self.events.publish_nowait(self.events.event(ids, ACCEPTED))
         progress = Progress()
-
-        def delivering(transport_message_id: str, application_ref: str | None) -> None:
-            progress.transport_message_id, progress.application_ref = transport_message_id, application_ref
-            self.events.publish_nowait(self.events.event(ids, DELIVERING, progress=progress))
-
         try:
             envelope = self.pipeline.decode(props, msg.body)
-            receipt = self.pipeline.process(envelope, on_delivering=delivering)
+            receipt = self.pipeline.process(envelope, on_delivering=self.events.on_delivering(ids, progress))
         except Exception as error:
             if not isinstance(error, HubError):  # a bug: the traceback (no payload) helps fix it
                 log.exception("unexpected error delivering %s", props.message_id)
@@ -322,19 +317,15 @@ class AdapterWorker:
         # acceptance confirmed on a re-send ("id already used") is a first delivery like any other
         if not receipt.duplicate:
             self.breaker.record_success()
-        detail: dict[str, Any] = {"xta_message_id": receipt.transport_message_id, "duplicate": receipt.duplicate}
-        if receipt.accepted_on_resend and not receipt.duplicate:
-            detail["accepted_on_resend"] = True
-        self.events.publish(self.events.event(ids, DELIVERED, progress=progress, detail=detail,
-                                              transport_message_id=receipt.transport_message_id))
+        detail = self.events.delivered(ids, progress, receipt.transport_message_id, duplicate=receipt.duplicate,
+                                       accepted_on_resend=receipt.accepted_on_resend)
         self.metrics.processed.labels(self.adapter, "delivered").inc()
         log.info("delivered %s to %s as %s%s", envelope.message_id, envelope.destination, receipt.transport_message_id,
                  " (accepted on re-send)" if detail.get("accepted_on_resend") else "")
         if self.reports is not None and not receipt.duplicate:
             try:
-                self.reports.schedule(PollRequest(envelope.message_id, receipt.transport_message_id,
-                                                  envelope.portal, envelope.destination,
-                                                  correlation_id=ids.correlation_id))
+                self.reports.schedule(PollRequest(ids.message_id, receipt.transport_message_id, ids.portal,
+                                                  ids.destination, correlation_id=ids.correlation_id))
             except HubError as exc:  # delivered all the same; only the report will not be followed
                 log.warning("transport report of %s will not be polled: %s", envelope.message_id, exc)
         return "delivered"
@@ -374,9 +365,7 @@ class AdapterWorker:
             log.warning("message %s dead-lettered: %s", props.message_id, text)
         self.metrics.processed.labels(self.adapter, outcome).inc()
         # best effort: the outcome is already safe; a lost status event must not cause a redelivery
-        self.events.publish(self.events.event(
-            ids, event, progress=progress, reason=reason, at=failed_at,
-            detail={"reason": reason, "error": type(error).__name__, "attempts": attempts}))
+        self.events.failed(ids, event, progress, error, reason, at=failed_at)
         return outcome
 
     def _settle(self, msg: _Inbound, *, ack: bool) -> None:

@@ -6,12 +6,18 @@ confirm (no extra round trip per delivery, pitfall 13); the outcomes (``delivere
 message's outcome is safe by other means, so a lost event is logged and counted
 (``hub_status_events_failed_total``), never raised.
 
-The properties are the portal's, i.e. untrusted: every id is clipped so that the event stays a valid
-status event (ids of at most 200 characters) and its routing key an AMQP short string.
+The properties are the portal's, i.e. untrusted: every id is kept within the contract (at most 200
+characters; portal and destination at most 100 bytes, so the routing key stays an AMQP short string).
+A longer id is not cut (two ids sharing a prefix would merge into one application) but shortened to
+its beginning, ``~`` and 40 hex digits of its SHA-256: stable and distinct. A missing portal
+(``app_id``) is ``(unknown)``, which no portal id can be (``hub.config.PORTAL_PATTERN``), so no
+token can ever see such events as its own. ``hub dlq replay`` builds its ``replayed`` events with
+the same helpers.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -23,23 +29,38 @@ from prometheus_client import Counter
 
 from hub.failures import H_ATTEMPT, header_int
 from hub.publisher import ResilientPublisher
-from hub.status import StatusEvent
+from hub.status import DELIVERED, DELIVERING, StatusEvent
 
 log = logging.getLogger(__name__)
 
 _MAX_ID = 200
 _MAX_KEY_PART = 100  # bytes: portal + event + destination stay below the 255-byte routing key limit
+_KEPT = 150  # characters of an over-long id kept in front of its hash
+_HASH_HEX = 40
+MISSING_PORTAL = "(unknown)"  # no app_id: a placeholder that PORTAL_PATTERN cannot match
+MISSING_DESTINATION = "unknown"
 
 
-def _clip(value: Any, limit: int = _MAX_ID) -> str:
+def clip_id(value: Any, *, max_bytes: int | None = None) -> str:
+    """``value`` as an id of the status-event contract: itself when it fits (at most 200
+    characters, and ``max_bytes`` UTF-8 bytes if given), else its first 150 characters (fewer if
+    ``max_bytes`` asks) + ``~`` + the first 40 hex digits of its SHA-256. "" for None."""
     if value is None:
         return ""
     text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-    return text[:limit]
+    raw = text.encode("utf-8", "surrogatepass")
+    if len(text) <= _MAX_ID and (max_bytes is None or len(raw) <= max_bytes):
+        return text
+    suffix = "~" + hashlib.sha256(raw).hexdigest()[:_HASH_HEX]
+    head = text[:_KEPT]
+    if max_bytes is not None:
+        head = head.encode("utf-8", "surrogatepass")[:max_bytes - len(suffix)].decode("utf-8", "ignore")
+    return head + suffix
 
 
-def _clip_bytes(text: str, limit: int = _MAX_KEY_PART) -> str:
-    return text.encode()[:limit].decode("utf-8", "ignore")
+def key_part(value: Any, missing: str) -> str:
+    """A portal or destination id: within 100 bytes (part of the routing key); ``missing`` if absent."""
+    return clip_id(value, max_bytes=_MAX_KEY_PART) if isinstance(value, (str, bytes)) and value else missing
 
 
 def attempt_of(headers: Mapping[str, Any], ladder_length: int) -> int:
@@ -59,16 +80,17 @@ class MessageIds:
     attempt: int
 
     @classmethod
+    def of(cls, message_id: Any, app_id: Any, destination: Any, correlation_id: Any, attempt: int = 1) -> MessageIds:
+        """The ids from untrusted values (AMQP properties and headers), within the contract."""
+        return cls(message_id=clip_id(message_id), portal=key_part(app_id, MISSING_PORTAL),
+                   destination=key_part(destination, MISSING_DESTINATION),
+                   correlation_id=clip_id(correlation_id) or None, attempt=attempt)
+
+    @classmethod
     def from_properties(cls, props: pika.BasicProperties, ladder_length: int) -> MessageIds:
         headers = props.headers or {}
-        destination = headers.get("x-destination")
-        return cls(
-            message_id=_clip(props.message_id),
-            portal=_clip_bytes(_clip(props.app_id)) or "unknown",
-            destination=_clip_bytes(_clip(destination)) if isinstance(destination, (str, bytes)) else "unknown",
-            correlation_id=_clip(props.correlation_id) or None,
-            attempt=attempt_of(headers, ladder_length),
-        )
+        return cls.of(props.message_id, props.app_id, headers.get("x-destination"), props.correlation_id,
+                      attempt_of(headers, ladder_length))
 
 
 @dataclass
@@ -96,8 +118,32 @@ class WorkerEvents:
             ids.message_id, event, ids.portal, ids.destination, self.adapter, at=time.time() if at is None else at,
             detail=detail or {},
             correlation_id=ids.correlation_id, attempt=ids.attempt, reason=reason,
-            transport_message_id=_clip(transport_message_id or progress.transport_message_id) or None,
-            application_ref=_clip(progress.application_ref) or None)
+            transport_message_id=clip_id(transport_message_id or progress.transport_message_id) or None,
+            application_ref=clip_id(progress.application_ref) or None)
+
+    def on_delivering(self, ids: MessageIds, progress: Progress) -> Callable[[str, str | None], None]:
+        """The pipeline's ``on_delivering`` callback: keeps the ids in ``progress`` (the later events
+        carry them) and publishes ``delivering`` without waiting."""
+        def delivering(transport_message_id: str, application_ref: str | None) -> None:
+            progress.transport_message_id, progress.application_ref = transport_message_id, application_ref
+            self.publish_nowait(self.event(ids, DELIVERING, progress=progress))
+        return delivering
+
+    def delivered(self, ids: MessageIds, progress: Progress, transport_message_id: str, *, duplicate: bool,
+                  accepted_on_resend: bool) -> dict[str, Any]:
+        """Publish ``delivered`` (confirmed); returns its detail."""
+        detail: dict[str, Any] = {"xta_message_id": transport_message_id, "duplicate": duplicate}
+        if accepted_on_resend and not duplicate:
+            detail["accepted_on_resend"] = True
+        self.publish(self.event(ids, DELIVERED, progress=progress, detail=detail,
+                                transport_message_id=transport_message_id))
+        return detail
+
+    def failed(self, ids: MessageIds, event: str, progress: Progress, error: BaseException, reason: str, *,
+               at: float) -> None:
+        """Publish ``retry_scheduled`` or ``dead_lettered`` (confirmed) for a failure at ``at``."""
+        self.publish(self.event(ids, event, progress=progress, reason=reason, at=at, detail={
+            "reason": reason, "error": type(error).__name__, "attempts": ids.attempt}))
 
     def publish_nowait(self, event: StatusEvent) -> None:
         """Publish an informational event without waiting for its confirm."""
@@ -120,3 +166,4 @@ class WorkerEvents:
         self._failed.labels(self.adapter, event.event).inc()
         log.warning("status event %s for %s not published: %s", event.event, event.message_id,
                     type(error).__name__ if not str(error) else error)
+

@@ -102,7 +102,8 @@ class TrackingHttp:
     """The tracker's WSGI application (run by werkzeug's server in `hub tracker`)."""
 
     def __init__(self, store: TrackingStore, tokens: TokenRegistry, *, page_size: int,
-                 registry: CollectorRegistry | None = None, ready: ReadinessCheck | None = None) -> None:
+                 registry: CollectorRegistry | None = None, ready: ReadinessCheck | None = None,
+                 secure_cookies: bool = False) -> None:
         from hub.tracking.page import TrackingPage
 
         self.store = store
@@ -111,7 +112,7 @@ class TrackingHttp:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = TrackingHttpMetrics(self.registry)
         self._ready = ready or (lambda: (True, "ready"))
-        self.page = TrackingPage(store, tokens, page_size=page_size)
+        self.page = TrackingPage(store, tokens, page_size=page_size, secure_cookies=secure_cookies)
         self._api: dict[str, Callable[[Request, Scope, Mapping[str, Any]], Response]] = {
             "api_list": self._list, "api_trace": self._trace, "api_counts": self._counts,
             "api_dead_letters": self._dead_letters}

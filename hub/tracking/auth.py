@@ -15,8 +15,10 @@ The tokens file (``[tracker] tokens_file``) is TOML::
 A presented token is hashed and compared with every entry by ``hmac.compare_digest``: no token is
 held in clear anywhere. The file is re-read when it changes (checked at most once a second), so a
 token is rotated without a restart: add the new entry, hand the new token out, remove the old
-entry. A file that is broken after a change keeps the last good set (one error line per broken
-version); broken or missing at start is a ``ConfigError``. No file configured: nobody can read.
+entry. A file that is missing, unreadable or broken after a change fails closed: no token is valid
+(every request 401, the tracker not ready, one error line per broken version) until the file is
+usable again; keeping the last good set would keep a token working that the edit meant to revoke.
+Broken or missing at start is a ``ConfigError``. No file configured: nobody can read.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hub.config import PORTAL_PATTERN
 from hub.errors import ConfigError
 from hub.tracking.model import Scope
 
@@ -44,6 +47,7 @@ MAX_TOKEN_LENGTH = 512  # a longer "token" is not one of ours: not even hashed
 _HEX_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 _KEYS = frozenset({"name", "portal", "operator", "sha256"})
+UNUSABLE = "tokens file unusable"  # the readiness reason while no token is valid for that
 
 
 def hash_token(token: str) -> str:
@@ -116,8 +120,8 @@ def _entry(number: int, table: Any) -> TokenEntry:
     if not isinstance(operator, bool):
         raise ConfigError(f"{where}.operator must be true or false")
     portal = table.get("portal")
-    if portal is not None and (not isinstance(portal, str) or not portal or len(portal) > 200):
-        raise ConfigError(f"{where}.portal must be the portal's app_id")
+    if portal is not None and (not isinstance(portal, str) or not PORTAL_PATTERN.match(portal)):
+        raise ConfigError(f"{where}.portal must be the portal's app_id (letters, digits, '-', '_'; at most 64)")
     if operator and portal is not None:
         raise ConfigError(f"{where}: an operator token sees every portal; remove 'portal' or 'operator'")
     if not operator and portal is None:
@@ -150,6 +154,7 @@ class TokenRegistry:
         self._checked_at = clock()
         self._loaded_sig = _signature(path) if path is not None else None
         self._seen_sig = self._loaded_sig  # the last version looked at (good or broken)
+        self._problem: str | None = None  # set while the file is unusable (no token is valid then)
 
     @classmethod
     def from_file(cls, path: Path | None, *, clock: Callable[[], float] = time.monotonic,
@@ -175,6 +180,18 @@ class TokenRegistry:
     def names(self) -> tuple[str, ...]:
         self._refresh()
         return tuple(e.name for e in self._entries)
+
+    @property
+    def problem(self) -> str | None:
+        """``"tokens file unusable"`` while a change left the file missing, unreadable or broken
+        (no token is valid then), else None; for the tracker's readiness."""
+        self._refresh()
+        return self._problem
+
+    def entry_named(self, name: str) -> TokenEntry | None:
+        """The current entry called ``name`` (a page session names its entry), or None."""
+        self._refresh()
+        return next((e for e in self._entries if e.name == name), None)
 
     def identify(self, token: str) -> TokenEntry | None:
         """The entry whose hash matches ``token``, or None."""
@@ -203,16 +220,22 @@ class TokenRegistry:
                 return
             self._checked_at = now
             sig = _signature(self.path)
-            if sig == self._loaded_sig:
+            if sig == self._loaded_sig and self._problem is None:
                 return
             try:
                 entries = load_tokens(self.path)
             except ConfigError as exc:
-                if sig != self._seen_sig:  # one line per broken version; read again every interval
-                    log.error("tracker: tokens file %s changed and is unusable: %s; keeping the %d token(s) "
-                              "loaded before", self.path, exc, len(self._entries))
+                if sig != self._seen_sig or self._problem is None:  # one line per broken version
+                    log.error("tracker: tokens file %s changed and is unusable: %s; no token is valid until "
+                              "it is fixed (every request is refused)", self.path, exc)
+                self._entries = ()  # fail closed: the change may have been meant to revoke a token
+                self._problem = UNUSABLE
                 self._seen_sig = sig
                 return
             self._entries = entries
             self._loaded_sig = self._seen_sig = sig
-            log.info("tracker: tokens file %s re-read: %d token(s)", self.path, len(entries))
+            if self._problem is not None:
+                log.warning("tracker: tokens file %s is usable again: %d token(s)", self.path, len(entries))
+            else:
+                log.info("tracker: tokens file %s re-read: %d token(s)", self.path, len(entries))
+            self._problem = None

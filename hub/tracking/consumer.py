@@ -4,9 +4,11 @@ One pika ``BlockingConnection`` on the consumer's own thread (pitfall 1). Events
 until ``batch_size`` or 0.2 s, written with one ``store.ingest`` (one transaction), then acked
 together (``multiple=True``). Nothing is acked before it is stored, and nothing is ever dropped:
 
-- a body that is not a status event is copied (publisher confirm, ``mandatory``) to ``hub.dead``
-  with reason ``invalid_status_event`` and only then acked; its error text names what is wrong,
-  never the body;
+- a body that is not a status event (whatever fails while parsing it) is copied (publisher
+  confirm, ``mandatory``) to ``hub.dead`` with reason ``invalid_status_event`` and acked right
+  after the confirm, on its own: a batch that is not written afterwards (a stop during a store
+  outage) brings back only its valid events, never a second dead letter; its error text names
+  what is wrong, never the body;
 - a store that fails (``TrackingStoreUnavailable``, transient) keeps the batch in hand: the
   consumer waits (backoff, I/O keeps flowing) and writes the same batch again;
 - a store that refuses an event for good (a non-transient ``HubError``: ``InvalidStatusEvent`` for
@@ -14,7 +16,9 @@ together (``multiple=True``). Nothing is acked before it is stored, and nothing 
   event dead-lettered (``invalid_status_event``, else ``tracker_store_rejected``), so one poison
   event cannot stall the tracker;
 - a lost broker connection is reopened with backoff; the broker redelivers what was not acked,
-  and ``ingest`` skips events it already has (by ``event_id``).
+  and ``ingest`` skips events it already has (by ``event_id``);
+- anything else (a bug) is logged with its traceback and ends ``run`` with ``error`` set, so
+  `hub tracker` exits non-zero instead of idling with a dead consumer.
 """
 
 from __future__ import annotations
@@ -54,7 +58,14 @@ BATCH_WAIT = 0.2  # seconds an event may wait for its batch to fill
 STOP_CHECK = 0.25  # seconds between two looks at stop()
 STORE_BACKOFF = (0.5, 30.0)  # first and longest wait between writes of a batch the store refused
 BROKER_BACKOFF = (1.0, 30.0)
+STORE_UNREACHABLE = "tracking store unreachable"  # the /readyz reason (details only in the log)
 STORE_REJECTED = "tracker_store_rejected"
+
+
+class TrackerConsumerFailed(HubError):
+    """The consumer thread met an error nobody expected (a bug); the traceback is in the log."""
+
+    reason = "tracker_consumer_failed"
 
 
 class TrackerMetrics:
@@ -98,11 +109,12 @@ class StatusConsumer:
         self.connected = threading.Event()
         self.connections_opened = 0
         self.outage = OutageRecord()
-        self.error: HubError | None = None  # what ended ``run`` for good (ConfigError), if anything
+        self.error: HubError | None = None  # what ended ``run`` for good (ConfigError, a bug), if anything
         self._apply_topology = apply_topology_on_start
         self._client_name = client_name
         self._stop = threading.Event()
         self._inbox: list[_Delivery] = []
+        self._acked: set[int] = set()  # tags acked on their own (dead letters) in the batch being written
         self._first_at = 0.0
         self._store_problem: str | None = None
 
@@ -118,7 +130,8 @@ class StatusConsumer:
 
     def run(self) -> None:
         """Consume until ``stop()``. A ConfigError that retrying cannot cure (the broker's queues
-        disagree with the config; login or vhost refused at start) ends it: kept in ``error``."""
+        disagree with the config; login or vhost refused at start) ends it, and so does any
+        unexpected error (logged with its traceback): kept in ``error``."""
         backoff = BROKER_BACKOFF[0]
         try:
             while not self._stop.is_set():
@@ -143,24 +156,30 @@ class StatusConsumer:
                     log.warning("%s (%s); reconnecting in %.0fs", what, error, backoff)
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, BROKER_BACKOFF[1])
+        except Exception as exc:  # a bug: say so loudly and end (the process exits non-zero)
+            log.exception("tracker consumer failed unexpectedly; stopping")
+            self.error = TrackerConsumerFailed(f"tracker consumer failed unexpectedly ({type(exc).__name__}); "
+                                               "see the log")
         finally:
             self.connected.clear()
             self.metrics.connected.set(0)
 
     def readiness(self) -> tuple[bool, str]:
-        """(ready, reason) for /readyz: consuming, and the last write to the store succeeded."""
+        """(ready, reason) for /readyz: consuming, and the last write to the store succeeded. The
+        reason is generic (it is answered without authentication); the details are in the log."""
         if self.error is not None:
-            return False, f"tracker consumer stopped: {self.error}"
+            return False, "tracker consumer stopped (see the log)"
         if not self.connected.is_set():
             return False, self.outage.describe() or "connecting to the broker"
         if self._store_problem is not None:
-            return False, f"tracking store: {self._store_problem}"
+            return False, STORE_UNREACHABLE
         return True, "consuming hub.tracker; store ok"
 
     # --- the connected loop ------------------------------------------------------------------
     def _run_connected(self) -> None:
         connection = connect(self.config.broker, self._client_name)
         self._inbox = []  # delivery tags of an earlier connection mean nothing on this one
+        self._acked = set()
         try:
             if self._apply_topology:
                 setup = connection.channel()
@@ -217,12 +236,15 @@ class StatusConsumer:
         for delivery in batch:
             try:
                 events.append((delivery, StatusEvent.from_body(delivery.body)))
-            except InvalidStatusEvent as exc:
-                self._dead_letter(channel, delivery, exc)
+            except InvalidStatusEvent as exc:  # from_body turns every parsing failure into this
+                self._dead_letter(channel, delivery, exc)  # acked on its own once the copy is confirmed
                 self.metrics.invalid.inc()
         if events and not self._write(connection, channel, events):
             return False
-        channel.basic_ack(batch[-1].tag, multiple=True)
+        rest = [d.tag for d in batch if d.tag not in self._acked]
+        if rest:  # one ack for the batch; tags acked on their own before it are not acked twice
+            channel.basic_ack(max(rest), multiple=True)
+        self._acked.difference_update(d.tag for d in batch)
         return True
 
     def _write(self, connection: pika.BlockingConnection, channel: Any,
@@ -250,13 +272,16 @@ class StatusConsumer:
             backoff = min(backoff * 2, STORE_BACKOFF[1])
 
     def _write_one_by_one(self, channel: Any, events: list[tuple[_Delivery, StatusEvent]]) -> bool:
-        """Store each event alone; one the store refuses for good is dead-lettered. False when a
-        transient failure interrupts (the whole batch is written again later: ingest is idempotent)."""
-        for delivery, event in events:
+        """Store each event alone; one the store refuses for good is dead-lettered (and acked) and
+        leaves ``events``. False when a transient failure interrupts (the rest of the batch is
+        written again later: ingest is idempotent)."""
+        for item in list(events):
+            delivery, event = item
             try:
                 self._ingest([event])
             except InvalidStatusEvent as exc:  # text the store cannot hold (e.g. a NUL): invalid
                 self._dead_letter(channel, delivery, exc)
+                events.remove(item)
                 self.metrics.invalid.inc()
             except Exception as exc:  # noqa: BLE001 - sorted below
                 if not isinstance(exc, HubError) or exc.transient:  # an outage: the batch is retried
@@ -266,6 +291,7 @@ class StatusConsumer:
                 log.error("tracking store refused event %s of %s for good (%s); dead-lettered", event.event_id,
                           event.message_id, safe_error_text(exc))
                 self._dead_letter(channel, delivery, exc, reason=STORE_REJECTED)
+                events.remove(item)
         self._store_problem = None
         return True
 
@@ -285,7 +311,8 @@ class StatusConsumer:
 
     def _dead_letter(self, channel: Any, delivery: _Delivery, error: HubError,
                      reason: str | None = None) -> None:
-        """Copy the message to hub.dead with its reason (confirmed, mandatory) before its ack."""
+        """Copy the message to hub.dead with its reason (confirmed, mandatory), then ack it alone:
+        a later failure of its batch cannot bring it back for a second copy."""
         slug = reason or error_reason(error)
         headers = {
             **clean_headers(delivery.properties.headers or {}),
@@ -305,5 +332,7 @@ class StatusConsumer:
                                     "is the topology applied?") from None
         except pika.exceptions.NackError:
             raise PublishNotConfirmed("the broker refused a dead letter of the tracker") from None
+        channel.basic_ack(delivery.tag)
+        self._acked.add(delivery.tag)
         log.warning("dead-lettered a message of %d bytes from %s: %s (%s)", len(delivery.body), TRACKER_QUEUE, slug,
                     safe_error_text(error))

@@ -1,10 +1,12 @@
 """The tracking page under /ui/: server-rendered HTML, plain links and GET forms, no JavaScript.
 
-Sign-in is the bearer token typed into /ui/login, kept in an HttpOnly, SameSite=Strict cookie
-(Secure on https) and checked against the token registry on every page, so a rotated-away token
-ends its sessions at once. The login POST is the only state-changing request; it must come from
-this site (Origin, else Referer). Everything shown is escaped; nothing is fetched from elsewhere
-(inline CSS only, pinned by its hash in the Content-Security-Policy).
+Sign-in is the bearer token typed into /ui/login; the browser keeps a signed session naming the
+token's entry (hub/tracking/session.py), never the token, in an HttpOnly, SameSite=Strict session
+cookie (Secure on https or with ``[tracker] secure_cookies``). It is checked on every page: expired
+after 12 hours, and ended at once when its entry is revoked or rotated. The login POST is the only
+state-changing request; it must come from this site (Origin, else Referer). Everything shown is
+escaped; nothing is fetched from elsewhere (inline CSS only, pinned by its hash in the
+Content-Security-Policy).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from hub.status import REPLY_RECEIVED, TRANSPORT_REPORT
 from hub.tracking.auth import TokenRegistry
 from hub.tracking.html import HTML_HEADERS, e, layout, summary_table, table
 from hub.tracking.model import STATES, ApplicationFilter, Scope, Trace, TrackingStore
+from hub.tracking.session import SessionSigner
 from hub.tracking.web import (
     LIST_PARAMETERS,
     iso,
@@ -33,9 +36,8 @@ from hub.tracking.web import (
     single_args,
 )
 
-COOKIE = "hub_tracking_token"
+COOKIE = "hub_tracking_session"
 COOKIE_PATH = "/ui/"
-SESSION_SECONDS = 12 * 3600
 LOGIN = "/ui/login"
 MAX_FORM = 16 * 1024  # a login form is a token and a button
 DEAD_LETTER_PARAMETERS = frozenset({"destination", "since", "until", "portal", "cursor", "limit"})
@@ -44,17 +46,20 @@ DEAD_LETTER_PARAMETERS = frozenset({"destination", "since", "until", "portal", "
 class TrackingPage:
     """Handles the /ui/ routes that ``TrackingHttp`` matched."""
 
-    def __init__(self, store: TrackingStore, tokens: TokenRegistry, *, page_size: int) -> None:
+    def __init__(self, store: TrackingStore, tokens: TokenRegistry, *, page_size: int,
+                 secure_cookies: bool = False, sessions: SessionSigner | None = None) -> None:
         self.store = store
         self.tokens = tokens
         self.page_size = page_size
+        self.secure_cookies = secure_cookies
+        self.sessions = sessions if sessions is not None else SessionSigner(tokens)
 
     def handle(self, endpoint: str, request: Request) -> Response:
         if endpoint == "ui_login":
             return self._login(request)
         if endpoint == "ui_logout":
             return self._logout(request)
-        scope = self.tokens.scope_for(request.cookies.get(COOKIE, ""))
+        scope = self.sessions.scope_for(request.cookies.get(COOKIE, ""))
         if scope is None:
             return _redirect(LOGIN)
         view = {"ui_home": self._home, "ui_applications": self._applications, "ui_trace": self._trace,
@@ -83,18 +88,24 @@ class TrackingPage:
             token = request.form.get("token", "").strip()
         except RequestEntityTooLarge:
             return _html(_login_page("This sign-in request is too large."), 413)
-        if self.tokens.scope_for(token) is None:
+        entry = self.tokens.identify(token)
+        if entry is None:
             return _html(_login_page("This token is not valid (or no longer valid). Please check it."), 401)
         response = _redirect("/ui/")
-        response.set_cookie(COOKIE, token, max_age=SESSION_SECONDS, path=COOKIE_PATH, httponly=True,
-                            samesite="Strict", secure=request.scheme == "https")
+        # a session cookie (no Max-Age): the 12 hours are in the signed value and checked here
+        response.set_cookie(COOKIE, self.sessions.issue(entry), path=COOKIE_PATH, httponly=True,
+                            samesite="Strict", secure=self._secure(request))
         return response
 
     def _logout(self, request: Request) -> Response:
         response = _redirect(LOGIN)
         response.delete_cookie(COOKIE, path=COOKIE_PATH, httponly=True, samesite="Strict",
-                               secure=request.scheme == "https")
+                               secure=self._secure(request))
         return response
+
+    def _secure(self, request: Request) -> bool:
+        """Secure on https, and always behind a TLS-terminating proxy (it talks http to us)."""
+        return self.secure_cookies or request.scheme == "https"
 
     # -- pages ---------------------------------------------------------------------------------
 

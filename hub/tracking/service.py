@@ -2,8 +2,10 @@
 
 The consumer writes ``hub.tracker`` into the store on its own thread; a threaded werkzeug server
 answers the API, the page, ``/metrics``, ``/healthz`` and ``/readyz`` from the same store. Ready
-means: consuming, and the store answers (the last write succeeded and a cheap probe query
-works). Stopping finishes the batch in hand before the connection closes.
+means: consuming, the store answers (the last write succeeded and a cheap probe query works), and
+the tokens file is usable. ``/readyz`` is answered without a token, so its reasons are generic
+("tracking store unreachable"); the details (hosts, users, driver messages) go to the log only.
+Stopping finishes the batch in hand before the connection closes.
 """
 
 from __future__ import annotations
@@ -19,9 +21,14 @@ from prometheus_client import CollectorRegistry
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from hub.config import HubConfig
-from hub.errors import ConfigError
+from hub.errors import ConfigError, HubError
 from hub.health import CachedCheck
-from hub.tracking.consumer import StatusConsumer, TrackerMetrics
+from hub.tracking.consumer import (
+    STORE_UNREACHABLE,
+    StatusConsumer,
+    TrackerConsumerFailed,
+    TrackerMetrics,
+)
 from hub.tracking.model import Scope, TrackingStore
 
 log = logging.getLogger("hub.tracker")
@@ -52,13 +59,15 @@ class TrackerService:
 
         self.config = config
         tokens = TokenRegistry.from_file(config.tracker.tokens_file)  # before the store: nothing to close on error
+        self.tokens = tokens
         self.store = store if store is not None else open_tracking_store(config)
         self.registry = CollectorRegistry()
         self.metrics = TrackerMetrics(self.registry)
         self.consumer = StatusConsumer(config, self.store, self.metrics, batch_size=batch_size)
         self._store_check = CachedCheck("tracking store", self._probe_store, ttl=10.0)
+        self._store_said: str | None = None  # the last store problem logged (logged once per change)
         app = TrackingHttp(self.store, tokens, page_size=config.tracker.page_size, registry=self.registry,
-                           ready=self.ready)
+                           ready=self.ready, secure_cookies=config.tracker.secure_cookies)
         port = config.tracker.port if http_port is None else http_port
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
         try:
@@ -88,11 +97,20 @@ class TrackerService:
         return self
 
     def ready(self) -> tuple[bool, str]:
+        """(ready, generic reason) for /readyz."""
         ok, detail = self.consumer.readiness()
         if not ok:
             return ok, detail
         store_ok, store_detail = self._store_check()
-        return (True, detail) if store_ok else (False, store_detail)
+        if not store_ok:
+            if store_detail != self._store_said:
+                log.warning("tracker not ready: %s", store_detail)
+                self._store_said = store_detail
+            return False, STORE_UNREACHABLE
+        self._store_said = None
+        if self.tokens.problem is not None:
+            return False, self.tokens.problem
+        return True, detail
 
     def _probe_store(self) -> None:
         self.store.trace(_PROBE, Scope(_PROBE))  # raises TrackingStoreUnavailable when it cannot answer
@@ -116,9 +134,10 @@ class TrackerService:
 
 def run_tracker(config: HubConfig, *, http_port: int | None = None, stop: threading.Event,
                 on_start: Callable[[TrackerService], None] | None = None) -> None:
-    """Run the tracker until ``stop`` is set (SIGTERM/SIGINT in `hub tracker`). Raises the
-    ConfigError that ended the consumer, if one did (broker refused login or vhost at start, or
-    its queue disagrees with the configuration)."""
+    """Run the tracker until ``stop`` is set (SIGTERM/SIGINT in `hub tracker`). Raises the error
+    that ended the consumer, if one did (a ConfigError: broker refused login or vhost at start, or
+    its queue disagrees with the configuration; anything unexpected), so the process never exits 0
+    with its consumer dead."""
     service = TrackerService(config, http_port=http_port)
     try:
         service.start()
@@ -129,5 +148,8 @@ def run_tracker(config: HubConfig, *, http_port: int | None = None, stop: thread
                 break
     finally:
         service.close()
-    if service.consumer.error is not None:
-        raise service.consumer.error
+    error: HubError | None = service.consumer.error
+    if error is None and not stop.is_set():  # the thread ended by itself, and said nothing
+        error = TrackerConsumerFailed("tracker consumer stopped unexpectedly; see the log")
+    if error is not None:
+        raise error

@@ -1,8 +1,11 @@
 """The tracking store's two databases behind one small interface: SQLite (default) and PostgreSQL.
 
 The store writes its SQL once, with ``?`` placeholders; a ``Database`` runs it in a transaction
-(``Database.run``) and translates driver errors into ``TrackingStoreUnavailable``
-(transient: the tracker leaves the status event on its queue and stores it later). Writers are
+(``Database.run``) and translates driver errors: content the database refuses for good (SQLSTATE
+classes 22 "data exception" and 23 "integrity constraint violation", their SQLite counterparts,
+text the driver cannot encode) into ``TrackingStoreRejected`` (permanent: the tracker dead-letters
+that one event), everything else into ``TrackingStoreUnavailable`` (transient: the tracker leaves
+the status event on its queue and stores it later). A PostgreSQL database must be UTF8. Writers are
 serialised: SQLite by ``BEGIN IMMEDIATE``, PostgreSQL by a transaction-scoped advisory lock, so two
 tracker processes that ingest events of the same application never overwrite each other's summary.
 """
@@ -17,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from hub.errors import ConfigError, TrackingStoreUnavailable
+from hub.errors import ConfigError, HubError, TrackingStoreUnavailable
 
 # The advisory lock of the tracking store's writers (PostgreSQL; any constant bigint that no other
 # part of the hub uses). Advisory locks are per database, so stores in other databases do not meet.
@@ -26,6 +29,15 @@ STATEMENT_TIMEOUT_MS = 15_000
 CONNECT_TIMEOUT_S = 10
 BUSY_TIMEOUT_S = 30.0  # SQLite: how long a writer waits for another's lock
 T = TypeVar("T")
+_ENCODING_ERRORS = (UnicodeError, OverflowError)  # a value the driver cannot send, whatever the database
+
+
+class TrackingStoreRejected(HubError):
+    """The database refused the content of a write for good (a value it cannot hold, a constraint):
+    the same write can never succeed, so it is not retried; the tracker dead-letters the event. The
+    text names the error class and SQLSTATE only, never a value."""
+
+    reason = "tracking_store_rejected"
 
 
 class Tx(Protocol):
@@ -101,6 +113,8 @@ class SqliteDatabase:
                         self._db.execute("ROLLBACK")
                     except sqlite3.Error:
                         pass  # the original error says more
+                if isinstance(exc, (sqlite3.IntegrityError, sqlite3.DataError, *_ENCODING_ERRORS)):
+                    raise TrackingStoreRejected(f"tracking store refused the data ({type(exc).__name__})") from None
                 if isinstance(exc, sqlite3.Error):
                     raise TrackingStoreUnavailable(f"tracking store read/write failed: {exc}") from None
                 raise
@@ -169,8 +183,13 @@ class PostgresDatabase:
         self._lock = threading.Lock()
         try:
             self._conn = self._connect()
+            encoding = str(self._conn.execute("SHOW server_encoding").fetchone()[0])
         except psycopg.Error as exc:
             raise ConfigError(f"tracker.store: cannot open PostgreSQL database: {_first_line(exc)}") from None
+        if encoding.upper().replace("-", "") != "UTF8":
+            self._conn.close()
+            raise ConfigError(f"tracker.store: the PostgreSQL database's server_encoding is {encoding[:20]}, not "
+                              "UTF8: it cannot hold every id; create the database with ENCODING 'UTF8'")
 
     def _connect(self) -> Any:
         return self._psycopg.connect(
@@ -196,8 +215,13 @@ class PostgresDatabase:
                 except psycopg.Error as exc:
                     if attempt == 1 and self._conn.broken:
                         continue
+                    if isinstance(exc, (psycopg.DataError, psycopg.IntegrityError)):  # SQLSTATE 22, 23
+                        raise TrackingStoreRejected(f"tracking store refused the data ({type(exc).__name__}, "
+                                                    f"SQLSTATE {exc.sqlstate})") from None
                     raise TrackingStoreUnavailable(
                         f"tracking store read/write failed: {_first_line(exc)}") from None
+                except _ENCODING_ERRORS as exc:
+                    raise TrackingStoreRejected(f"tracking store refused the data ({type(exc).__name__})") from None
         raise AssertionError("unreachable")
 
     def close(self) -> None:

@@ -70,10 +70,13 @@ def storable_text(value: str) -> bool:
 
 def event_row(e: StatusEvent) -> tuple[Any, ...]:
     e = _storable(e)
+    try:
+        detail = json.dumps(e.detail, sort_keys=True, separators=(",", ":"), default=str)
+    except (ValueError, TypeError, RecursionError):  # circular, unsortable keys, too deep: never storable
+        raise InvalidStatusEvent("status event 'detail' cannot be stored as JSON") from None
     return (e.event_id, e.message_id, e.portal, e.event, e.at, PRECEDENCE.get(e.event, 0), e.destination,
             e.adapter or None, e.attempt, e.reason or None, e.correlation_id or None,
-            e.transport_message_id or None, e.application_ref or None,
-            json.dumps(e.detail, sort_keys=True, separators=(",", ":"), default=str))
+            e.transport_message_id or None, e.application_ref or None, detail)
 
 
 def event_from_row(row: Sequence[Any]) -> StatusEvent:

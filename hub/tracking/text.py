@@ -21,10 +21,14 @@ from hub.tracking.model import STATES, ApplicationSummary, TimelineEntry, Trace
 
 
 def iso(at: float | None) -> str:
-    """``2026-12-01T09:30:00.123Z`` (UTC), or ``-``."""
+    """``2026-12-01T09:30:00.123Z`` (UTC), or ``-``; the raw number when it is no time a calendar
+    can show (a stored millisecond stamp must not crash `hub trace`)."""
     if at is None:
         return "-"
-    return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    try:
+        return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    except (OverflowError, OSError, ValueError, TypeError):
+        return str(at)
 
 
 def duration(seconds: float) -> str:

@@ -11,7 +11,9 @@ written)::
     sha256 = "<64 hex digits>"
 
 Every change replaces the file atomically (a temporary file in the same folder, then rename), so
-the tracker, which re-reads the file when it changes, never sees half an entry.
+the tracker, which re-reads the file when it changes, never sees half an entry. The replacement
+keeps the mode of the file it replaces (and its owner and group when run as root), so the tracker's
+service user can still read it after an operator edited it with sudo; a new file is ``0600``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 import time
 import tomllib
@@ -150,13 +153,24 @@ def _without_entry(text: str, name: str) -> str:
 
 def _replace(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        old: os.stat_result | None = os.stat(path)
+    except FileNotFoundError:
+        old = None
+    except OSError as exc:
+        raise ConfigError(f"tracker.tokens_file: cannot read {path}: {exc.strerror}") from None
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
+        if old is None:
+            os.chmod(tmp, 0o600)  # hashes only, but nobody else needs to read them
+        else:
+            os.chmod(tmp, stat.S_IMODE(old.st_mode))
+            if os.geteuid() == 0:  # root (sudo) edits the service user's file: it stays theirs
+                os.chown(tmp, old.st_uid, old.st_gid)
         os.replace(tmp, path)
     except OSError as exc:
         with contextlib.suppress(OSError):

@@ -180,7 +180,11 @@ def public_summary(summary: ApplicationSummary) -> dict[str, Any]:
 
 
 def iso(stamp: float | None) -> str:
-    """An epoch time as ISO 8601 UTC with milliseconds (what the page shows); '' for None."""
+    """An epoch time as ISO 8601 UTC with milliseconds (what the page shows); '' for None; the raw
+    number when it is no time a calendar can show (a stored millisecond stamp must not fail a page)."""
     if stamp is None:
         return ""
-    return datetime.fromtimestamp(stamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    try:
+        return datetime.fromtimestamp(stamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    except (OverflowError, OSError, ValueError, TypeError):
+        return str(stamp)

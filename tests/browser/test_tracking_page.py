@@ -19,6 +19,7 @@ from werkzeug.serving import make_server
 from hub.status import REPLY_RECEIVED
 from hub.tracking.api import TrackingHttp
 from hub.tracking.auth import TokenRegistry, hash_token
+from hub.tracking.page import COOKIE
 from hub.tracking.store import open_store
 from tests.integration.tracking_support import Life, lives
 
@@ -123,7 +124,9 @@ def test_sign_in_search_an_id_and_see_its_timeline_with_the_reply(browser, deliv
     driver.find_element(By.ID, "token").send_keys(TOKEN, Keys.ENTER)
     _wait(driver, lambda d: d.current_url.endswith("/ui/"), "the overview")
     assert driver.find_element(By.TAG_NAME, "h1").text == "Tracking overview"
-    assert driver.get_cookie("hub_tracking_token")["httpOnly"] is True
+    cookie = driver.get_cookie(COOKIE)
+    assert cookie["httpOnly"] is True and TOKEN not in cookie["value"]  # a signed session, not the token
+    assert "expiry" not in cookie  # a session cookie; the server checks the 12 hours
 
     # keyboard only: Tab from the top of the page to the search field, type the id, Enter
     driver.find_element(By.TAG_NAME, "body").click()

@@ -9,6 +9,7 @@ import pytest
 
 from hub.dlq import DeadLetterFilter, DeadLetterQueue
 from hub.envelope import new_envelope
+from hub.status import REPLAYED
 from hub.topology import (
     DEAD_EXCHANGE,
     DEAD_QUEUE,
@@ -16,7 +17,8 @@ from hub.topology import (
     deliver_queue,
     plan_topology,
 )
-from tests.integration.helpers import drain, make_config
+from hub.worker_events import MISSING_PORTAL, clip_id
+from tests.integration.helpers import StatusCollector, drain, make_config, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -137,3 +139,38 @@ def test_purge_older_than(dead_letters) -> None:
     assert DeadLetterQueue(config.broker).purge(DeadLetterFilter(older_than=86400)) == 4
     assert _depth(config.broker.url, DEAD_QUEUE) == 6
     assert {d.reason for d in DeadLetterQueue(config.broker).list()} == {"schema_violation"}
+
+
+def test_replayed_events_have_the_workers_ids(fresh_broker_url, pki) -> None:
+    """Two long ids that share their first 200 characters stay two applications; a missing portal
+    is the placeholder no token can be configured for; no message id, no event (but a replay)."""
+    config = make_config(fresh_broker_url, pki, "http://127.0.0.1:9/xta")
+    conn = pika.BlockingConnection(pika.URLParameters(fresh_broker_url))
+    ch = conn.channel()
+    ch.confirm_delivery()
+    apply_topology(ch, plan_topology(config))
+    shared = "urn:de:portal:application:" + "L" * 200
+    # the one without an id first: had it an event, that would arrive before the other two (one queue)
+    cases = [(None, "portal-a"), (shared + "-1", None), (shared + "-2", None)]
+    for message_id, app_id in cases:
+        e = new_envelope(destination="azr:000100", message_type="OZG.Antrag.130101", message=b"<a/>", portal="p")
+        props = e.properties({"x-hub-reason": "schema_violation", "x-hub-adapter": "alpha",
+                              "x-hub-destination": "azr:000100", "x-hub-attempts": 1})
+        props.message_id, props.app_id = message_id, app_id
+        ch.basic_publish(DEAD_EXCHANGE, "alpha.schema_violation", e.body(), props, mandatory=True)
+    conn.close()
+    status = StatusCollector(fresh_broker_url, f"*.{REPLAYED}.#")
+    try:
+        counts = DeadLetterQueue(config.broker).replay(DeadLetterFilter())
+        assert counts == {"replayed": 3, "unroutable": 0, "skipped": 0}
+        wait_for(lambda: {e.message_id for e in status.events} >= {clip_id(shared + "-2")}, 30,
+                 what="the last replayed event")
+        events = list(status.events)
+    finally:
+        status.close()
+    assert len(events) == 2  # the message without an id was replayed, but no event names it
+    expected = {clip_id(shared + "-1"), clip_id(shared + "-2")}
+    assert {e.message_id for e in events} == expected and len(expected) == 2
+    assert {e.portal for e in events} == {MISSING_PORTAL} and {e.destination for e in events} == {"azr:000100"}
+    assert all(e.reason == "schema_violation" and e.adapter == "alpha" for e in events)
+    assert len(drain(config.broker.url, deliver_queue("alpha"), 3)) == 3

@@ -3,7 +3,9 @@
 Portal A's token must not see portal B's applications by any query: by message id, correlation id,
 transport message id, a reply's transport id, in lists, counts or dead letters, on the API or the
 page. Another portal's id answers exactly what an unknown id answers (no existence oracle). A
-missing or wrong token is a 401; a rotated token works (and the old one stops) without a restart.
+missing or wrong token is a 401; a rotated token works (and the old one stops) without a restart;
+a tokens file broken by an edit refuses every token until it is fixed (fail closed). The page's
+cookie is a signed session, never the token.
 PostgreSQL missing is a failure, never a skip.
 """
 
@@ -35,6 +37,7 @@ from hub.status import (
 from hub.tracking.api import TrackingHttp
 from hub.tracking.auth import TokenRegistry, hash_token
 from hub.tracking.model import STATES, TrackingStore
+from hub.tracking.page import COOKIE
 from hub.tracking.store import open_store
 from tests.integration.helpers import wait_for
 from tests.integration.tracking_support import fresh_pg_database, lives
@@ -152,7 +155,7 @@ class Http:
             if token is not None:
                 sent["Authorization"] = f"Bearer {token}"
             if cookie is not None:
-                sent["Cookie"] = f"hub_tracking_token={cookie}"
+                sent["Cookie"] = f"{COOKIE}={cookie}"
             conn.request(method, path, body=body, headers=sent)
             response = conn.getresponse()
             return Answer(response.status, tuple(response.getheaders()), response.read())
@@ -165,6 +168,14 @@ class Http:
     def login(self, token: str) -> Answer:
         return self.request("POST", "/ui/login", body=urlencode({"token": token}).encode(), headers={
             "Content-Type": "application/x-www-form-urlencoded", "Origin": f"http://{self.host}:{self.port}"})
+
+    def session(self, token: str) -> str:
+        """Sign in with ``token``; the session cookie's value (which is not the token)."""
+        answer = self.login(token)
+        assert answer.status == 303, answer.status
+        value = (answer.header("Set-Cookie") or "").split(";", 1)[0].removeprefix(f"{COOKIE}=")
+        assert value and token not in value and hash_token(token) not in value
+        return value
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -212,7 +223,8 @@ def test_missing_or_wrong_token_is_401(http: Http, path: str) -> None:
 
 
 def test_page_without_a_valid_cookie_goes_to_the_login(http: Http) -> None:
-    for cookie in (None, "wrong", hash_token(TOKENS["a"])):
+    # the token itself (or its hash) is no session: only what /ui/login signed is
+    for cookie in (None, "wrong", TOKENS["a"], hash_token(TOKENS["a"])):
         for path in ("/ui/", "/ui/applications", "/ui/trace?id=x", "/ui/dead-letters"):
             answer = http.get(path, cookie=cookie)
             assert answer.status == 303 and answer.header("Location") == "/ui/login", (path, cookie)
@@ -242,7 +254,7 @@ def test_another_portals_id_answers_exactly_like_an_unknown_id(http: Http, porta
     unknown = http.get(f"/api/v1/applications/{UNKNOWN}", token=TOKENS["a"])
     assert foreign.status == 404
     assert foreign.without_date() == unknown.without_date()
-    cookie = TOKENS["a"]
+    cookie = http.session(TOKENS["a"])
     page_foreign = http.get(f"/ui/trace?{urlencode({'id': b_id})}", cookie=cookie)
     page_unknown = http.get(f"/ui/trace?{urlencode({'id': UNKNOWN})}", cookie=cookie)
     assert page_foreign.status == 404
@@ -260,7 +272,7 @@ def test_a_timeline_never_shows_another_portals_events(http: Http, portals: dict
         assert "b-reply-" not in text and "b-on-a" not in text and "RueckkanalFrage" not in text
         replies = [e for e in app["timeline"] if e["event"] == "reply_received"]
         assert [r["detail"]["message_type"] for r in replies] == ["OZG.Statusmeldung.130104"]
-    page = http.get(f"/ui/trace?{urlencode({'id': a.ids['correlation id']})}", cookie=TOKENS["a"])
+    page = http.get(f"/ui/trace?{urlencode({'id': a.ids['correlation id']})}", cookie=http.session(TOKENS["a"]))
     assert page.status == 200 and b"b-reply-" not in page.body and b"b-shares-" not in page.body
 
 
@@ -315,16 +327,17 @@ def test_the_page_shows_the_own_portal_only(http: Http, portals: dict[str, Porta
     a, b = portals["portal-a"], portals["portal-b"]
     login = http.login(TOKENS["a"])
     assert login.status == 303 and "HttpOnly" in (login.header("Set-Cookie") or "")
+    session = http.session(TOKENS["a"])
     for path in ("/ui/", "/ui/applications", "/ui/applications?portal=portal-b", "/ui/applications?limit=500",
                  f"/ui/applications?destination={DEST}", "/ui/dead-letters", "/ui/dead-letters?portal=portal-b"):
-        page = http.get(path, cookie=TOKENS["a"])
+        page = http.get(path, cookie=session)
         assert page.status == 200, path
         text = page.body.decode()
         assert not [mid for mid in b.apps if mid in text], path
         assert "xta_9011" not in text and "portal-b" not in text.replace("portal=portal-b", ""), path
-    listing = http.get("/ui/applications?limit=500", cookie=TOKENS["a"]).body.decode()
+    listing = http.get("/ui/applications?limit=500", cookie=session).body.decode()
     assert all(mid in listing for mid in a.apps)
-    home = http.get("/ui/", cookie=TOKENS["a"]).body.decode()
+    home = http.get("/ui/", cookie=session).body.decode()
     for state, count in a.states.items():
         assert f">{state}</a></th><td>{count}</td>" in home, state
 
@@ -338,18 +351,25 @@ def test_token_rotation_takes_effect_without_a_restart(backend: tuple[TrackingSt
         http = Http(address)
         assert http.get("/api/v1/counts", token=old).status == 200
         assert http.get("/api/v1/counts", token=new).status == 401
-        assert http.login(old).status == 303
+        old_session = http.session(old)
+        assert http.get("/ui/", cookie=old_session).status == 200
         # step 1: the new token is added next to the old one
         path.write_text(tokens_toml({"a-2025": (old, "portal-a"), "a-2026": (new, "portal-a")}))
         wait_for(lambda: http.get("/api/v1/counts", token=new).status == 200, timeout=30, what="new token accepted")
         assert http.get("/api/v1/counts", token=old).status == 200
-        # step 2: the old one is removed (a file that is briefly broken in between changes nothing)
+        new_session = http.session(new)
+        # step 2: an edit meant to remove the old one leaves the file broken: no token works until
+        # it is fixed (keeping the last good set would keep the revoked token working)
         path.write_text('[[tokens]]\nname = "half')
-        time.sleep(1.5)
-        assert http.get("/api/v1/counts", token=old).status == 200
+        wait_for(lambda: http.get("/api/v1/counts", token=old).status == 401, timeout=30, what="fail closed")
+        assert http.get("/api/v1/counts", token=new).status == 401
+        assert http.get("/ui/", cookie=new_session).status == 303
         path.write_text(tokens_toml({"a-2026": (new, "portal-a")}))
-        wait_for(lambda: http.get("/api/v1/counts", token=old).status == 401, timeout=30, what="old token refused")
-        assert http.get("/api/v1/counts", token=new).status == 200
-        # a page session signed in with the old token ends as well
-        assert http.get("/ui/", cookie=old).status == 303
-        assert http.get("/ui/", cookie=new).status == 200
+        wait_for(lambda: http.get("/api/v1/counts", token=new).status == 200, timeout=30, what="the fixed file")
+        assert http.get("/api/v1/counts", token=old).status == 401
+        # a page session signed in with the old token has ended; the new one works again
+        assert http.get("/ui/", cookie=old_session).status == 303
+        assert http.get("/ui/", cookie=new_session).status == 200
+        # deleted: fail closed as well
+        path.unlink()
+        wait_for(lambda: http.get("/api/v1/counts", token=new).status == 401, timeout=30, what="file deleted")

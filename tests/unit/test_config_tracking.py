@@ -53,3 +53,12 @@ def test_a_portal_id_that_cannot_be_a_routing_key_is_refused(portal: str) -> Non
 def test_a_mailbox_endpoint_must_be_http() -> None:
     with pytest.raises(ConfigError, match=r"mailboxes\.demo-portal\.endpoint"):
         parse_config(_raw(mailboxes={"demo-portal": _mailbox(endpoint="ftp://x")}), base=Path("/etc/hub"), environ={})
+
+
+def test_two_mailboxes_of_one_account_are_refused_naming_both() -> None:
+    raw = _raw(mailboxes={"portal-a": _mailbox(), "portal-b": _mailbox(account={"identifier": " ALP:000001 "})})
+    with pytest.raises(ConfigError, match=r"mailboxes\.portal-b\.account\.identifier: ' ALP:000001 ' is also the "
+                                          r"account of mailboxes\.portal-a"):
+        parse_config(raw, base=Path("/etc/hub"), environ={})
+    other = _raw(mailboxes={"portal-a": _mailbox(), "portal-b": _mailbox(account={"identifier": "alp:000002"})})
+    assert set(parse_config(other, base=Path("/etc/hub"), environ={}).mailboxes) == {"portal-a", "portal-b"}

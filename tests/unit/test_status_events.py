@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,11 @@ BAD_BODIES: list[tuple[str, bytes]] = [
     ("at_text", _body(at=MARKER)),
     ("at_bool", _body(at=True)),
     ("at_negative", _body(at=-1)),
+    ("at_zero", _body(at=0)),
+    ("at_before_2000", _body(at=946_684_799.9)),
+    ("at_milliseconds", _body(at=1_700_000_000_250)),
+    ("at_two_days_ahead", _body(at=time.time() + 2 * 86400)),
+    ("at_huge", _body(at=1e300)),
     ("at_nan", _body(at=_DROP)[:-1] + b', "at": NaN}'),
     ("at_infinite", _body(at=_DROP)[:-1] + b', "at": Infinity}'),
     ("attempt_text", _body(attempt=MARKER)),
@@ -92,6 +98,10 @@ BAD_BODIES: list[tuple[str, bytes]] = [
     ("detail_text", _body(detail=MARKER)),
     ("version_text", _body(version=MARKER)),
     ("version_bool", _body(version=True)),
+    # nested beyond what the parser can take (RecursionError inside json.loads), or than a detail needs
+    ("nested_array", b"[" * 100_000),
+    ("nested_object", b'{"a":' * 100_000),
+    ("nested_detail", _body(detail=_DROP)[:-1] + b', "detail": ' + b'{"x":' * 40 + b"1" + b"}" * 40 + b"}"),
 ]
 
 
@@ -113,7 +123,13 @@ def test_good_body_and_its_allowed_variants_parse() -> None:
     # a reply that names no application id is linked by its application_ref
     reply = StatusEvent.from_body(_body(event=REPLY_RECEIVED, message_id=""))
     assert reply.message_id == "" and reply.application_ref == "OZG-ANTRAG-00000001"
-    assert StatusEvent.from_body(_body(at=0, attempt=0)).at == 0.0
+    assert StatusEvent.from_body(_body(at=946_684_800, attempt=0)).at == 946_684_800.0  # 2000-01-01
+    # up to a day ahead (clock skew between hosts)
+    assert StatusEvent.from_body(_body(at=1_700_086_400.0), now=1_700_000_000.0).at == 1_700_086_400.0
+    with pytest.raises(InvalidStatusEvent, match="'at'"):
+        StatusEvent.from_body(_body(at=1_700_086_400.5), now=1_700_000_000.0)
+    deep_but_fine = {"errors": [{"code": "E1", "extra": {"a": [1, 2]}}]}
+    assert StatusEvent.from_body(_body(detail=deep_but_fine)).detail == deep_but_fine
 
 
 def test_round_trip_keeps_every_field() -> None:

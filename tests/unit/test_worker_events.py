@@ -5,6 +5,7 @@ test_status_events.py.)"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from adapters.xta2 import TransportReportResult
+from hub.config import PORTAL_PATTERN
 from hub.errors import BrokerUnavailable, EndpointUnavailable, PublishNotConfirmed, XtaFault
 from hub.metrics import WorkerMetrics
 from hub.pipeline import application_ref
@@ -22,7 +24,14 @@ from hub.publisher import ResilientPublisher
 from hub.reports import TRANSPORT_REPORT as REPORTS_TRANSPORT_REPORT
 from hub.reports import PollRequest, ReportPoller
 from hub.status import ACCEPTED, TRANSPORT_REPORT, TRANSPORT_REPORT_TIMEOUT, StatusEvent
-from hub.worker_events import MessageIds, Progress, WorkerEvents, attempt_of
+from hub.worker_events import (
+    MISSING_PORTAL,
+    MessageIds,
+    Progress,
+    WorkerEvents,
+    attempt_of,
+    clip_id,
+)
 from transport.security.xml import parse_xml
 
 XAU = "http://www.osci.de/xauslaender2611"
@@ -65,7 +74,46 @@ def test_message_ids_from_untrusted_properties_stay_a_valid_event() -> None:
     assert len(event.routing_key.encode()) <= 255  # an AMQP short string
     missing = MessageIds.from_properties(pika.BasicProperties(headers={"x-destination": 5}), 2)
     assert (missing.message_id, missing.portal, missing.destination, missing.correlation_id) == (
-        "", "unknown", "unknown", None)
+        "", "(unknown)", "unknown", None)
+    assert not PORTAL_PATTERN.match(MISSING_PORTAL)  # no token can ever be configured for it
+    assert MessageIds.from_properties(pika.BasicProperties(app_id="unknown"), 2).portal == "unknown"  # a real id
+
+
+def test_long_ids_are_shortened_to_a_stable_distinct_form_never_cut() -> None:
+    """Cutting at 200 characters would merge two applications that share a 200-character prefix."""
+    shared = "urn:de:portal:" + "x" * 200
+    one, two = shared + "-1", shared + "-2"
+    assert clip_id(one) != clip_id(two)
+    assert clip_id(one) == clip_id(one) == clip_id(one.encode())  # stable (and the same from bytes)
+    assert clip_id(one) == one[:150] + "~" + hashlib.sha256(one.encode()).hexdigest()[:40]
+    assert len(clip_id(one)) == 191
+    assert clip_id("x" * 200) == "x" * 200 and clip_id(None) == ""  # what fits stays as it is
+    # portal and destination: also within 100 bytes (the routing key), multi-byte text included
+    for value in ("ü" * 60, "p" * 101, "ü" * 300):
+        part = clip_id(value, max_bytes=100)
+        assert len(part.encode()) <= 100 and part.endswith(hashlib.sha256(value.encode()).hexdigest()[:40])
+    assert clip_id("ü" * 60, max_bytes=100) != clip_id("ü" * 61, max_bytes=100)
+    a = MessageIds.from_properties(pika.BasicProperties(message_id=one, app_id="p" * 101 + "a"), 2)
+    b = MessageIds.from_properties(pika.BasicProperties(message_id=two, app_id="p" * 101 + "b"), 2)
+    assert a.message_id != b.message_id and a.portal != b.portal
+
+
+def test_a_replayed_event_has_the_ids_the_worker_would_give_it() -> None:
+    from hub.dlq import DeadLetter, replayed_event
+
+    long_id = "m" * 250
+    props = pika.BasicProperties(message_id=long_id, correlation_id="c" * 250, headers={
+        "x-hub-reason": "r" * 250, "x-hub-adapter": "a" * 250, "x-hub-destination": "azr:000100"})
+    event = replayed_event(props, DeadLetter.from_amqp(props, b"{}"))
+    assert event is not None
+    worker = MessageIds.from_properties(pika.BasicProperties(
+        message_id=long_id, correlation_id="c" * 250, headers={"x-destination": "azr:000100"}), 2)
+    assert (event.message_id, event.portal, event.destination, event.correlation_id) == (
+        worker.message_id, MISSING_PORTAL, "azr:000100", worker.correlation_id)
+    assert StatusEvent.from_body(event.body()) == event  # a valid event, not one the tracker dead-letters
+    assert event.reason == clip_id("r" * 250) and event.adapter == clip_id("a" * 250)
+    assert replayed_event(pika.BasicProperties(app_id="portal-a"), DeadLetter.from_amqp(
+        pika.BasicProperties(app_id="portal-a"), b"")) is None  # no message id: no event
 
 
 @dataclass

@@ -145,27 +145,63 @@ def test_a_rewrite_of_the_same_size_is_seen(tokens_file: Path, clock: Clock) -> 
     assert registry.scope_for("token-1") is None
 
 
-def test_a_broken_file_after_a_change_keeps_the_last_good_set_and_logs_one_line(
+def test_a_broken_file_after_a_change_fails_closed_and_logs_one_line_per_version(
         tokens_file: Path, clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
+    """Keeping the last good set would keep a token working that the edit meant to revoke."""
     registry = TokenRegistry.from_file(tokens_file, clock=clock)
+    assert registry.problem is None
     write(tokens_file, entry("portal-a-1", "secret-a-1", "portal-a") + '[[tokens]]\nname = "half')  # half-written
     with caplog.at_level(logging.ERROR, logger="hub.tracker.auth"):
         for _ in range(5):
             clock.now += 1.0
-            assert registry.scope_for("secret-a-1") == Scope("portal-a")
-            assert registry.scope_for("secret-ops") == Scope.operator()
+            assert registry.scope_for("secret-a-1") is None
+            assert registry.scope_for("secret-ops") is None
+            assert registry.problem == "tokens file unusable"
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1, [r.getMessage() for r in errors]
-    assert "keeping the 2 token(s)" in errors[0].getMessage() and "\n" not in errors[0].getMessage()
-    # the file deleted: also kept (and one more line)
-    tokens_file.unlink()
+    assert "no token is valid" in errors[0].getMessage() and "\n" not in errors[0].getMessage()
+    assert hash_token("secret-a-1") not in errors[0].getMessage()
+    # another broken version: one more line
+    write(tokens_file, "[[tokens]\n")
     clock.now += 1.0
-    assert registry.scope_for("secret-a-1") == Scope("portal-a")
-    # repaired: the new content counts
+    assert registry.scope_for("secret-ops") is None
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 2
+    # repaired: the new content counts, and the tracker is ready again
     write(tokens_file, entry("portal-b", "secret-b", "portal-b"))
     clock.now += 1.0
     assert registry.scope_for("secret-b") == Scope("portal-b")
     assert registry.scope_for("secret-a-1") is None
+    assert registry.problem is None
+
+
+@pytest.mark.parametrize("damage", ["delete", "unreadable", "not_utf8"])
+def test_a_missing_or_unreadable_file_after_a_change_fails_closed(tokens_file: Path, clock: Clock,
+                                                                 damage: str) -> None:
+    registry = TokenRegistry.from_file(tokens_file, clock=clock)
+    good = tokens_file.read_text()
+    if damage == "delete":
+        tokens_file.unlink()
+    elif damage == "unreadable":  # a directory in its place: unreadable even for root
+        tokens_file.unlink()
+        tokens_file.mkdir()
+    else:
+        tokens_file.write_bytes(b"\xff\xfe" + good.encode())
+    clock.now += 1.0
+    assert registry.scope_for("secret-a-1") is None and registry.scope_for("secret-ops") is None
+    assert registry.problem == "tokens file unusable"
+    if tokens_file.is_dir():
+        tokens_file.rmdir()
+    write(tokens_file, good)  # restored as it was
+    clock.now += 1.0
+    assert registry.scope_for("secret-a-1") == Scope("portal-a")
+    assert registry.problem is None
+
+
+def test_a_portal_must_be_a_portal_id(tmp_path: Path) -> None:
+    """``(unknown)`` marks events without an app_id: no token may ever be configured for it."""
+    for portal in ("(unknown)", "a b", "x" * 65):
+        with pytest.raises(ConfigError, match="app_id"):
+            parse_tokens(entry("a", "t", portal))
 
 
 def test_the_file_is_looked_at_once_per_interval_at_most(tokens_file: Path, clock: Clock,

@@ -20,7 +20,7 @@ from hub.tracking.api import (
     served_routes,
 )
 from hub.tracking.auth import TokenRegistry, hash_token
-from hub.tracking.model import STATES, ApplicationSummary, TimelineEntry
+from hub.tracking.model import STATES, ApplicationSummary, Scope, TimelineEntry
 from hub.tracking.page import COOKIE
 from hub.tracking.store import open_store
 from hub.tracking.web import LIST_PARAMETERS, MAX_LIMIT, parse_time, public_detail
@@ -200,17 +200,40 @@ def test_the_page_redirects_to_the_login_without_a_valid_cookie(client: Client) 
     assert client.get("/ui/").status_code == 303
 
 
-def test_login_sets_a_strict_http_only_cookie_secure_on_https(client: Client) -> None:
+def test_login_sets_a_strict_http_only_session_cookie_secure_on_https(client: Client) -> None:
     response = login(client, Origin="http://localhost")
     assert response.status_code == 303
     cookie = response.headers["Set-Cookie"]
+    assert cookie.startswith(f"{COOKIE}=")
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/ui/" in cookie
     assert "Secure" not in cookie
+    # a session cookie: the 12 hours are in the signed value (checked by the server), not in the browser
+    assert "Max-Age" not in cookie and "Expires" not in cookie
+    assert "tok-a" not in cookie and hash_token("tok-a") not in cookie  # the token never leaves the login
     assert client.get("/ui/").status_code == 200
     secure = client.post("/ui/login", data={"token": "tok-a"}, base_url="https://localhost")
     assert "Secure" in secure.headers["Set-Cookie"]
     out = client.get("/ui/logout")
     assert out.status_code == 303 and "Max-Age=0" in out.headers["Set-Cookie"]
+    assert client.get("/ui/").status_code == 303
+
+
+def test_behind_a_tls_proxy_secure_cookies_marks_the_cookie_secure_on_http(app: TrackingHttp) -> None:
+    proxied = TrackingHttp(app.store, app.tokens, page_size=50, secure_cookies=True)
+    response = Client(proxied).post("/ui/login", data={"token": "tok-a"})  # the proxy talks http to us
+    assert response.status_code == 303 and "Secure" in response.headers["Set-Cookie"]
+    assert "Secure" in Client(proxied).get("/ui/logout").headers["Set-Cookie"]
+
+
+def test_the_token_itself_is_no_session_and_sessions_end_with_their_entry(client: Client, app: TrackingHttp,
+                                                                         tmp_path: Path) -> None:
+    client.set_cookie(COOKIE, "tok-a", path="/ui/")
+    assert client.get("/ui/").status_code == 303
+    login(client)
+    assert client.get("/ui/").status_code == 200
+    (tmp_path / "tokens.toml").write_text(f'[[tokens]]\nname = "a"\nportal = "portal-a"\n'
+                                          f'sha256 = "{hash_token("tok-a-rotated")}"\n')
+    app.tokens._checked_at -= 10  # the registry looks at the file again now
     assert client.get("/ui/").status_code == 303
 
 
@@ -265,3 +288,25 @@ def test_the_trace_page_and_its_not_found_answer(client: Client) -> None:
 def test_an_oversized_login_is_refused(client: Client) -> None:
     response = client.post("/ui/login", data={"token": "x" * 100_000})
     assert response.status_code == 413 and "Set-Cookie" not in response.headers
+
+
+def test_a_time_no_calendar_can_show_fails_no_page_and_no_cli_view(app: TrackingHttp, client: Client) -> None:
+    """Stored before 'at' was bounded (or by a bulk load): shown as the raw number, never a 500."""
+    from hub.tracking.text import iso as text_iso
+    from hub.tracking.text import render_applications, render_trace
+    from hub.tracking.web import iso as web_iso
+
+    millis = 1_790_000_000_000_000.0
+    app.store.ingest([StatusEvent("m-ms", "accepted", "portal-a", "azr:000100", "alpha", at=millis, attempt=1)])
+    login(client)
+    for path in ("/ui/trace?id=m-ms", "/ui/applications", "/ui/"):
+        response = client.get(path)
+        assert response.status_code == 200, path
+    assert "1790000000000000.0" in client.get("/ui/trace?id=m-ms").get_data(as_text=True)
+    assert client.get("/api/v1/applications/m-ms", headers=AUTH).status_code == 200
+    for stamp in (millis, 1e300, -1e300):
+        assert web_iso(stamp) == text_iso(stamp) == str(stamp)
+    assert web_iso(T0) == "2026-09-21T14:13:20.000Z" == text_iso(T0)
+    [trace] = app.store.trace("m-ms", Scope.operator())
+    assert any("1790000000000000.0" in line for line in render_trace(trace))
+    assert any("1790000000000000.0" in line for line in render_applications([trace.summary]))
