@@ -12,11 +12,15 @@ if ! "$python" -c 'import venv, ensurepip' 2>/dev/null; then
   (apt-get update -qq && apt-get install -y -qq python3-venv) >/dev/null
 fi
 # Debian packages: xmlsec1 (independent XML-DSig/XML-Enc implementation for interop tests),
-# chromium + chromium-driver (the browser test of the tracking page, tests/browser/)
+# chromium + chromium-driver (the browser test of the tracking page, tests/browser/),
+# prometheus (promtool checks and tests the alert rules; a real Prometheus for the live test),
+# docker-compose (validates compose.yaml without a container engine)
 missing=()
 command -v xmlsec1 >/dev/null 2>&1 || missing+=(xmlsec1)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing Debian packages: ${missing[*]}" >&2
