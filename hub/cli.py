@@ -43,10 +43,11 @@ def _config(ctx: click.Context) -> HubConfig:
 @click.pass_context
 def main(ctx: click.Context, config_path: Path) -> None:
     """Integration hub: portals -> RabbitMQ -> adapters -> XTA 2 endpoints."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # pika logs every state change at INFO and connection failures with tracebacks at ERROR; the
-    # hub translates those failures into one clear message of its own
-    logging.getLogger("pika").setLevel(logging.CRITICAL)
+    from hub.logs import configure_logging
+
+    # text until the config is read (config_of then applies log_level and log_format); pika is
+    # kept at CRITICAL: the hub translates broker failures into one clear message of its own
+    configure_logging(logging.INFO, "text")
     ctx.ensure_object(dict)["config_path"] = config_path
 
 
@@ -180,7 +181,7 @@ def worker(ctx: click.Context, adapter: str, http_port: int | None) -> None:
 
     port = config.http.port if http_port is None else http_port
     ops = OpsServer(registry, ready, config.http.host, port).start()
-    click.echo(f"worker {adapter}: metrics at {ops.url}/metrics", err=True)
+    logging.getLogger("hub.worker").info("worker %s: metrics at %s/metrics", adapter, ops.url)  # JSON too
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: hub_worker.stop())
     try:
@@ -216,7 +217,8 @@ def simulator(ctx: click.Context, port: int | None) -> None:
     except SystemExit as exc:  # argparse has printed the usage error; its code 2 would mean "configuration"
         sys.exit(EXIT_FAILED if exc.code else 0)
     running = serve(simulator_cli.build_config(args), host=args.host, port=args.port)
-    click.echo(f"XTA simulator listening at {running.url} (inspection: {running.base_url}/_sim/messages)", err=True)
+    logging.getLogger("hub.simulator").info("XTA simulator listening at %s (inspection: %s/_sim/messages)",
+                                            running.url, running.base_url)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -186,7 +186,7 @@ def _serve(config: HubConfig, pollers: list[ReplyPoller], publisher: ConfirmedPu
 
     port = config.http.port if http_port is None else http_port
     ops = OpsServer(registry, ready, config.http.host, port).start()
-    click.echo(f"replies: polling {', '.join(p.portal for p in pollers)}; metrics at {ops.url}/metrics", err=True)
+    log.info("replies: polling %s; metrics at %s/metrics", ", ".join(p.portal for p in pollers), ops.url)  # JSON too
     threads = [threading.Thread(target=run, args=(p,), name=f"replies-{p.portal}", daemon=True) for p in pollers]
     for t in threads:
         t.start()

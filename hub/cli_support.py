@@ -121,14 +121,14 @@ def add_global_options(root: click.Group) -> None:
 
 def config_of(ctx: click.Context) -> HubConfig:
     """The config of this invocation, loaded once (``--config`` / HUB_CONFIG) and shared by every
-    command module through ``ctx.obj``; it also sets the log level the config asks for."""
-    import logging
-
+    command module through ``ctx.obj``; it also sets the log level and format the config asks for
+    (every long-running command reads the config before it logs anything of its own)."""
     from hub.config import load_config
+    from hub.logs import configure_logging
 
     obj = ctx.ensure_object(dict)
     if "config" not in obj:
         obj["config"] = load_config(obj["config_path"])
-        logging.getLogger().setLevel(obj["config"].log_level)
+        configure_logging(obj["config"].log_level, obj["config"].log_format)
     config: HubConfig = obj["config"]
     return config

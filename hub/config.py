@@ -1,9 +1,9 @@
 """Configuration: one TOML file plus environment overrides, validated once at start-up.
 
-Environment overrides: ``AMQP_URL`` sets ``broker.url``; any ``HUB_<SECTION>__<KEY>`` (double
-underscore between levels, case-insensitive) sets that key, e.g. ``HUB_BROKER__PREFETCH=64`` or
-``HUB_ADAPTERS__ADVIS__ENDPOINT=https://...``. Relative file paths are resolved against the folder
-of the config file. Errors name the offending key (``adapters.advis.endpoint: ...``).
+Environment overrides: ``AMQP_URL`` sets ``broker.url``, ``HUB_LOG_FORMAT`` sets ``log_format``;
+any ``HUB_<SECTION>__<KEY>`` (double underscore between levels, case-insensitive) sets that key,
+e.g. ``HUB_BROKER__PREFETCH=64`` or ``HUB_ADAPTERS__ADVIS__ENDPOINT=https://...``. Relative file
+paths are resolved against the folder of the config file. Errors name the offending key (``adapters.advis.endpoint: ...``).
 
 Types are strict (``adapters/settings.py``): ``prefetch = "64"`` in the file is an error. Override
 values are text by nature and are converted to the key's type as pydantic's lax mode does ("64",
@@ -215,6 +215,7 @@ class HubConfig(_Strict):
     authorities: tuple[AuthorityConfig, ...] = ()
     simulator: SimulatorConfigModel = SimulatorConfigModel()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per line (hub/logs.py)")
     source: Path | None = None
 
     @model_validator(mode="after")
@@ -264,6 +265,9 @@ class HubConfig(_Strict):
 def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
     if environ.get("AMQP_URL"):
         raw.setdefault("broker", {})["url"] = EnvText(environ["AMQP_URL"])
+    for key, value in environ.items():  # a top-level key: HUB_<KEY> has no section to split on
+        if key.upper() == "HUB_LOG_FORMAT":
+            raw["log_format"] = EnvText(value)
     for key, value in environ.items():
         if not key.upper().startswith("HUB_") or "__" not in key or key.upper() == "HUB_CONFIG":
             continue

@@ -42,6 +42,7 @@ from hub.envelope import CONTENT_TYPE, Envelope
 from hub.errors import MessageError, ProtocolError, UnknownMessageType
 from hub.failures import error_reason, safe_error_text
 from hub.limits import SizeLimits, check_content_size
+from hub.logs import log_context
 from hub.reply_failures import STUCK_AFTER, FailureCounts, ends_cycle, where
 from hub.status import REPLY_RECEIVED, StatusEvent, event_id_for
 from hub.topology import REPLIES_EXCHANGE, REPLIES_PARKED, STATUS_EXCHANGE
@@ -235,8 +236,9 @@ class ReplyPoller:
             if self._stop.is_set():
                 break
             try:
-                if self._handle(transport_id):
-                    handled += 1
+                with log_context(message_id=amqp_message_id(transport_id)):  # every line of it (hub/logs.py)
+                    if self._handle(transport_id):
+                        handled += 1
                 self._failing.succeeded(amqp_message_id(transport_id))
             except _Skip as skip:
                 skipped += 1
@@ -287,7 +289,7 @@ class ReplyPoller:
         except Exception as exc:  # noqa: BLE001 - it stays in the mailbox: a duplicate later, never a loss
             raise self._failure(f"closing reply {self._log_id(reply)} (it will be fetched again)", exc) from None
         log.info("reply %s from %s for portal %s %s%s", self._log_id(reply), _authority(reply.author), self.portal,
-                 outcome, "" if problem is None else f" ({park_reason(problem)})")
+                 outcome, "" if problem is None else f" ({park_reason(problem)})", extra={"outcome": outcome})
         return True
 
     def _examine(self, reply: FetchedReply) -> tuple[BaseException | None, ReplyIds]:

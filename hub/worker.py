@@ -64,7 +64,7 @@ from hub.topology import (
     report_queue,
     retry_queue,
 )
-from hub.worker_events import MessageIds, Progress, WorkerEvents
+from hub.worker_events import MessageIds, Progress, WorkerEvents, message_log_context
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +270,8 @@ class AdapterWorker:
             return self._settle(msg, ack=False)  # its connection is gone: the broker requeued it
         try:
             assert self.reports is not None
-            result = self.reports.handle(msg.body)
+            with message_log_context(msg.properties, self.adapter):
+                result = self.reports.handle(msg.body)
             self.metrics.transport_reports.labels(self.adapter, result).inc()
             ok = True
         except Exception:
@@ -287,7 +288,8 @@ class AdapterWorker:
             self.metrics.in_flight.labels(self.adapter).dec()
             return self._settle(msg, ack=False)
         try:
-            outcome = self._process(msg)
+            with message_log_context(msg.properties, self.adapter, len(self.adapter_config.retry_delays)):
+                outcome = self._process(msg)
             settle_ok = True
             self._cautious.clear()
         except Exception:
@@ -321,7 +323,7 @@ class AdapterWorker:
                                        accepted_on_resend=receipt.accepted_on_resend)
         self.metrics.processed.labels(self.adapter, "delivered").inc()
         log.info("delivered %s to %s as %s%s", envelope.message_id, envelope.destination, receipt.transport_message_id,
-                 " (accepted on re-send)" if detail.get("accepted_on_resend") else "")
+                 " (accepted on re-send)" if detail.get("accepted_on_resend") else "", extra={"outcome": "delivered"})
         if self.reports is not None and not receipt.duplicate:
             try:
                 self.reports.schedule(PollRequest(ids.message_id, receipt.transport_message_id, ids.portal,
@@ -350,7 +352,7 @@ class AdapterWorker:
                                            copy_properties(props, retry_headers(headers, error, attempts, first_failure)),
                                            mandatory=True, deadline=60)
                 log.warning("message %s: %s; retry %d of %d in %ss", props.message_id, text, attempts, len(ladder),
-                            ladder[attempts - 1])
+                            ladder[attempts - 1], extra={"outcome": outcome})
             except UnknownDestination:  # the wait queue is missing (topology drift): keep it in the DLQ
                 outcome = "dead_lettered"
         else:
@@ -362,7 +364,7 @@ class AdapterWorker:
                 mandatory=True, deadline=60)
             self.metrics.dead_lettered.labels(self.adapter, reason).inc()
             event = DEAD_LETTERED
-            log.warning("message %s dead-lettered: %s", props.message_id, text)
+            log.warning("message %s dead-lettered: %s", props.message_id, text, extra={"outcome": outcome})
         self.metrics.processed.labels(self.adapter, outcome).inc()
         # best effort: the outcome is already safe; a lost status event must not cause a redelivery
         self.events.failed(ids, event, progress, error, reason, at=failed_at)

@@ -21,6 +21,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ import pika
 from prometheus_client import Counter
 
 from hub.failures import H_ATTEMPT, header_int
+from hub.logs import log_context
 from hub.publisher import ResilientPublisher
 from hub.status import DELIVERED, DELIVERING, StatusEvent
 
@@ -91,6 +93,16 @@ class MessageIds:
         headers = props.headers or {}
         return cls.of(props.message_id, props.app_id, headers.get("x-destination"), props.correlation_id,
                       attempt_of(headers, ladder_length))
+
+
+def message_log_context(props: pika.BasicProperties, adapter: str,
+                        ladder_length: int | None = None) -> AbstractContextManager[None]:
+    """The log context of handling one message (hub/logs.py): every line logged meanwhile by this
+    thread, the adapter's and transport's too, carries its ids (clipped like the events' ids, never
+    content); ``ladder_length`` None: no delivery attempt (a transport-report poll)."""
+    ids = MessageIds.from_properties(props, ladder_length or 0)
+    return log_context(message_id=ids.message_id or None, correlation_id=ids.correlation_id, adapter=adapter,
+                       destination=ids.destination, attempt=None if ladder_length is None else ids.attempt)
 
 
 @dataclass
