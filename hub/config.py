@@ -267,7 +267,7 @@ def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
         raw.setdefault("broker", {})["url"] = EnvText(environ["AMQP_URL"])
     for key, value in environ.items():  # a top-level key: HUB_<KEY> has no section to split on
         if key.upper() == "HUB_LOG_FORMAT":
-            raw["log_format"] = EnvText(value)
+            raw["log_format"] = EnvText(value.strip().lower())  # JSON, json, Json: one format
     for key, value in environ.items():
         if not key.upper().startswith("HUB_") or "__" not in key or key.upper() == "HUB_CONFIG":
             continue

@@ -287,17 +287,17 @@ class AdapterWorker:
         if msg.generation != self._generation:  # its connection is gone: another delivery of it may run
             self.metrics.in_flight.labels(self.adapter).dec()
             return self._settle(msg, ack=False)
-        try:
-            with message_log_context(msg.properties, self.adapter, len(self.adapter_config.retry_delays)):
+        with message_log_context(msg.properties, self.adapter, len(self.adapter_config.retry_delays)):
+            try:
                 outcome = self._process(msg)
-            settle_ok = True
-            self._cautious.clear()
-        except Exception:
-            log.exception("could not settle message %s; returning it to the queue", msg.properties.message_id)
-        finally:
-            self.metrics.duration.labels(self.adapter, outcome).observe(time.monotonic() - started)
-            self.metrics.in_flight.labels(self.adapter).dec()
-            self._settle(msg, ack=settle_ok)
+                settle_ok = True
+                self._cautious.clear()
+            except Exception:
+                log.exception("could not settle message %s; returning it to the queue", msg.properties.message_id)
+            finally:
+                self.metrics.duration.labels(self.adapter, outcome).observe(time.monotonic() - started)
+                self.metrics.in_flight.labels(self.adapter).dec()
+                self._settle(msg, ack=settle_ok)
 
     def _process(self, msg: _Inbound) -> str:
         """Deliver, or copy to retry/dead-letter; return the outcome. Raises only if the copy failed."""

@@ -212,6 +212,7 @@ def test_log_format_from_the_file_and_from_hub_log_format():
     assert _config(environ={}).log_format == "text"
     assert parse_config({"log_format": "json"}, base=Path("/"), environ={}).log_format == "json"
     assert _config(environ={"HUB_LOG_FORMAT": "json"}).log_format == "json"
+    assert _config(environ={"HUB_LOG_FORMAT": " JSON "}).log_format == "json"  # as operators type it
     assert parse_config({"log_format": "json"}, base=Path("/"), environ={"hub_log_format": "text"}).log_format == "text"
     with pytest.raises(ConfigError, match="log_format"):
         _config(environ={"HUB_LOG_FORMAT": "yaml"})
