@@ -18,9 +18,10 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     Field,
     ValidationError,
     field_validator,
@@ -33,6 +34,15 @@ from hub.errors import ConfigError
 DESTINATION_PATTERN = re.compile(r"^[a-z0-9]{2,10}:[A-Za-z0-9_\-]{1,64}$")
 ADAPTER_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_\-]{0,40}$")
 PORTAL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+EndpointUrl = Annotated[str, AfterValidator(_http_url)]  # an XTA endpoint (adapters, mailboxes)
 
 
 class _Strict(StrictSettings):
@@ -88,7 +98,7 @@ class BreakerConfig(_Strict):
 
 class AdapterConfig(_Strict):
     profile: str = "xta2"
-    endpoint: str
+    endpoint: EndpointUrl
     timeout: float = Field(30.0, gt=0)
     concurrency: int = Field(4, ge=1, le=256)
     author: PartyConfig
@@ -107,13 +117,6 @@ class AdapterConfig(_Strict):
     report_poll_interval: float = Field(10.0, gt=0, description="seconds between getTransportReport polls")
     report_poll_max: int = Field(360, ge=1, description="polls before giving up (transport_report_timeout)")
     options: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint_is_http(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL")
-        return value
 
     @field_validator("retry_delays")
     @classmethod
@@ -184,7 +187,7 @@ class MailboxConfig(_Strict):
     """One portal's own XTA account, read for the authorities' replies (the return channel)."""
 
     profile: str = "xta2"
-    endpoint: str
+    endpoint: EndpointUrl
     timeout: float = Field(30.0, gt=0)
     account: PartyConfig
     decryption_key: Path
@@ -194,13 +197,6 @@ class MailboxConfig(_Strict):
     batch: int = Field(50, ge=1, le=1000, description="replies taken per getStatusList")
     message_types: tuple[str, ...] = REPLY_MESSAGE_TYPES
     options: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint_is_http(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL")
-        return value
 
 
 class HubConfig(_Strict):
