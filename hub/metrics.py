@@ -6,9 +6,23 @@ id, destination-specific person data or payload content (pitfall 10).
 
 from __future__ import annotations
 
+import platform
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+#: stages are short (a signature takes ~2 ms, a send a few ms to seconds)
+STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+def register_build_info(registry: CollectorRegistry, process: str) -> None:
+    """``hub_build_info{version, python, process} 1``: which build runs where (join on it in
+    dashboards; a rollout shows as two versions side by side)."""
+    from hub import __version__
+
+    info = Gauge("hub_build_info", "Build of the running hub process: always 1",
+                 ["version", "python", "process"], registry=registry)
+    info.labels(__version__, platform.python_version(), process).set(1)
 
 
 class WorkerMetrics:

@@ -32,6 +32,17 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "warning: please install the Debian packages: ${missing[*]} (sudo apt-get install ${missing[*]})" >&2
   fi
 fi
+# RabbitMQ's management and prometheus plugins on the local broker: the live monitoring test
+# scrapes :15692 (/metrics, /metrics/detailed) and the management API on :15672 serves topology
+# policies. Enabling is online (no restart) and idempotent; skipped when this host runs no broker.
+if command -v rabbitmq-plugins >/dev/null 2>&1; then
+  as_root=()
+  [ "$(id -u)" = 0 ] || as_root=(sudo -n)
+  if ! "${as_root[@]}" rabbitmq-plugins enable rabbitmq_management rabbitmq_prometheus >"${TMPDIR:-/tmp}/hub-plugins.log" 2>&1; then
+    echo "warning: could not enable the RabbitMQ plugins rabbitmq_management and rabbitmq_prometheus" \
+         "(is the broker running? log: ${TMPDIR:-/tmp}/hub-plugins.log)" >&2
+  fi
+fi
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 log="$venv/bootstrap.log"
 if ! { "$venv/bin/python" -m pip install -q --upgrade pip && "$venv/bin/python" -m pip install -q -e '.[test]'; } >"$log" 2>&1; then
