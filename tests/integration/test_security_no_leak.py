@@ -209,9 +209,11 @@ def _fault_server(reason: str) -> Any:
     return server
 
 
-def test_remote_fault_text_reaches_no_header_log_or_event(broker_url, pki) -> None:
+def test_remote_fault_text_reaches_no_header_log_or_event(fresh_broker_url, pki) -> None:
     """A SOAP fault's Reason is the far side's free text (it may quote the payload): retries and the
-    dead letter keep its codes, never its text."""
+    dead letter keep its codes, never its text. (A vhost of its own: its short ladder's retry queues
+    would differ in TTL from the module's.)"""
+    broker_url = fresh_broker_url
     server = _fault_server(MARKER)
     xml, message_id = make_ozg_application(reader=Party("azr:000100", "ABH"), author=Party(**AUTHOR), seed=78)
     envelope = new_envelope(destination="azr:000100", message_type="OZG.Antrag.130101", portal="test-portal",
@@ -219,7 +221,8 @@ def test_remote_fault_text_reaches_no_header_log_or_event(broker_url, pki) -> No
     status = StatusCollector(broker_url)
     try:
         with debug_logs() as logs:
-            config = make_config(broker_url, pki, f"http://127.0.0.1:{server.server_port}/xta")  # ladder [1, 2]
+            config = make_config(broker_url, pki, f"http://127.0.0.1:{server.server_port}/xta",
+                                 retry_delays=[0.25, 0.25])  # two retries, as with the default [1, 2]
             with running_worker(config, "alpha"):
                 with ConfirmingPublisher(config.broker, "test-portal") as publisher:
                     publish_envelope(publisher, envelope).result(timeout=10)
