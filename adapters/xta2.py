@@ -34,6 +34,7 @@ from hub.errors import (
     SecurityError,
     XtaFault,
 )
+from hub.stages import timed
 from transport.content import Content
 from transport.security.encryption import encrypt_xml
 from transport.security.keys import SigningIdentity
@@ -315,15 +316,18 @@ class Xta2Adapter:
         content: Content = delivery.content
         self.check_size(content)
         if opts.sign:
-            content = sign_content(content, self._identity.get(), method=opts.signature_method)
+            with timed("sign"):
+                content = sign_content(content, self._identity.get(), method=opts.signature_method)
             self.check_size(content)  # the signature part counts too
         recipient = certificate or delivery.reader_certificate
         attachments = Attachments() if opts.mtom else None
         if opts.encrypt and attachments is not None:
-            element = generic_container(encrypt_container(content, recipient, attachments,
-                                                          spool_threshold=opts.spool_threshold_bytes))
+            with timed("encrypt"):
+                element = generic_container(encrypt_container(content, recipient, attachments,
+                                                              spool_threshold=opts.spool_threshold_bytes))
         elif opts.encrypt:
-            element = generic_container(encrypt_xml(serialize(build_content_container(content)), recipient))
+            with timed("encrypt"):
+                element = generic_container(encrypt_xml(serialize(build_content_container(content)), recipient))
         else:
             element = generic_container(build_content_container(content, attachments))
         return OutgoingContainer(element, attachments or Attachments(), content.size, encrypted=opts.encrypt)
@@ -354,9 +358,11 @@ class Xta2Adapter:
             tokens = [self._identity.get().certificate, certificate] if self._options.x509_token_container else []
             try:
                 if self._options.send_mode == "sync":
-                    answer = self._client.send_message_sync(metadata, container, certificates=tokens)
+                    with timed("send"):
+                        answer = self._client.send_message_sync(metadata, container, certificates=tokens)
                     return self._sync_receipt(transport_message_id, answer)
-                self._client.send_message(metadata, container, certificates=tokens)
+                with timed("send"):
+                    self._client.send_message(metadata, container, certificates=tokens)
             except XtaFault as fault:
                 if resend and fault.code == MESSAGE_ID_ALREADY_USED:  # an earlier attempt was accepted
                     return Xta2Receipt(transport_message_id=transport_message_id, accepted_on_resend=True)

@@ -101,8 +101,11 @@ def replies(ctx: click.Context, portals: tuple[str, ...], http_port: int | None,
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    from hub.metrics import register_build_info
+
     publisher = ResilientPublisher(config.broker, "hub-replies-publisher")
     metrics = ReplyMetrics(CollectorRegistry())
+    register_build_info(metrics.registry, "replies")
     pollers = build_pollers(config, selected, publisher, metrics)  # keys and schemas: bad ones fail here
     try:
         declare_topology(config, None if once else stop)
@@ -136,12 +139,20 @@ def build_pollers(config: HubConfig, portals: list[str], publisher: ConfirmedPub
             section = config.mailboxes[portal]
             pollers.append(ReplyPoller(portal, build_mailbox(portal, section, keys, base), publisher, registry,
                                        section.message_types, limits, metrics, poll_interval=section.poll_interval,
-                                       batch=section.batch))
+                                       batch=section.batch, stall_after=_stall_after(section)))
     except BaseException:
         for poller in pollers:
             poller.mailbox.close()
         raise
     return pollers
+
+
+def _stall_after(section: MailboxConfig) -> float:
+    """A poller's liveness limit: the usual stall limit plus the longest one reply may take
+    (list, fetch, commit: each bounded by the mailbox ``timeout``; the publish by its deadline)."""
+    from hub.health import STALL_AFTER
+
+    return STALL_AFTER + 3 * section.timeout + 30.0
 
 
 def _drain_all(pollers: list[ReplyPoller], stop: threading.Event) -> bool:
@@ -164,6 +175,7 @@ def _drain_all(pollers: list[ReplyPoller], stop: threading.Event) -> bool:
 
 def _serve(config: HubConfig, pollers: list[ReplyPoller], publisher: ConfirmedPublisher, registry: Any, stop: threading.Event,
            http_port: int | None) -> None:
+    from hub.health import all_alive
     from hub.http import OpsServer
 
     def ready() -> tuple[bool, str]:
@@ -185,7 +197,7 @@ def _serve(config: HubConfig, pollers: list[ReplyPoller], publisher: ConfirmedPu
             stop.set()
 
     port = config.http.port if http_port is None else http_port
-    ops = OpsServer(registry, ready, config.http.host, port).start()
+    ops = OpsServer(registry, ready, config.http.host, port, live=all_alive(*(p.heartbeat for p in pollers))).start()
     log.info("replies: polling %s; metrics at %s/metrics", ", ".join(p.portal for p in pollers), ops.url)  # JSON too
     threads = [threading.Thread(target=run, args=(p,), name=f"replies-{p.portal}", daemon=True) for p in pollers]
     for t in threads:

@@ -1,5 +1,6 @@
-"""Readiness checks that call out (e.g. XTA checkAccountActive), cached so probes stay cheap, and
-the record of a connection's outage that /readyz reports."""
+"""Readiness checks that call out (e.g. XTA checkAccountActive), cached so probes stay cheap, the
+record of a connection's outage that /readyz reports, and the main-loop heartbeat /healthz reports
+(a process whose loop is stuck is restarted by its supervisor; one that is merely not ready is not)."""
 
 from __future__ import annotations
 
@@ -62,3 +63,42 @@ class OutageRecord:
         if since is None:
             return None
         return f"{what}, reconnecting since {time.strftime('%Y-%m-%dT%H:%M:%S%z', time.localtime(since))}"
+
+
+#: seconds without a tick after which a main loop counts as stalled (every loop ticks at least every
+#: 30 s, also while it backs off; a stall is a deadlock or a call that never returns)
+STALL_AFTER = 60.0
+
+
+class Heartbeat:
+    """The main loop calls ``tick()`` on every turn (also while it waits to reconnect); ``__call__``
+    is the liveness check of /healthz: ``(False, "<what> stalled for N s")`` once the last tick is
+    older than ``stall_after`` seconds."""
+
+    def __init__(self, what: str = "consume loop", stall_after: float = STALL_AFTER,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.what = what
+        self.stall_after = stall_after
+        self._clock = clock
+        self._last = clock()  # starting counts as a tick: start-up work is bounded by the same limit
+
+    def tick(self) -> None:
+        self._last = self._clock()  # one float store: atomic, no lock needed
+
+    @property
+    def age(self) -> float:
+        return max(0.0, self._clock() - self._last)
+
+    def __call__(self) -> tuple[bool, str]:
+        age = self.age
+        if age > self.stall_after:
+            return False, f"{self.what} stalled for {age:.0f} s"
+        return True, "ok"
+
+
+def all_alive(*checks: Callable[[], tuple[bool, str]]) -> Callable[[], tuple[bool, str]]:
+    """One liveness check of several loops (the reply poller threads): alive while all are."""
+    def check() -> tuple[bool, str]:
+        stalled = [detail for ok, detail in (c() for c in checks) if not ok]
+        return (False, "; ".join(stalled)) if stalled else (True, "ok")
+    return check

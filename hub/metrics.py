@@ -66,3 +66,9 @@ class WorkerMetrics:
         self.status_events_failed = Counter(
             "hub_status_events_failed", "Status events that could not be published (lost; the outcome itself is safe), "
             "by event", ["adapter", "event"], registry=registry)
+        self.stage_duration = Histogram(
+            "hub_stage_duration_seconds", "Time spent in one stage of a delivery (hub/stages.py), successful or not",
+            ["adapter", "stage"], buckets=STAGE_BUCKETS, registry=registry)
+        self.retries = Counter(
+            "hub_retries", "Retries scheduled, by retry ladder level (1 = the first wait queue)",
+            ["adapter", "level"], registry=registry)

@@ -4,7 +4,8 @@ decode envelope (sizes checked before anything is decoded) -> ledger check -> di
 hardened parse (nodes counted: bounded memory; text and depth bounded by our limits) -> schema validation ->
 adapter.prepare (size limit, lookupService) -> transport id (created once, recorded in the ledger)
 -> adapter.deliver (sign, encrypt, XTA) -> ledger: delivered. Every failure surfaces as a ``HubError`` whose ``transient`` flag decides
-retry vs dead letter; the pipeline itself never acks or publishes.
+retry vs dead letter; the pipeline itself never acks or publishes. Each step is a ``timed`` stage
+(hub/stages.py: decode, ledger, parse, validate, lookup; the adapter times sign, encrypt, send).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from hub.envelope import Envelope, decode_envelope
 from hub.errors import DirectoryError, HubError, UnknownMessageType, XtaFault
 from hub.ledger import DeliveryLedger
 from hub.limits import SizeLimits
+from hub.stages import timed
 from schemas.registry import SchemaRegistry
 from transport.security.xml import parse_xml
 from transport.xta.metadata import BusinessScenario, MessageType, Party
@@ -49,7 +51,8 @@ class DeliveryPipeline:
         self.message_types = dict(message_types)
 
     def decode(self, properties: pika.BasicProperties, body: bytes) -> Envelope:
-        return decode_envelope(properties, body, self.settings.limits)
+        with timed("decode"):
+            return decode_envelope(properties, body, self.settings.limits)
 
     def process(self, envelope: Envelope, *,
                 on_delivering: Callable[[str, str | None], None] | None = None) -> DeliveryReceipt:
@@ -57,7 +60,8 @@ class DeliveryPipeline:
         the transport id is fixed, just before the adapter's deliver call (the worker's
         ``delivering`` status event); it must not raise."""
         s = self.settings
-        entry = self.ledger.lookup(envelope.message_id)
+        with timed("ledger"):
+            entry = self.ledger.lookup(envelope.message_id)
         if entry is not None and entry.delivered:
             return DeliveryReceipt(entry.transport_message_id, duplicate=True)
         authority = self.directory.lookup(envelope.destination)
@@ -68,8 +72,10 @@ class DeliveryPipeline:
         message_type = self.message_types.get(envelope.message_type)
         if message_type is None:
             raise UnknownMessageType(f"message type '{envelope.message_type}' is not configured")
-        document = parse_xml(envelope.content.message.data, s.limits.xml_limits(envelope.message_type))
-        self.registry.validate(envelope.message_type, document)
+        with timed("parse"):
+            document = parse_xml(envelope.content.message.data, s.limits.xml_limits(envelope.message_type))
+        with timed("validate"):
+            self.registry.validate(envelope.message_type, document)
         scenario = s.business_scenario
         if envelope.business_scenario and envelope.business_scenario != scenario.code:
             scenario = BusinessScenario(envelope.business_scenario, scenario.list_uri, scenario.list_version)
@@ -84,13 +90,16 @@ class DeliveryPipeline:
             business_scenario=scenario,
             test=envelope.test,
         )
-        self.adapter.prepare(delivery)  # size limit, service availability: refuse before an id is spent
+        with timed("lookup"):
+            self.adapter.prepare(delivery)  # size limit, service availability: refuse before an id is spent
         if entry is not None and entry.adapter == s.adapter_name:
             transport_id = entry.transport_message_id
         else:
-            # the ledger keeps whichever id was recorded first (another process may race us)
-            transport_id = self.ledger.allocate(envelope.message_id, s.adapter_name, envelope.destination,
-                                                self.adapter.new_transport_id())
+            # the ledger keeps whichever id was recorded first (another process may race us); the
+            # transport id (XTA createMessageId) is part of allocating it
+            with timed("ledger"):
+                transport_id = self.ledger.allocate(envelope.message_id, s.adapter_name, envelope.destination,
+                                                    self.adapter.new_transport_id())
         if on_delivering is not None:
             on_delivering(transport_id, application_ref(document))
         try:
@@ -103,10 +112,12 @@ class DeliveryPipeline:
         if receipt.accepted_on_resend:
             # "already used": our own earlier attempt was accepted, unless another worker racing on the
             # same application has confirmed (and followed up) that acceptance in the meantime
-            recorded = self.ledger.lookup(envelope.message_id)
+            with timed("ledger"):
+                recorded = self.ledger.lookup(envelope.message_id)
             if recorded is not None and recorded.delivered:
                 return replace(receipt, duplicate=True)
-        self.ledger.mark_delivered(envelope.message_id)
+        with timed("ledger"):
+            self.ledger.mark_delivered(envelope.message_id)
         return receipt
 
     def _forget(self, message_id: str) -> None:

@@ -41,6 +41,7 @@ from hub.config import DESTINATION_PATTERN
 from hub.envelope import CONTENT_TYPE, Envelope
 from hub.errors import MessageError, ProtocolError, UnknownMessageType
 from hub.failures import error_reason, safe_error_text
+from hub.health import STALL_AFTER, Heartbeat
 from hub.limits import SizeLimits, check_content_size
 from hub.logs import log_context
 from hub.reply_failures import STUCK_AFTER, FailureCounts, ends_cycle, where
@@ -165,7 +166,8 @@ class ReplyPoller:
     def __init__(self, portal: str, mailbox: ReplyMailbox, publisher: ConfirmedPublisher,
                  registry: SchemaRegistry, message_types: Iterable[str], limits: SizeLimits,
                  metrics: ReplyMetrics, *, poll_interval: float = 30.0, batch: int = 50,
-                 publish_timeout: float = 30.0, publish_deadline: float = 30.0) -> None:
+                 publish_timeout: float = 30.0, publish_deadline: float = 30.0,
+                 stall_after: float = STALL_AFTER) -> None:
         self.portal = portal
         self.mailbox = mailbox
         self.publisher = publisher
@@ -180,6 +182,9 @@ class ReplyPoller:
         self.max_backoff = poll_interval * 4
         self.last_poll_ok: bool | None = None  # None until the first poll finished
         self._stop = threading.Event()
+        # /healthz: ticks on every turn, every reply and every few seconds of a wait; a single
+        # mailbox or broker call may legitimately take up to its timeout, so ``stall_after`` covers one
+        self.heartbeat = Heartbeat(f"mailbox poller {portal}", stall_after=stall_after)
         self._failing = FailureCounts(portal, metrics.stuck)
         for outcome in ("published", "parked"):
             metrics.replies.labels(portal, outcome)
@@ -199,14 +204,26 @@ class ReplyPoller:
         mailbox, an exponential back-off (capped at 4 poll intervals) after trouble."""
         backoff = 0.0
         while not self._stop.is_set():
+            self.heartbeat.tick()
             result = self.poll_once()
             if result.failed:
                 backoff = min(max(backoff * 2, min(1.0, self.max_backoff)), self.max_backoff)
-                self._stop.wait(backoff)
+                self._wait(backoff)
                 continue
             backoff = 0.0
             if result.handled == 0:
-                self._stop.wait(self.poll_interval)
+                self._wait(self.poll_interval)
+
+    def _wait(self, seconds: float) -> None:
+        """Wait until ``stop()`` or ``seconds`` passed, ticking the heartbeat every 5 s (a poll
+        interval may be longer than the stall limit)."""
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._stop.wait(min(left, 5.0))
+            self.heartbeat.tick()
 
     def drain(self) -> bool:
         """Poll until the mailbox has nothing more to hand out (``--once``); False on trouble."""
@@ -235,6 +252,7 @@ class ReplyPoller:
         for transport_id in ids:
             if self._stop.is_set():
                 break
+            self.heartbeat.tick()
             try:
                 with log_context(message_id=amqp_message_id(transport_id)):  # every line of it (hub/logs.py)
                     if self._handle(transport_id):

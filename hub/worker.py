@@ -50,11 +50,12 @@ from hub.failures import (
     retry_headers,
     safe_error_text,
 )
-from hub.health import OutageRecord
+from hub.health import Heartbeat, OutageRecord
 from hub.metrics import WorkerMetrics
 from hub.pipeline import DeliveryPipeline
 from hub.publisher import ResilientPublisher
 from hub.reports import PollRequest, ReportPoller
+from hub.stages import observing
 from hub.status import ACCEPTED, DEAD_LETTERED, RETRY_SCHEDULED
 from hub.topology import (
     DEAD_EXCHANGE,
@@ -100,6 +101,9 @@ class AdapterWorker:
         self.connected = threading.Event()
         self.connections_opened = 0
         self.outage = OutageRecord()
+        self.heartbeat = Heartbeat("consume loop")  # /healthz: the I/O loop (or its reconnect backoff) ticks
+        self.blocked = False  # the broker blocks our connection (resource alarm); a new connection is not
+        self.consumer_tag: str | None = None  # set while a consumer is attached to the adapter queue
         self._cautious = threading.Event()
         self._generation = 0
         if breaker_settings is None:
@@ -111,6 +115,7 @@ class AdapterWorker:
                                      max_polls=self.adapter_config.report_poll_max)
                         if poll is not None and self.adapter_config.poll_transport_reports else None)
         self.metrics.breaker_state.labels(adapter_name).set(STATE_VALUES[CLOSED])
+        self.metrics.broker_blocked.labels(adapter_name).set(0)  # a series from the start: alerts/dashboards see it
         self.events = WorkerEvents(adapter_name, self._ensure_publisher, metrics.status_events_failed)
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -125,12 +130,14 @@ class AdapterWorker:
         try:
             while not self._stop.is_set():
                 opened = self.connections_opened
+                self.heartbeat.tick()
                 try:
                     self._run_connected()
                 except (HubError, pika.exceptions.AMQPError, OSError) as exc:
                     error = exc if isinstance(exc, HubError) else broker_failure(exc, self.config.broker)
                     self.connected.clear()
                     self.metrics.consumer_connected.labels(self.adapter).set(0)
+                    self._set_blocked(False, quiet=True)  # the alarm was of the connection that is gone
                     started = self.connections_opened > 0
                     if isinstance(error, ConfigError) and not (started and isinstance(error, BrokerAccessRefused)):
                         raise error from None
@@ -141,7 +148,8 @@ class AdapterWorker:
                     what = "broker connection lost" if started else "broker not reachable at start"
                     self.outage.down(what)
                     log.warning("%s (%s); reconnecting in %.0fs", what, error, backoff)
-                    self._stop.wait(backoff)
+                    self.heartbeat.tick()
+                    self._stop.wait(backoff)  # at most 30 s: well inside the heartbeat's stall limit
                     backoff = min(backoff * 2, 30.0)
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
@@ -155,6 +163,26 @@ class AdapterWorker:
         if self.connected.is_set():  # the publisher's connection reconnects on its next publish
             return False, "broker publisher connection lost, reconnecting"
         return False, self.outage.describe() or "connecting to the broker"
+
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, reason) of the consuming side, for /readyz: connected to the broker and not
+        blocked by it, a consumer attached to the adapter queue (none while the breaker is open),
+        and the breaker not open. Keys and the XTA account are checked by the caller (hub/cli.py)."""
+        breaker = self.breaker.state
+        connected, detail = self.broker_readiness()
+        if not connected:
+            return False, f"{detail}; circuit {breaker}"
+        problems = []
+        if self.blocked:
+            problems.append("the broker blocks this worker's connection (memory or disk alarm)")
+        if breaker == OPEN:
+            problems.append(f"circuit open: the endpoint of {self.adapter} failed, consumer cancelled until the "
+                            "cool-down has passed")
+        elif self.consumer_tag is None:
+            problems.append(f"no consumer attached to {self.queue} yet")
+        if problems:
+            return False, "connected; " + "; ".join(problems)
+        return True, f"connected; consuming {self.queue}; circuit {breaker}"
 
     def _on_breaker_change(self, old: str, new: str) -> None:
         self.metrics.breaker_state.labels(self.adapter).set(STATE_VALUES[new])
@@ -174,6 +202,7 @@ class AdapterWorker:
     def _run_connected(self) -> None:
         connection = connect(self.config.broker, f"hub-worker-{self.adapter}")
         self._generation += 1
+        self.heartbeat.tick()
         try:
             if self._apply_topology:
                 setup = connection.channel()
@@ -203,6 +232,7 @@ class AdapterWorker:
             self.metrics.consumer_connected.labels(self.adapter).set(1)
             log.info("worker %s consuming %s", self.adapter, self.queue)
             while not self._stop.is_set():
+                self.heartbeat.tick()
                 # the breaker decides how we consume: fully, one probe at a time, or not at all
                 # (and after a (re)start, one at a time until a message settles cleanly: if a
                 # redelivered message crashed the previous process, only it is in flight when it
@@ -214,11 +244,12 @@ class AdapterWorker:
                 if wanted != mode:
                     if consumer_tag is not None:
                         channel.basic_cancel(consumer_tag)
-                        consumer_tag = None
+                        consumer_tag = self.consumer_tag = None
                     if wanted == CLOSED:
                         consumer_tag = self._consume(channel, connection, full_prefetch)
                     elif wanted in (HALF_OPEN, "cautious"):
                         consumer_tag = self._consume(channel, connection, 1)
+                    self.consumer_tag = consumer_tag
                     if report_channel is not None:  # report polls hit the same endpoint: same breaker
                         if wanted == OPEN and report_tag is not None:
                             report_channel.basic_cancel(report_tag)
@@ -231,21 +262,26 @@ class AdapterWorker:
             # graceful: stop taking new messages, let in-flight ones settle (bounded)
             if consumer_tag is not None:
                 channel.basic_cancel(consumer_tag)
+                self.consumer_tag = None
             if report_tag is not None and report_channel is not None:
                 report_channel.basic_cancel(report_tag)
             deadline = time.monotonic() + max(30.0, self.adapter_config.timeout * 2)
             while self._in_flight and time.monotonic() < deadline:
+                self.heartbeat.tick()
                 connection.process_data_events(time_limit=0.2)
             connection.process_data_events(time_limit=0)  # run the last settle callbacks
         finally:
             self.connected.clear()
+            self.consumer_tag = None
             if connection.is_open:
                 with contextlib.suppress(pika.exceptions.AMQPError, OSError):  # closing a broken connection
                     connection.close()
 
-    def _set_blocked(self, blocked: bool) -> None:
+    def _set_blocked(self, blocked: bool, *, quiet: bool = False) -> None:
+        self.blocked = blocked
         self.metrics.broker_blocked.labels(self.adapter).set(1 if blocked else 0)
-        log.warning("broker %s this worker's connection (resource alarm)", "blocked" if blocked else "unblocked")
+        if not quiet:
+            log.warning("broker %s this worker's connection (resource alarm)", "blocked" if blocked else "unblocked")
 
     # --- I/O thread --------------------------------------------------------------------------
     def _on_message(self, connection: pika.BlockingConnection, channel: Any, method: Any,
@@ -287,7 +323,8 @@ class AdapterWorker:
         if msg.generation != self._generation:  # its connection is gone: another delivery of it may run
             self.metrics.in_flight.labels(self.adapter).dec()
             return self._settle(msg, ack=False)
-        with message_log_context(msg.properties, self.adapter, len(self.adapter_config.retry_delays)):
+        with (message_log_context(msg.properties, self.adapter, len(self.adapter_config.retry_delays)),
+              observing(self._observe_stage)):
             try:
                 outcome = self._process(msg)
                 settle_ok = True
@@ -298,6 +335,13 @@ class AdapterWorker:
                 self.metrics.duration.labels(self.adapter, outcome).observe(time.monotonic() - started)
                 self.metrics.in_flight.labels(self.adapter).dec()
                 self._settle(msg, ack=settle_ok)
+
+    def _observe_stage(self, stage: str, seconds: float) -> None:
+        """The stage observer of a delivery (hub/stages.py): never raises into the delivery."""
+        try:
+            self.metrics.stage_duration.labels(self.adapter, stage).observe(seconds)
+        except Exception:  # a metric must not fail a delivery
+            log.debug("stage %s not observed", stage, exc_info=True)
 
     def _process(self, msg: _Inbound) -> str:
         """Deliver, or copy to retry/dead-letter; return the outcome. Raises only if the copy failed."""
@@ -351,6 +395,7 @@ class AdapterWorker:
                 publisher.publish_and_wait("", retry_queue(self.adapter, attempts), msg.body,
                                            copy_properties(props, retry_headers(headers, error, attempts, first_failure)),
                                            mandatory=True, deadline=60)
+                self.metrics.retries.labels(self.adapter, str(attempts)).inc()  # confirmed: it is on level N
                 log.warning("message %s: %s; retry %d of %d in %ss", props.message_id, text, attempts, len(ladder),
                             ladder[attempts - 1], extra={"outcome": outcome})
             except UnknownDestination:  # the wait queue is missing (topology drift): keep it in the DLQ

@@ -103,7 +103,7 @@ class TrackingHttp:
 
     def __init__(self, store: TrackingStore, tokens: TokenRegistry, *, page_size: int,
                  registry: CollectorRegistry | None = None, ready: ReadinessCheck | None = None,
-                 secure_cookies: bool = False) -> None:
+                 live: ReadinessCheck | None = None, secure_cookies: bool = False) -> None:
         from hub.tracking.page import TrackingPage
 
         self.store = store
@@ -112,6 +112,7 @@ class TrackingHttp:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = TrackingHttpMetrics(self.registry)
         self._ready = ready or (lambda: (True, "ready"))
+        self._live = live or (lambda: (True, "ok"))  # /healthz: the consumer loop ticks
         self.page = TrackingPage(store, tokens, page_size=page_size, secure_cookies=secure_cookies)
         self._api: dict[str, Callable[[Request, Scope, Mapping[str, Any]], Response]] = {
             "api_list": self._list, "api_trace": self._trace, "api_counts": self._counts,
@@ -151,7 +152,9 @@ class TrackingHttp:
         if name == "metrics":
             return Response(generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST)
         if name == "healthz":
-            return Response("ok\n", content_type="text/plain", headers=COMMON_HEADERS)
+            alive, reason = self._live()
+            return Response(reason + "\n", status=200 if alive else 503, content_type="text/plain",
+                            headers=COMMON_HEADERS)
         if name == "readyz":
             ok, detail = self._ready()
             return Response(detail + "\n", status=200 if ok else 503, content_type="text/plain",

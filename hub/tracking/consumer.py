@@ -19,6 +19,9 @@ together (``multiple=True``). Nothing is acked before it is stored, and nothing 
   and ``ingest`` skips events it already has (by ``event_id``);
 - anything else (a bug) is logged with its traceback and ends ``run`` with ``error`` set, so
   `hub tracker` exits non-zero instead of idling with a dead consumer.
+
+``hub_tracker_lag_seconds`` is the lag of the last batch written, and 0 once the queue is idle (no
+delivery for ``IDLE_AFTER``, five batch intervals): a drained backlog must not keep HubTrackerLagHigh firing.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from hub.errors import (
     PublishNotConfirmed,
 )
 from hub.failures import clean_headers, epoch_ms, error_reason, safe_error_text
-from hub.health import OutageRecord
+from hub.health import Heartbeat, OutageRecord
 from hub.metrics import DURATION_BUCKETS
 from hub.status import InvalidStatusEvent, StatusEvent
 from hub.topology import DEAD_EXCHANGE, TRACKER_QUEUE, apply_topology, plan_topology
@@ -55,6 +58,7 @@ from hub.tracking.model import TrackingStore
 log = logging.getLogger("hub.tracker")
 
 BATCH_WAIT = 0.2  # seconds an event may wait for its batch to fill
+IDLE_AFTER = 1.0  # seconds without a delivery (and none in hand) after which the queue counts as idle
 STOP_CHECK = 0.25  # seconds between two looks at stop()
 STORE_BACKOFF = (0.5, 30.0)  # first and longest wait between writes of a batch the store refused
 BROKER_BACKOFF = (1.0, 30.0)
@@ -84,7 +88,7 @@ class TrackerMetrics:
         self.store_errors = Counter("hub_tracker_store_errors", "Failed writes to the tracking store (the batch "
                                     "is kept and written again)", registry=registry)
         self.lag = Gauge("hub_tracker_lag_seconds", "Age of the newest event of the last batch written, "
-                         "when it was written", registry=registry)
+                         "when it was written; 0 while the queue is idle", registry=registry)
         self.connected = Gauge("hub_tracker_consumer_connected", "1 while the tracker's broker connection is open",
                                registry=registry)
 
@@ -109,6 +113,7 @@ class StatusConsumer:
         self.connected = threading.Event()
         self.connections_opened = 0
         self.outage = OutageRecord()
+        self.heartbeat = Heartbeat("tracker consume loop")  # /healthz
         self.error: HubError | None = None  # what ended ``run`` for good (ConfigError, a bug), if anything
         self._apply_topology = apply_topology_on_start
         self._client_name = client_name
@@ -116,6 +121,7 @@ class StatusConsumer:
         self._inbox: list[_Delivery] = []
         self._acked: set[int] = set()  # tags acked on their own (dead letters) in the batch being written
         self._first_at = 0.0
+        self._last_received = 0.0  # monotonic time of the last delivery (idle: lag back to 0)
         self._store_problem: str | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -136,6 +142,7 @@ class StatusConsumer:
         try:
             while not self._stop.is_set():
                 opened = self.connections_opened
+                self.heartbeat.tick()
                 try:
                     self._run_connected()
                 except (HubError, pika.exceptions.AMQPError, OSError) as exc:
@@ -154,7 +161,8 @@ class StatusConsumer:
                     what = "broker connection lost" if started else "broker not reachable at start"
                     self.outage.down(what)
                     log.warning("%s (%s); reconnecting in %.0fs", what, error, backoff)
-                    self._stop.wait(backoff)
+                    self.heartbeat.tick()
+                    self._stop.wait(backoff)  # at most 30 s: inside the heartbeat's stall limit
                     backoff = min(backoff * 2, BROKER_BACKOFF[1])
         except Exception as exc:  # a bug: say so loudly and end (the process exits non-zero)
             log.exception("tracker consumer failed unexpectedly; stopping")
@@ -198,7 +206,9 @@ class StatusConsumer:
             log.info("tracker consuming %s (batches of %d)", TRACKER_QUEUE, self.batch_size)
             written = True  # False once a batch stays unwritten: no later ack may cover its tags
             while written and not self._stop.is_set():
+                self.heartbeat.tick()
                 connection.process_data_events(time_limit=self._wait_time())
+                self._reset_lag_when_idle()
                 while written and self._inbox and (len(self._inbox) >= self.batch_size
                                                    or time.monotonic() - self._first_at >= BATCH_WAIT):
                     written = self._flush(connection, channel)
@@ -213,7 +223,14 @@ class StatusConsumer:
                 with contextlib.suppress(pika.exceptions.AMQPError, OSError):  # closing a broken connection
                     connection.close()
 
+    def _reset_lag_when_idle(self) -> None:
+        """Nothing in hand and nothing delivered for ``IDLE_AFTER``: the queue is drained, events
+        reach the store as they come, so the lag is 0 (not the last batch's, kept forever)."""
+        if not self._inbox and time.monotonic() - self._last_received >= IDLE_AFTER:
+            self.metrics.lag.set(0)
+
     def _on_message(self, _channel: Any, method: Any, properties: pika.BasicProperties, body: bytes) -> None:
+        self._last_received = time.monotonic()
         if not self._inbox:
             self._first_at = time.monotonic()
         self._inbox.append(_Delivery(method.delivery_tag, properties, body))
@@ -268,6 +285,7 @@ class StatusConsumer:
                                 self._store_problem, len(events), backoff)
             if self._stop.is_set():  # stopping while the store fails: the broker redelivers the rest
                 return False
+            self.heartbeat.tick()
             connection.sleep(backoff)  # heartbeats and new deliveries keep flowing meanwhile
             backoff = min(backoff * 2, STORE_BACKOFF[1])
 

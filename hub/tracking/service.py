@@ -5,7 +5,8 @@ answers the API, the page, ``/metrics``, ``/healthz`` and ``/readyz`` from the s
 means: consuming, the store answers (the last write succeeded and a cheap probe query works), and
 the tokens file is usable. ``/readyz`` is answered without a token, so its reasons are generic
 ("tracking store unreachable"); the details (hosts, users, driver messages) go to the log only.
-Stopping finishes the batch in hand before the connection closes.
+Alive (``/healthz``) means the consumer's loop ticks. ``hub_tracker_applications{state}`` is read
+from the store at scrape time. Stopping finishes the batch in hand before the connection closes.
 """
 
 from __future__ import annotations
@@ -14,15 +15,19 @@ import contextlib
 import logging
 import socket
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from hub.config import HubConfig
 from hub.errors import ConfigError, HubError
 from hub.health import CachedCheck
+from hub.metrics import register_build_info
 from hub.tracking.consumer import (
     STORE_UNREACHABLE,
     StatusConsumer,
@@ -49,6 +54,40 @@ def open_tracking_store(config: HubConfig) -> TrackingStore:
     return open_store(config.tracker.store, base=config_base(config))
 
 
+class ApplicationStates(Collector):
+    """``hub_tracker_applications{state}``: applications per state, from the store's counts query
+    when Prometheus scrapes (one GROUP BY, no state kept here). A store that cannot answer yields
+    no sample (absent, not 0: an alert must not read "nothing dead-lettered") and is logged at most
+    once per ``log_every`` seconds; /metrics itself never fails because of it."""
+
+    NAME = "hub_tracker_applications"
+
+    def __init__(self, store: TrackingStore, *, log_every: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._store = store
+        self._log_every = log_every
+        self._clock = clock
+        self._logged_at: float | None = None
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())  # no scrape at registration: the store is asked only when /metrics is
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            counts = self._store.counts(Scope.operator())
+        except Exception as exc:  # noqa: BLE001 - any store trouble: no sample, never a failed scrape
+            now = self._clock()
+            if self._logged_at is None or now - self._logged_at >= self._log_every:
+                self._logged_at = now
+                log.warning("hub_tracker_applications not available: tracking store did not answer (%s)",
+                            type(exc).__name__)
+            return
+        family = GaugeMetricFamily(self.NAME, "Applications in the tracking store, by state", labels=["state"])
+        for state, count in counts.items():
+            family.add_metric([state], count)
+        yield family
+
+
 class TrackerService:
     """Consumer thread + HTTP server over one store; ``start`` / ``close``."""
 
@@ -63,11 +102,14 @@ class TrackerService:
         self.store = store if store is not None else open_tracking_store(config)
         self.registry = CollectorRegistry()
         self.metrics = TrackerMetrics(self.registry)
+        register_build_info(self.registry, "tracker")
+        self.registry.register(ApplicationStates(self.store))
         self.consumer = StatusConsumer(config, self.store, self.metrics, batch_size=batch_size)
         self._store_check = CachedCheck("tracking store", self._probe_store, ttl=10.0)
         self._store_said: str | None = None  # the last store problem logged (logged once per change)
         app = TrackingHttp(self.store, tokens, page_size=config.tracker.page_size, registry=self.registry,
-                           ready=self.ready, secure_cookies=config.tracker.secure_cookies)
+                           ready=self.ready, live=self.consumer.heartbeat,
+                           secure_cookies=config.tracker.secure_cookies)
         port = config.tracker.port if http_port is None else http_port
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
         try:

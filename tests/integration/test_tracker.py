@@ -100,7 +100,7 @@ def test_three_lives_reconstructed_exactly(fresh_broker_url: str, store_url: str
         assert metric(consumer, "hub_tracker_events_total", {"event": DELIVERED}) == 3
         assert metric(consumer, "hub_tracker_events_total", {"event": ACCEPTED}) == 5
         assert metric(consumer, "hub_tracker_ingest_seconds_count") >= 1
-        assert metric(consumer, "hub_tracker_lag_seconds") > 0
+        # hub_tracker_lag_seconds returns to 0 once the queue is idle: tests/integration/test_tracker_lag.py
         assert consumer.readiness() == (True, "consuming hub.tracker; store ok")
     assert queue_depth(fresh_broker_url) == 0
     # the reply (no message id) is found by its own XTA id, and is in the first application's timeline
@@ -166,7 +166,9 @@ def test_invalid_events_are_dead_lettered_and_the_consumer_keeps_going(fresh_bro
         assert headers["x-hub-error-class"] == "InvalidStatusEvent"
         assert marker not in headers["x-hub-error-message"] and "\x00" not in headers["x-hub-error-message"]
         assert "status event" in headers["x-hub-error-message"]
-    assert drain(fresh_broker_url, DEAD_QUEUE, 1, timeout=1) == []  # exactly one copy each
+    # exactly one copy each: dead letters are confirmed before their ack and the consumer has
+    # stopped, so the queue holds all there will ever be (no need to wait for a late one)
+    assert queue_depth(fresh_broker_url, DEAD_QUEUE) == 0
 
 
 def _store_outage(store_url: str, store: TrackingStore) -> tuple[Callable[[], None], Callable[[], None]]:
@@ -246,7 +248,9 @@ def test_an_invalid_message_is_dead_lettered_once_even_when_its_batch_is_not_wri
         wait_for(lambda: store.trace(good.message_id, Scope.operator()), 60, what="the good event after the outage")
         assert metric(consumer, "hub_tracker_invalid_events_total") == 0
     assert queue_depth(fresh_broker_url) == 0
-    dead = drain(fresh_broker_url, DEAD_QUEUE, 2, timeout=5)
+    # both consumers have stopped and dead letters are confirmed before their ack: the count is final
+    assert queue_depth(fresh_broker_url, DEAD_QUEUE) == 1
+    dead = drain(fresh_broker_url, DEAD_QUEUE, 1, timeout=30)
     assert [body for _p, body in dead] == [bad]
 
 

@@ -1,0 +1,161 @@
+"""Readiness says why a worker is not ready, and recovers on its own (issue 10, done-when).
+
+Real processes only: a private RabbitMQ node (tests/support/rabbitmq_node.py; the shared broker
+is never stopped), the XTA simulator over loopback, and `hub worker` as a process whose /readyz
+is read over HTTP. Three outages, each followed by its recovery: the broker stopped, the circuit
+breaker open (the endpoint fails every send), the signing certificate expired (replaced on disk:
+the key store reloads it, no restart).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+from tests.reliability.support import (
+    WorkerProcess,
+    applications,
+    load,
+    publish,
+    reap_processes,
+    simulator_settings,
+    write_config,
+)
+from tests.support.rabbitmq_node import RabbitNode
+from transport.security.keys import load_certificate, load_private_key
+from transport.xta.simulator import InjectedFault, RunningSimulator, serve
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture(scope="module")
+def node() -> Iterator[RabbitNode]:
+    """One private broker node for the module (about 4 s to start)."""
+    rabbit = RabbitNode()
+    try:
+        rabbit.start(timeout=30)
+        yield rabbit
+    finally:
+        rabbit.stop()
+
+
+@pytest.fixture()
+def simulator(pki: Any) -> Iterator[RunningSimulator]:
+    running = serve(simulator_settings(pki))
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(autouse=True)
+def _reap() -> Iterator[None]:
+    try:
+        yield
+    finally:
+        reap_processes()
+
+
+def readyz(worker: WorkerProcess) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/readyz", timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def wait_readyz(worker: WorkerProcess, status: int, text: str, timeout: float = 60) -> str:
+    """Poll /readyz until it answers ``status`` with ``text`` in its body; the body."""
+    deadline = time.monotonic() + timeout
+    seen: tuple[int, str] | None = None
+    while time.monotonic() < deadline:
+        assert worker.alive(), f"worker exited; log: {worker.log_path.read_text()[-3000:]}"
+        try:
+            seen = readyz(worker)
+        except OSError:  # not listening yet
+            seen = None
+        if seen is not None and seen[0] == status and text in seen[1]:
+            return seen[1]
+        time.sleep(0.2)
+    raise AssertionError(f"/readyz never answered {status} with {text!r} within {timeout}s; last: {seen!r}")
+
+
+def _certificate(pki: Any, path: Path, *, days_from: int, days_to: int) -> Path:
+    """A certificate for the portal's key (key and certificate still match), issued by the test CA."""
+    key = load_private_key(pki["portal"][0])
+    ca = load_certificate(pki["ca"][1])
+    portal = load_certificate(pki["portal"][1])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(portal.subject).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now + dt.timedelta(days=days_from)).not_valid_after(now + dt.timedelta(days=days_to))
+            .sign(load_private_key(pki["ca"][0]), hashes.SHA256()))
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def test_broker_stopped_not_ready_with_the_reason_then_ready_again(node: RabbitNode, simulator: RunningSimulator,
+                                                                 pki: Any, tmp_path: Path) -> None:
+    config = write_config(tmp_path, node.url, pki, simulator.url)
+    worker = WorkerProcess(config, "alpha", tmp_path).start()
+    assert "consuming hub.deliver.alpha" in wait_readyz(worker, 200, "connected")
+    node.stop_app()  # every connection closed, the listener gone
+    try:
+        body = wait_readyz(worker, 503, "broker connection lost, reconnecting since")
+        assert "circuit closed" in body
+    finally:
+        node.start_app()
+    wait_readyz(worker, 200, "consuming hub.deliver.alpha")
+    assert worker.terminate() == 0
+
+
+def test_breaker_open_not_ready_with_the_reason_then_ready_again(node: RabbitNode, simulator: RunningSimulator,
+                                                               pki: Any, tmp_path: Path) -> None:
+    config = write_config(tmp_path, node.url, pki, simulator.url,
+                          adapter={"breaker": {"consecutive_failures": 3, "cool_down": 10}})
+    worker = WorkerProcess(config, "alpha", tmp_path).start()
+    wait_readyz(worker, 200, "circuit closed")
+    simulator.inject(InjectedFault(operation="sendMessage", http_status=503, count=3))  # then healthy again
+    envelopes = applications(3, f"breaker-{tmp_path.name}", readers=("azr:000100",))
+    publish(load(config), envelopes)
+    body = wait_readyz(worker, 503, "circuit open")
+    assert body.startswith("connected; circuit open: the endpoint of alpha failed"), body
+    # after the cool-down a probe goes through (the endpoint is healthy again): ready, and delivered
+    wait_readyz(worker, 200, "circuit closed", timeout=60)
+    deadline = time.monotonic() + 60
+    while len(simulator.store.messages()) < len(envelopes) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(simulator.store.messages()) == len(envelopes)
+    assert worker.terminate() == 0
+
+
+def test_expired_signing_certificate_not_ready_with_the_reason_then_ready_after_replacing_it(
+        node: RabbitNode, simulator: RunningSimulator, pki: Any, tmp_path: Path) -> None:
+    cert = _certificate(pki, tmp_path / "signing.pem", days_from=-30, days_to=-1)
+    config = write_config(tmp_path, node.url, pki, simulator.url, adapter={"signing_cert": str(cert)})
+    worker = WorkerProcess(config, "alpha", tmp_path).start(wait_ready=False)
+    body = wait_readyz(worker, 503, "adapters.alpha.signing_cert: signing certificate")
+    assert " expired at " in body and "connected" in body, body  # the broker side is fine: only the key
+    # renewal: the new certificate replaces the file; the key store reloads it (checked every 30 s)
+    renewed = _certificate(pki, tmp_path / "renewed.pem", days_from=-1, days_to=365)
+    os.replace(renewed, cert)
+    wait_readyz(worker, 200, "consuming hub.deliver.alpha", timeout=60)
+    assert worker.terminate() == 0
+
+
+def test_private_node_is_not_the_shared_broker(node: RabbitNode) -> None:
+    """The harness's own guarantee: another port, another node name (the shared one is rabbit@)."""
+    assert node.port != 5672 and node.node.startswith("hubtest-")
+    assert node.startup_seconds is not None and node.startup_seconds < 30
+    assert shutil.which("rabbitmqctl") is not None

@@ -1,0 +1,1 @@
+"""Test harness pieces shared across test packages (private RabbitMQ nodes, ...)."""

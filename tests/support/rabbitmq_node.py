@@ -1,0 +1,162 @@
+"""A private RabbitMQ node for tests that must stop, restart or partition a broker.
+
+The shared broker on 5672 is never touched: each ``RabbitNode`` runs the installed
+``rabbitmq-server`` as its own Erlang node (``hubtest-<random>@localhost``) on free loopback
+ports, with its own data, logs, Erlang cookie (``HOME``), config (listener only, no plugins).
+It registers with the machine's epmd like any node, so several nodes can later be clustered
+(``join_cluster``) by a harness built on this one. Always ``stop()`` it (a fixture's finally):
+``stop`` halts the node and kills its process group if it does not go.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")  # the Debian package's scripts, without the su wrapper
+START_TIMEOUT = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _tool(name: str) -> str:
+    path = RABBIT_BIN / name
+    if path.exists():
+        return str(path)
+    found = shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"{name} not found: install Debian's rabbitmq-server (scripts/bootstrap.sh)")
+    return found
+
+
+class RabbitNode:
+    """One private node; ``start()``, ``stop_app()``/``start_app()`` (listener down/up, node alive),
+    ``stop()`` (gone for good, files removed)."""
+
+    def __init__(self, base: Path | None = None, *, name: str | None = None, cookie: str | None = None) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="hubtest-rabbit-")) if base is None else base
+        self.name = name or f"hubtest-{secrets.token_hex(4)}"
+        self.node = f"{self.name}@localhost"
+        self.port = free_port()
+        self.dist_port = free_port()
+        self.cookie = cookie or secrets.token_hex(16).upper()  # one cookie per cluster
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.startup_seconds: float | None = None
+        self._owns_base = base is None
+
+    @property
+    def url(self) -> str:
+        """AMQP URL of the default vhost (guest may log in from loopback)."""
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
+
+    @property
+    def env(self) -> dict[str, str]:
+        home = self.base / "home"
+        return {
+            **os.environ,
+            "HOME": str(home),
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(self.base / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.base / "log"),
+            "RABBITMQ_PID_FILE": str(self.base / f"{self.name}.pid"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.base / "enabled_plugins"),
+            # the system's /etc/rabbitmq/rabbitmq.conf listens on 5672: ours must be used instead
+            "RABBITMQ_CONFIG_FILE": str(self.base / "rabbitmq.conf"),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+        }
+
+    def _prepare(self) -> None:
+        home = self.base / "home"
+        for folder in (home, self.base / "mnesia", self.base / "log"):
+            folder.mkdir(parents=True, exist_ok=True)
+        cookie = home / ".erlang.cookie"
+        if not cookie.exists():
+            cookie.write_text(self.cookie)
+            cookie.chmod(0o400)
+        (self.base / "enabled_plugins").write_text("[].\n")
+        (self.base / "rabbitmq.conf").write_text(
+            f"listeners.tcp.local = 127.0.0.1:{self.port}\n"
+            "loopback_users.guest = true\n")
+
+    def ctl(self, *args: str, timeout: float = 60.0, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``rabbitmqctl -n <this node> ARGS`` with this node's cookie."""
+        result = subprocess.run([_tool("rabbitmqctl"), "-n", self.node, *args], env=self.env, capture_output=True,
+                                text=True, timeout=timeout, check=False)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)} on {self.node} failed: "
+                               f"{(result.stderr or result.stdout).strip()[-2000:]}")
+        return result
+
+    def start(self, timeout: float = START_TIMEOUT) -> RabbitNode:
+        """Start the node and wait until it accepts AMQP connections (``await_startup``)."""
+        self._prepare()
+        started = time.monotonic()
+        log = (self.base / "server.out").open("ab")
+        self.proc = subprocess.Popen([_tool("rabbitmq-server")], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = started + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"rabbitmq node {self.node} exited with {self.proc.returncode}; "
+                                   f"see {self.base / 'server.out'}")
+            # await_startup fails at once until the node has registered with epmd: poll it
+            left = deadline - time.monotonic()
+            if self.ctl("await_startup", "--timeout", str(max(1, int(min(left, 30)))), check=False,
+                        timeout=max(5.0, left + 5)).returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"rabbitmq node {self.node} not up after {timeout:.0f}s")
+            time.sleep(0.3)
+        self.startup_seconds = time.monotonic() - started
+        return self
+
+    def stop_app(self) -> None:
+        """The broker application stops: every connection is closed, the listener is gone (the node
+        stays, so ``start_app`` is quick)."""
+        self.ctl("stop_app")
+
+    def start_app(self) -> None:
+        self.ctl("start_app")
+        self.ctl("await_startup", "--timeout", "60")
+
+    def stop(self) -> None:
+        """Halt the node (kill its process group if it does not stop) and remove its files."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(Exception):
+                self.ctl("stop", timeout=30, check=False)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)  # the node's own session: beam, epmd-less
+                self.proc.wait(10)
+        self.proc = None
+        if self._owns_base:
+            shutil.rmtree(self.base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def rabbit_node() -> Iterator[RabbitNode]:
+    """A started private node, stopped and removed afterwards whatever happens."""
+    node = RabbitNode()
+    try:
+        yield node.start()
+    finally:
+        node.stop()
