@@ -1,6 +1,7 @@
 # Two commands for a fresh machine: `make demo` and `make test`. Both bootstrap the virtualenv.
 # `make test` runs `make lint` (ruff, mypy) first; PYTEST_ARGS picks tests, e.g. "tests/unit -x".
 # One process at a time: `make topology`, `make simulator`, `make worker ADAPTER=advis` (CONFIG=...).
+# `make stack`: compose.yaml's processes natively (hub stack), e.g. STACK_ARGS="--scrape-interval 1s".
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 CONFIG ?= examples/demo.toml
 ADAPTER ?=
 
-.PHONY: demo test lint bootstrap topology worker simulator clean
+.PHONY: demo test lint bootstrap topology worker simulator stack clean
 
 $(STAMP): pyproject.toml
 	@bash scripts/bootstrap.sh "$(PYTHON)" "$(VENV)"
@@ -35,6 +36,9 @@ worker: $(STAMP)
 
 simulator: $(STAMP)
 	$(PY) -m hub --config $(CONFIG) simulator
+
+stack: $(STAMP)
+	$(PY) -m hub stack --repo . $(STACK_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from hub.cli_replies import replies as replies_command
+from hub.cli_stack import stack as stack_command
 from hub.cli_support import (
     EXIT_CODES_EPILOG,
     EXIT_FAILED,
@@ -149,7 +150,7 @@ def worker(ctx: click.Context, adapter: str, http_port: int | None) -> None:
     from hub.health import CachedCheck
     from hub.http import OpsServer
     from hub.keystore import KeyStore
-    from hub.metrics import WorkerMetrics
+    from hub.metrics import WorkerMetrics, register_build_info
     from hub.runtime import build_pipeline
     from hub.worker import AdapterWorker
 
@@ -158,6 +159,7 @@ def worker(ctx: click.Context, adapter: str, http_port: int | None) -> None:
     pipeline = build_pipeline(config, adapter, keys)
     registry = CollectorRegistry()
     metrics = WorkerMetrics(registry)
+    register_build_info(registry, "worker")
     register_certificate_expiry(registry, config, keys, adapter=adapter)
     hub_worker = AdapterWorker(config, adapter, pipeline, metrics)
 
@@ -167,20 +169,19 @@ def worker(ctx: click.Context, adapter: str, http_port: int | None) -> None:
         logging.getLogger("hub.worker").warning("at start: %s", detail)
 
     def ready() -> tuple[bool, str]:
+        """Keys loaded and valid, XTA account active, then the broker side (connected, not blocked,
+        consumer attached, breaker not open): every reason in the body, keys first."""
         problems = readiness_problems(certificate_report(config, keys, adapter=adapter, uses=READINESS_USES))
         account_ok, account_detail = account()
         if not account_ok:
             problems.append(account_detail)
+        consuming, detail = hub_worker.readiness()
         if problems:
-            return False, "; ".join(problems)
-        connected, broker_detail = hub_worker.broker_readiness()
-        breaker = hub_worker.breaker.state
-        if not connected:
-            return False, f"{broker_detail}; circuit {breaker}"
-        return breaker != "open", f"connected; circuit {breaker}"
+            return False, "; ".join([*problems, detail])
+        return consuming, detail
 
     port = config.http.port if http_port is None else http_port
-    ops = OpsServer(registry, ready, config.http.host, port).start()
+    ops = OpsServer(registry, ready, config.http.host, port, live=hub_worker.heartbeat).start()
     logging.getLogger("hub.worker").info("worker %s: metrics at %s/metrics", adapter, ops.url)  # JSON too
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: hub_worker.stop())
@@ -386,6 +387,7 @@ def demo(ctx: click.Context, count: int, timeout: float) -> None:
 
 
 main.add_command(replies_command)
+main.add_command(stack_command)
 for _command in TRACKING_COMMANDS:  # hub tracker, hub trace, hub status
     main.add_command(_command)
 add_global_options(main)  # after every command is defined: `hub certs check --config FILE`

@@ -368,3 +368,24 @@ def test_image_defaults_match_the_stack_and_keep_keys_out() -> None:
     assert "*" in ignore, ".dockerignore starts from nothing and lets in only what pip install needs"
     assert not any(line.startswith("!") and line[1:].strip("/").split("/")[0] in ("var", "tests", ".venv")
                    for line in ignore), "keys, local state and tests stay out of the build context"
+
+
+def test_only_the_reply_poller_gets_the_mailbox_key_password(config: dict[str, Any]) -> None:
+    """The portal key's password reaches the process environment only where mailbox decryption reads
+    it (`hub replies`, decryption_key_password_env); workers read it from the secret file."""
+    cfg = load_config(STACK_TOML, environ={})
+    variables = {str(m.decryption_key_password_env) for m in cfg.mailboxes.values()}
+    assert variables and None not in variables
+    for name, service in config["services"].items():
+        entrypoint = " ".join(str(part) for part in service.get("entrypoint") or [])
+        environment = service.get("environment") or {}
+        for variable in variables:
+            assert variable not in environment, f"{name}: {variable} as an environment literal"
+            if name == "replies":
+                assert re.search(rf'{variable}="\$\$\(cat /srv/hub/var/stack/secrets/signing-key\.password\)"',
+                                 entrypoint), f"replies must fill {variable} from the secret: {entrypoint}"
+                assert f"export {variable}" in entrypoint
+            else:
+                assert variable not in entrypoint, f"{name} gets {variable} but decrypts no mailbox"
+    sources = {s["source"]: s.get("target") for s in config["services"]["replies"]["secrets"]}
+    assert sources.get("signing_key_password") == "/srv/hub/var/stack/secrets/signing-key.password"
