@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from hub.cli_support import one_line_errors
 
@@ -28,14 +29,22 @@ def _interval(_ctx: click.Context, _param: click.Parameter, value: str | None) -
 @click.option("--scrape-interval", callback=_interval,
               help="Global scrape and evaluation interval of a derived copy of monitoring/prometheus.yml "
                    "(default: the file's 15s), e.g. 1s for tests.")
+@click.option("--config", "config_path", hidden=True, help="Not accepted: the stack reads examples/stack.toml.")
+@click.pass_context
 @one_line_errors
-def stack(repo: Path, state: Path | None, adapter: str | None, prometheus_port: int, scrape_interval: str | None) -> None:
+def stack(ctx: click.Context, repo: Path, state: Path | None, adapter: str | None, prometheus_port: int,
+          scrape_interval: str | None, config_path: str | None) -> None:
     """Start what compose.yaml runs, natively: secrets and keys in var/stack/, topology, XTA simulator,
     two workers of one adapter (9401, 9402), tracker (9410), reply poller (9420) and Prometheus
     (Debian package) with monitoring/prometheus.yml; the broker is the running RabbitMQ (AMQP_URL,
     default guest on 127.0.0.1). Always reads examples/stack.toml (127.0.0.1 overrides via HUB_*
-    variables; --config does not apply). Ctrl-C or SIGTERM stops every process."""
-    from hub.stack import DEFAULT_AMQP_URL, StackOptions, run_stack
+    variables; --config is refused). Ctrl-C or SIGTERM stops every process."""
+    from hub.stack import DEFAULT_AMQP_URL, StackError, StackOptions, run_stack
+
+    root = ctx.find_root()
+    if config_path is not None or root.get_parameter_source("config_path") == ParameterSource.COMMANDLINE:
+        raise StackError("--config does not apply to `hub stack`: it always reads examples/stack.toml of --repo "
+                         "(change values with HUB_<SECTION>__<KEY> variables)")
 
     options = StackOptions(repo=repo.resolve(), state=state, adapter=adapter, prometheus_port=prometheus_port,
                            scrape_interval=scrape_interval, amqp_url=os.environ.get("AMQP_URL") or DEFAULT_AMQP_URL)

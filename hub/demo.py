@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,8 +34,8 @@ from hub.demo_replies import (
     write_demo_tokens,
 )
 from hub.envelope import Envelope, new_envelope
-from hub.errors import HubError
 from hub.limits import SizeLimits
+from hub.processes import free_port, spawn, stop_all, wait_for_http
 from hub.publisher import ConfirmingPublisher, publish_envelope
 from hub.reports import TRANSPORT_REPORT
 from hub.samples import make_attachment, make_ozg_application
@@ -48,13 +46,6 @@ from transport.security.testpki import make_test_pki
 from transport.xta.metadata import Party
 
 DEMO_PORTAL = "demo-portal"  # the app_id of the demo portal; [mailboxes.demo-portal] reads its replies
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def ensure_demo_pki(config: HubConfig) -> None:
@@ -109,33 +100,6 @@ def _follow_status(config: HubConfig, tracker: _Tracker, bound: threading.Event,
     connection.close()
 
 
-def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise HubError(f"process for {url} exited with code {proc.returncode} during start-up")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise HubError(f"{url} did not become ready within {timeout:.0f}s")
-
-
-def _stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
 def _applications(config: HubConfig, count: int, run: str) -> list[Envelope]:
     authorities = list(config.authorities)
     envelopes = []
@@ -164,7 +128,7 @@ def _simulator_messages(url: str) -> list[dict[str, Any]]:
 def run_demo(config_path: Path, *, count: int, timeout: float, environ: Mapping[str, str]) -> int:
     base_config = load_config(config_path, environ=environ)
     ensure_demo_pki(base_config)
-    sim_port = _free_port()
+    sim_port = free_port()
     env = dict(environ)
     env["HUB_CONFIG"] = str(Path(config_path).resolve())
     env["HUB_SIMULATOR__PORT"] = str(sim_port)
@@ -172,7 +136,7 @@ def run_demo(config_path: Path, *, count: int, timeout: float, environ: Mapping[
         env[f"HUB_ADAPTERS__{name.upper()}__ENDPOINT"] = f"http://127.0.0.1:{sim_port}/xta"
     for portal in base_config.mailboxes:
         env[f"HUB_MAILBOXES__{portal.upper()}__ENDPOINT"] = f"http://127.0.0.1:{sim_port}/xta"
-    tracker_port = _free_port()
+    tracker_port = free_port()
     env["HUB_TRACKER__PORT"] = str(tracker_port)
     config = load_config(config_path, environ=env)
     sim_url = f"http://127.0.0.1:{sim_port}"
@@ -191,35 +155,33 @@ def run_demo(config_path: Path, *, count: int, timeout: float, environ: Mapping[
     log_dir = Path(config_path).resolve().parent.parent / "var" / "demo" / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
 
-    def start(name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        log = (log_dir / f"{name}.log").open("ab")
-        proc = subprocess.Popen([sys.executable, "-m", "hub", *args], env=env, stdout=log, stderr=subprocess.STDOUT)
-        procs.append(proc)
-        return proc
+    def start(name: str, args: list[str], ready_url: str, timeout: float) -> None:
+        """Start ``hub <args>`` and wait until ``ready_url`` answers 200."""
+        log = log_dir / f"{name}.log"
+        procs.append(spawn([sys.executable, "-m", "hub", *args], env=env, log=log))
+        wait_for_http(ready_url, timeout, process=procs[-1], name=name, log=log)
 
     print(f"logs of the processes: {log_dir}/", flush=True)
     try:
-        start("simulator", ["simulator"])
-        _wait_http(f"{sim_url}/_sim/stats", 30, procs[-1])
+        start("simulator", ["simulator"], f"{sim_url}/_sim/stats", 30)
         print(f"simulator: {sim_url}/xta", flush=True)
         metrics_urls = {}
         for name in config.adapters:
-            port = _free_port()
-            start(f"worker-{name}", ["worker", name, "--http-port", str(port)])
-            _wait_http(f"http://127.0.0.1:{port}/readyz", 60, procs[-1])
+            port = free_port()
+            start(f"worker-{name}", ["worker", name, "--http-port", str(port)],
+                  f"http://127.0.0.1:{port}/readyz", 60)
             metrics_urls[name] = f"http://127.0.0.1:{port}/metrics"
             print(f"worker {name}: ready, metrics at {metrics_urls[name]}", flush=True)
 
         tokens = None
         if config.tracker.tokens_file is not None:
             tokens = write_demo_tokens(config.tracker.tokens_file, DEMO_PORTAL)
-            start("tracker", ["tracker"])
-            _wait_http(f"http://127.0.0.1:{tracker_port}/healthz", 60, procs[-1])
+            start("tracker", ["tracker"], f"http://127.0.0.1:{tracker_port}/healthz", 60)
             print(f"tracker: http://127.0.0.1:{tracker_port}/ui/ (store {config.tracker.store})", flush=True)
         if DEMO_PORTAL in config.mailboxes:
-            replies_port = _free_port()
-            start("replies", ["replies", "--http-port", str(replies_port)])
-            _wait_http(f"http://127.0.0.1:{replies_port}/healthz", 60, procs[-1])
+            replies_port = free_port()
+            start("replies", ["replies", "--http-port", str(replies_port)],
+                  f"http://127.0.0.1:{replies_port}/healthz", 60)
             print(f"return channel: reading the mailbox of {config.mailboxes[DEMO_PORTAL].account.identifier}",
                   flush=True)
 
@@ -261,7 +223,7 @@ def run_demo(config_path: Path, *, count: int, timeout: float, environ: Mapping[
         return 0 if ok else 1
     finally:
         stop_status.set()
-        _stop_all(procs)
+        stop_all(procs)
 
 
 def _return_channel(config: HubConfig, envelopes: list[Envelope], tracker: _Tracker, tokens: DemoTokens | None,

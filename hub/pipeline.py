@@ -5,7 +5,8 @@ hardened parse (nodes counted: bounded memory; text and depth bounded by our lim
 adapter.prepare (size limit, lookupService) -> transport id (created once, recorded in the ledger)
 -> adapter.deliver (sign, encrypt, XTA) -> ledger: delivered. Every failure surfaces as a ``HubError`` whose ``transient`` flag decides
 retry vs dead letter; the pipeline itself never acks or publishes. Each step is a ``timed`` stage
-(hub/stages.py: decode, ledger, parse, validate, lookup; the adapter times sign, encrypt, send).
+(hub/stages.py: decode, ledger, parse, validate, lookup, send for createMessageId; the adapter times
+sign, encrypt, send).
 """
 
 from __future__ import annotations
@@ -95,11 +96,13 @@ class DeliveryPipeline:
         if entry is not None and entry.adapter == s.adapter_name:
             transport_id = entry.transport_message_id
         else:
-            # the ledger keeps whichever id was recorded first (another process may race us); the
-            # transport id (XTA createMessageId) is part of allocating it
+            # the candidate id is an XTA call (createMessageId): timed as "send", not as ledger time;
+            # the ledger keeps whichever id was recorded first (another process may race us)
+            with timed("send"):
+                candidate = self.adapter.new_transport_id()
             with timed("ledger"):
                 transport_id = self.ledger.allocate(envelope.message_id, s.adapter_name, envelope.destination,
-                                                    self.adapter.new_transport_id())
+                                                    candidate)
         if on_delivering is not None:
             on_delivering(transport_id, application_ref(document))
         try:

@@ -215,14 +215,15 @@ class ReplyPoller:
                 self._wait(self.poll_interval)
 
     def _wait(self, seconds: float) -> None:
-        """Wait until ``stop()`` or ``seconds`` passed, ticking the heartbeat every 5 s (a poll
-        interval may be longer than the stall limit)."""
+        """Wait until ``stop()`` or ``seconds`` passed, ticking the heartbeat every 5 s, or more often
+        under a shorter stall limit (a poll interval may be longer than the stall limit)."""
+        step = min(5.0, self.heartbeat.stall_after / 4)
         deadline = time.monotonic() + seconds
         while not self._stop.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            self._stop.wait(min(left, 5.0))
+            self._stop.wait(min(left, step))
             self.heartbeat.tick()
 
     def drain(self) -> bool:

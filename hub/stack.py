@@ -15,8 +15,13 @@ on one host (``HUB_<SECTION>__<KEY>``: 127.0.0.1 instead of 0.0.0.0 and the serv
 broker from ``AMQP_URL``, the local RabbitMQ's guest account by default). Each child gets only the
 secrets it needs: the portal key's password reaches ``hub replies`` alone (its mailbox decryption
 reads it from the environment), as in compose.yaml. RabbitMQ is not started: the one on 127.0.0.1
-is used, with its prometheus plugin on 15692. Grafana has no Debian package here: it runs only in
+is used, with its prometheus plugin on 15692; Prometheus gets neither the broker URL nor any secret
+(only PATH, HOME, locale, TZ and TMPDIR of our environment). Grafana has no Debian package here: it runs only in
 compose.
+
+SIGINT, SIGTERM and SIGHUP stop every child, also during start-up; the children run in sessions of
+their own (a terminal's Ctrl-C reaches only `hub stack`) and get SIGTERM from the kernel if `hub stack`
+dies without stopping them (hub/processes.py: PR_SET_PDEATHSIG), so no port stays taken.
 """
 
 from __future__ import annotations
@@ -25,32 +30,42 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import IO, Any, Self
+from typing import Any, Self
 
 import yaml
 
 from hub.config import HubConfig, load_config
 from hub.errors import HubError
+from hub.processes import (
+    StartInterrupted,
+    last_line,
+    port_taken,
+    spawn,
+    stop_all,
+    wait_for_exit,
+    wait_for_http,
+)
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 WORKER_PORTS = (9401, 9402)  # monitoring/prometheus.yml, job hub-workers
 REPLIES_PORT = 9420  # job hub-replies
 HOST = "127.0.0.1"
+#: what ends `hub stack` (and every child): Ctrl-C, kill, the terminal closing
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: variables Prometheus needs: it gets these from our environment, never the broker URL or secrets
+PROMETHEUS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
 
 
 class StackError(HubError):
-    """The stack cannot start: a port is taken, prometheus is missing, a process died."""
+    """The stack cannot start: a port is taken, prometheus is missing, the topology step failed (a child
+    that dies or is not ready is hub.processes.ProcessError)."""
 
 
 @dataclass(frozen=True)
@@ -91,16 +106,6 @@ def _load_secrets_script(repo: Path) -> ModuleType:
     return module
 
 
-def port_taken(port: int, host: str = HOST) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
 def derived_prometheus_config(source: Path, target: Path, scrape_interval: str | None) -> Path:
     """A copy of ``source`` with absolute rule_files (the copy lives elsewhere) and, when given,
     ``scrape_interval`` as the global scrape and evaluation interval; nothing else changes."""
@@ -112,14 +117,6 @@ def derived_prometheus_config(source: Path, target: Path, scrape_interval: str |
     target.write_text(f"# derived from {source} by `hub stack`: do not edit\n"
                       + yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     return target
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return bool(resp.status == 200)
-    except (OSError, urllib.error.URLError):
-        return False
 
 
 class Stack:
@@ -136,6 +133,7 @@ class Stack:
         self._env: dict[str, str] = {}
         self.config: HubConfig | None = None
         self.adapter = ""
+        self._stop: threading.Event | None = None
 
     # --- addresses -------------------------------------------------------------------------
     @property
@@ -166,8 +164,12 @@ class Stack:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self, echo: Callable[[str], None] = lambda _line: None) -> Self:
-        """Check, prepare and start everything; on any failure stop what was started and raise."""
+    def start(self, echo: Callable[[str], None] = lambda _line: None, stop: threading.Event | None = None) -> Self:
+        """Check, prepare and start everything; on any failure stop what was started and raise.
+        Setting ``stop`` (a signal handler does) ends the start-up with StartInterrupted within
+        a fraction of a second. Children get SIGTERM if the calling thread dies: call it from a
+        thread that outlives the stack."""
+        self._stop = stop
         prometheus = self._preflight()
         try:
             self._prepare(echo)
@@ -236,14 +238,11 @@ class Stack:
         return env
 
     def _spawn(self, name: str, argv: list[str], env: Mapping[str, str]) -> Child:
+        if self._stop is not None and self._stop.is_set():
+            raise StartInterrupted("stop requested during start-up")
         log = self.log_dir / f"{name}.log"
-        handle: IO[bytes] = log.open("ab")
-        try:
-            process = subprocess.Popen(argv, env=dict(env), stdout=handle, stderr=subprocess.STDOUT,
-                                       cwd=self.root, start_new_session=True)  # Ctrl-C reaches us, we stop them
-        finally:
-            handle.close()
-        child = Child(name, process, log)
+        # own session: a terminal's Ctrl-C reaches only us, and we stop them in order
+        child = Child(name, spawn(argv, env=env, log=log, cwd=self.root, new_session=True), log)
         self.children.append(child)
         return child
 
@@ -251,21 +250,15 @@ class Stack:
         return self._spawn(name, [sys.executable, "-m", "hub", *args], self._child_env(extra))
 
     def _wait(self, child: Child, url: str) -> None:
-        deadline = time.monotonic() + self.options.start_timeout
-        while time.monotonic() < deadline:
-            if child.process.poll() is not None:
-                raise StackError(f"{child.name} exited with code {child.process.returncode} during start-up "
-                                 f"(log: {child.log}: {_last_line(child.log)})")
-            if _http_ok(url):
-                return
-            time.sleep(0.2)
-        raise StackError(f"{child.name} not ready at {url} within {self.options.start_timeout:.0f}s (log: {child.log})")
+        wait_for_http(url, self.options.start_timeout, process=child.process, name=child.name, log=child.log,
+                      stop=self._stop)
 
     def _start_all(self, prometheus: str, echo: Callable[[str], None]) -> None:
         assert self.config is not None
         topology = self._hub("topology", ["topology", "apply"])
-        if topology.process.wait(timeout=self.options.start_timeout) != 0:
-            raise StackError(f"hub topology apply failed: {_last_line(topology.log)} (log: {topology.log})")
+        if wait_for_exit(topology.process, self.options.start_timeout, name="hub topology apply", log=topology.log,
+                         stop=self._stop) != 0:
+            raise StackError(f"hub topology apply failed: {last_line(topology.log)} (log: {topology.log})")
         self.children.remove(topology)
         echo(f"topology applied on {self.config.broker.url.split('@')[-1]}")
 
@@ -289,7 +282,8 @@ class Stack:
                                                 self.state_dir / "prometheus.yml", self.options.scrape_interval)
         prom = self._spawn("prometheus", [
             prometheus, f"--config.file={prom_config}", f"--storage.tsdb.path={self.state_dir / 'prometheus'}",
-            f"--web.listen-address={HOST}:{self.options.prometheus_port}"], os.environ)
+            f"--web.listen-address={HOST}:{self.options.prometheus_port}"],
+            {k: v for k, v in os.environ.items() if k in PROMETHEUS_ENV})
         self._wait(prom, f"{self.prometheus_url}/-/ready")
         echo(f"prometheus:   {self.prometheus_url} (config {prom_config}, rules monitoring/alerts.yml)")
         echo("grafana:      runs only in compose (no Debian package here); the dashboards are "
@@ -309,39 +303,27 @@ class Stack:
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM every child, wait, SIGKILL what is left; idempotent."""
-        for child in self.children:
-            if child.process.poll() is None:
-                child.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for child in self.children:
-            try:
-                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.process.kill()
-                child.process.wait()
+        stop_all([c.process for c in self.children], timeout)
         self.children.clear()
 
 
-def _last_line(log: Path) -> str:
-    try:
-        lines = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return "(no log)"
-    return lines[-1] if lines else "(empty log)"
-
-
 def run_stack(options: StackOptions, echo: Callable[[str], None] = print) -> int:
-    """Start the stack and keep it running until SIGINT/SIGTERM or until a process dies."""
+    """Start the stack and keep it running until SIGINT, SIGTERM or SIGHUP (also during start-up)
+    or until a process dies."""
     stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in STOP_SIGNALS}
     stack = Stack(options)
     try:
-        stack.start(echo)
+        try:
+            stack.start(echo, stop)
+        except StartInterrupted:
+            echo("stop requested during start-up")
+            return 0
         echo(f"stack running (logs: {stack.log_dir}/); Ctrl-C stops every process")
         while not stop.wait(1.0):
             dead = stack.exited()
             if dead is not None:
-                echo(f"{dead.name} exited with code {dead.process.returncode}: {_last_line(dead.log)}; stopping the stack")
+                echo(f"{dead.name} exited with code {dead.process.returncode}: {last_line(dead.log)}; stopping the stack")
                 return 1
         return 0
     finally:

@@ -1,7 +1,7 @@
 """Stage timings of one delivery (parse, validate, sign, encrypt, send, ...) without threading a
 metrics object through every layer: the worker installs an observer for the message it handles
 (a context variable, so each pool thread sees only its own), and the code of a stage wraps itself
-in ``timed(stage)``. Without an observer ``timed`` costs one context-variable lookup."""
+in ``timed(stage)``. Without an observer ``timed`` costs a set lookup and a context-variable lookup."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from contextvars import ContextVar
 #: decode (envelope), ledger (lookup/allocate/mark), parse (hardened XML parse), validate (XSD),
 #: lookup (adapter's service/certificate lookup), sign, encrypt, send (the transport's send calls).
 STAGES = ("decode", "ledger", "parse", "validate", "lookup", "sign", "encrypt", "send")
+_KNOWN = frozenset(STAGES)
 
 StageObserver = Callable[[str, float], None]
 
@@ -33,13 +34,14 @@ def observing(observer: StageObserver) -> Iterator[None]:
 @contextmanager
 def timed(stage: str) -> Iterator[None]:
     """Time the block as ``stage`` (one of STAGES) for the current observer, also when it raises:
-    a failed signature still took its CPU."""
+    a failed signature still took its CPU. An unknown stage raises with or without an observer, so
+    a misspelt name fails every test that passes through it, not only production deliveries."""
+    if stage not in _KNOWN:
+        raise ValueError(f"unknown stage {stage!r}")
     observer = _observer.get()
     if observer is None:
         yield
         return
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}")
     started = time.perf_counter()
     try:
         yield

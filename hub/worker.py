@@ -173,7 +173,7 @@ class AdapterWorker:
         if not connected:
             return False, f"{detail}; circuit {breaker}"
         problems = []
-        if self.blocked:
+        if self.broker_blocked:
             problems.append("the broker blocks this worker's connection (memory or disk alarm)")
         if breaker == OPEN:
             problems.append(f"circuit open: the endpoint of {self.adapter} failed, consumer cancelled until the "
@@ -183,6 +183,14 @@ class AdapterWorker:
         if problems:
             return False, "connected; " + "; ".join(problems)
         return True, f"connected; consuming {self.queue}; circuit {breaker}"
+
+    @property
+    def broker_blocked(self) -> bool:
+        """The broker blocks one of this worker's connections (memory or disk alarm). It blocks a
+        connection only once it publishes during the alarm, so the publisher's connection (status
+        events, retries, dead letters) is the one that notices; the consuming one only at a reconnect."""
+        publisher = self.publisher
+        return self.blocked or (publisher is not None and publisher.blocked)
 
     def _on_breaker_change(self, old: str, new: str) -> None:
         self.metrics.breaker_state.labels(self.adapter).set(STATE_VALUES[new])
@@ -233,6 +241,7 @@ class AdapterWorker:
             log.info("worker %s consuming %s", self.adapter, self.queue)
             while not self._stop.is_set():
                 self.heartbeat.tick()
+                self.metrics.broker_blocked.labels(self.adapter).set(1 if self.broker_blocked else 0)
                 # the breaker decides how we consume: fully, one probe at a time, or not at all
                 # (and after a (re)start, one at a time until a message settles cleanly: if a
                 # redelivered message crashed the previous process, only it is in flight when it

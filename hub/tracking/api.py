@@ -22,6 +22,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from hub.errors import InvalidQuery, TrackingStoreUnavailable
+from hub.http import LivenessCheck, ReadinessCheck
 from hub.tracking.auth import TokenRegistry
 from hub.tracking.model import ApplicationFilter, Scope, TrackingStore
 from hub.tracking.web import (
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hub.tracker.http")
 
-ReadinessCheck = Callable[[], tuple[bool, str]]
 REALM = "hub-tracking"
 COUNT_PARAMETERS = frozenset({"destination", "since", "until", "portal"})
 DEAD_LETTER_PARAMETERS = LIST_PARAMETERS - {"state"}
@@ -103,7 +103,7 @@ class TrackingHttp:
 
     def __init__(self, store: TrackingStore, tokens: TokenRegistry, *, page_size: int,
                  registry: CollectorRegistry | None = None, ready: ReadinessCheck | None = None,
-                 live: ReadinessCheck | None = None, secure_cookies: bool = False) -> None:
+                 live: LivenessCheck | None = None, secure_cookies: bool = False) -> None:
         from hub.tracking.page import TrackingPage
 
         self.store = store

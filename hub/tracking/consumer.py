@@ -21,7 +21,12 @@ together (``multiple=True``). Nothing is acked before it is stored, and nothing 
   `hub tracker` exits non-zero instead of idling with a dead consumer.
 
 ``hub_tracker_lag_seconds`` is the lag of the last batch written, and 0 once the queue is idle (no
-delivery for ``IDLE_AFTER``, five batch intervals): a drained backlog must not keep HubTrackerLagHigh firing.
+delivery and no write for ``IDLE_AFTER``, five batch intervals): a drained backlog must not keep
+HubTrackerLagHigh firing.
+
+/healthz: the loop ticks on every turn, before every store write (also each single-event write),
+and around every backoff wait; its stall limit (``TRACKER_STALL_AFTER``) adds the longest one write
+may legitimately take, so a slow or unreachable store never fails liveness, only readiness.
 """
 
 from __future__ import annotations
@@ -49,11 +54,12 @@ from hub.errors import (
     PublishNotConfirmed,
 )
 from hub.failures import clean_headers, epoch_ms, error_reason, safe_error_text
-from hub.health import Heartbeat, OutageRecord
+from hub.health import STALL_AFTER, Heartbeat, OutageRecord
 from hub.metrics import DURATION_BUCKETS
 from hub.status import InvalidStatusEvent, StatusEvent
 from hub.topology import DEAD_EXCHANGE, TRACKER_QUEUE, apply_topology, plan_topology
 from hub.tracking.model import TrackingStore
+from hub.tracking.sql import CONNECT_TIMEOUT_S, STATEMENT_TIMEOUT_MS
 
 log = logging.getLogger("hub.tracker")
 
@@ -64,6 +70,10 @@ STORE_BACKOFF = (0.5, 30.0)  # first and longest wait between writes of a batch 
 BROKER_BACKOFF = (1.0, 30.0)
 STORE_UNREACHABLE = "tracking store unreachable"  # the /readyz reason (details only in the log)
 STORE_REJECTED = "tracker_store_rejected"
+#: the consume loop's liveness limit: the usual one plus the longest one store write may take (a
+#: reconnect and a statement, twice: PostgresDatabase.run retries once on a new connection; more
+#: than SQLite's busy timeout)
+TRACKER_STALL_AFTER = STALL_AFTER + 2 * (CONNECT_TIMEOUT_S + STATEMENT_TIMEOUT_MS / 1000)
 
 
 class TrackerConsumerFailed(HubError):
@@ -113,7 +123,7 @@ class StatusConsumer:
         self.connected = threading.Event()
         self.connections_opened = 0
         self.outage = OutageRecord()
-        self.heartbeat = Heartbeat("tracker consume loop")  # /healthz
+        self.heartbeat = Heartbeat("tracker consume loop", stall_after=TRACKER_STALL_AFTER)  # /healthz
         self.error: HubError | None = None  # what ended ``run`` for good (ConfigError, a bug), if anything
         self._apply_topology = apply_topology_on_start
         self._client_name = client_name
@@ -121,7 +131,7 @@ class StatusConsumer:
         self._inbox: list[_Delivery] = []
         self._acked: set[int] = set()  # tags acked on their own (dead letters) in the batch being written
         self._first_at = 0.0
-        self._last_received = 0.0  # monotonic time of the last delivery (idle: lag back to 0)
+        self._last_activity = 0.0  # monotonic time of the last delivery or write (idle: lag back to 0)
         self._store_problem: str | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -133,6 +143,11 @@ class StatusConsumer:
     def in_hand(self) -> int:
         """Deliveries received and not yet written (the batch being collected)."""
         return len(self._inbox)
+
+    @property
+    def store_problem(self) -> str | None:
+        """What the last failed store write said; None once a write succeeds (or none failed)."""
+        return self._store_problem
 
     def run(self) -> None:
         """Consume until ``stop()``. A ConfigError that retrying cannot cure (the broker's queues
@@ -224,13 +239,14 @@ class StatusConsumer:
                     connection.close()
 
     def _reset_lag_when_idle(self) -> None:
-        """Nothing in hand and nothing delivered for ``IDLE_AFTER``: the queue is drained, events
-        reach the store as they come, so the lag is 0 (not the last batch's, kept forever)."""
-        if not self._inbox and time.monotonic() - self._last_received >= IDLE_AFTER:
+        """Nothing in hand, delivered or written for ``IDLE_AFTER``: the queue is drained, events
+        reach the store as they come, so the lag is 0 (not the last batch's, kept forever). A
+        write counts: the lag of a batch written after a long store outage stays visible."""
+        if not self._inbox and time.monotonic() - self._last_activity >= IDLE_AFTER:
             self.metrics.lag.set(0)
 
     def _on_message(self, _channel: Any, method: Any, properties: pika.BasicProperties, body: bytes) -> None:
-        self._last_received = time.monotonic()
+        self._last_activity = time.monotonic()
         if not self._inbox:
             self._first_at = time.monotonic()
         self._inbox.append(_Delivery(method.delivery_tag, properties, body))
@@ -270,6 +286,7 @@ class StatusConsumer:
         consumer stops while the store keeps failing (False). I/O keeps flowing while it waits."""
         backoff = STORE_BACKOFF[0]
         while True:
+            self.heartbeat.tick()  # one write may take a reconnect and a statement timeout, twice
             try:
                 self._ingest([e for _d, e in events])
                 return True
@@ -286,7 +303,7 @@ class StatusConsumer:
             if self._stop.is_set():  # stopping while the store fails: the broker redelivers the rest
                 return False
             self.heartbeat.tick()
-            connection.sleep(backoff)  # heartbeats and new deliveries keep flowing meanwhile
+            connection.sleep(backoff)  # up to 30 s; heartbeats and new deliveries keep flowing meanwhile
             backoff = min(backoff * 2, STORE_BACKOFF[1])
 
     def _write_one_by_one(self, channel: Any, events: list[tuple[_Delivery, StatusEvent]]) -> bool:
@@ -295,6 +312,7 @@ class StatusConsumer:
         written again later: ingest is idempotent)."""
         for item in list(events):
             delivery, event = item
+            self.heartbeat.tick()  # a batch of single writes: each is bounded, their sum is not
             try:
                 self._ingest([event])
             except InvalidStatusEvent as exc:  # text the store cannot hold (e.g. a NUL): invalid
@@ -326,6 +344,7 @@ class StatusConsumer:
             self.metrics.events.labels(event.event).inc()
         self.metrics.duplicates.inc(max(0, len(events) - new))
         self.metrics.lag.set(max(0.0, time.time() - max(e.at for e in events)))
+        self._last_activity = time.monotonic()
 
     def _dead_letter(self, channel: Any, delivery: _Delivery, error: HubError,
                      reason: str | None = None) -> None:

@@ -5,8 +5,9 @@ answers the API, the page, ``/metrics``, ``/healthz`` and ``/readyz`` from the s
 means: consuming, the store answers (the last write succeeded and a cheap probe query works), and
 the tokens file is usable. ``/readyz`` is answered without a token, so its reasons are generic
 ("tracking store unreachable"); the details (hosts, users, driver messages) go to the log only.
-Alive (``/healthz``) means the consumer's loop ticks. ``hub_tracker_applications{state}`` is read
-from the store at scrape time. Stopping finishes the batch in hand before the connection closes.
+Alive (``/healthz``) means the consumer's loop ticks. ``hub_tracker_applications{state}`` is counted
+in the store at most once a minute, off the scrape's path (``ApplicationStates``). Stopping finishes
+the batch in hand before the connection closes.
 """
 
 from __future__ import annotations
@@ -55,37 +56,77 @@ def open_tracking_store(config: HubConfig) -> TrackingStore:
 
 
 class ApplicationStates(Collector):
-    """``hub_tracker_applications{state}``: applications per state, from the store's counts query
-    when Prometheus scrapes (one GROUP BY, no state kept here). A store that cannot answer yields
-    no sample (absent, not 0: an alert must not read "nothing dead-lettered") and is logged at most
-    once per ``log_every`` seconds; /metrics itself never fails because of it."""
+    """``hub_tracker_applications{state}``: applications per state from the store's counts query
+    (one GROUP BY over every application), cached: a scrape never waits for the store. The query
+    shares the store's connection and lock with ingest and the API, so a slow or hung database
+    would otherwise hold /metrics past Prometheus' scrape timeout (up=0, HubTargetDown) instead of
+    showing as store errors. A scrape starts a refresh on its own thread when the counts are older
+    than ``every`` seconds and none is running, waits at most ``wait`` seconds for it, and answers
+    with the newest counts. No sample (absent, not 0: an alert must not read "nothing
+    dead-lettered") while ``store_ok`` says the store is failing (no query is sent then either),
+    after a failed refresh, or when the counts are older than ``3 * every``; a failed refresh is
+    logged at most once per ``log_every`` seconds."""
 
     NAME = "hub_tracker_applications"
 
-    def __init__(self, store: TrackingStore, *, log_every: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, store: TrackingStore, *, store_ok: Callable[[], bool] = lambda: True, every: float = 60.0,
+                 wait: float = 1.0, log_every: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._store = store
+        self._store_ok = store_ok
+        self._every = every
+        self._wait = wait
         self._log_every = log_every
         self._clock = clock
+        self._lock = threading.Lock()  # guards the fields below, never held during the query
+        self._counts: dict[str, int] | None = None
+        self._counted_at: float | None = None  # when the query behind ``_counts`` started
+        self._tried_at: float | None = None  # when the last refresh started
+        self._running = False
         self._logged_at: float | None = None
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
-        return iter(())  # no scrape at registration: the store is asked only when /metrics is
+        return iter(())  # no query at registration: the store is asked only when /metrics is
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        try:
-            counts = self._store.counts(Scope.operator())
-        except Exception as exc:  # noqa: BLE001 - any store trouble: no sample, never a failed scrape
-            now = self._clock()
-            if self._logged_at is None or now - self._logged_at >= self._log_every:
-                self._logged_at = now
-                log.warning("hub_tracker_applications not available: tracking store did not answer (%s)",
-                            type(exc).__name__)
+        counts = self.current()
+        if counts is None:
             return
         family = GaugeMetricFamily(self.NAME, "Applications in the tracking store, by state", labels=["state"])
         for state, count in counts.items():
             family.add_metric([state], count)
         yield family
+
+    def current(self) -> dict[str, int] | None:
+        """The counts a scrape reports (None: no sample); starts a refresh when they are due."""
+        if not self._store_ok():
+            return None  # the consumer's writes fail: no query on a struggling store, no stale counts
+        done: threading.Event | None = None
+        with self._lock:
+            now = self._clock()
+            if not self._running and (self._tried_at is None or now - self._tried_at >= self._every):
+                self._running, self._tried_at, done = True, now, threading.Event()
+                threading.Thread(target=self._refresh, args=(now, done), name="tracker-application-states",
+                                 daemon=True).start()
+        if done is not None:
+            done.wait(self._wait)  # a store that answers at once: this scrape already sees the new counts
+        with self._lock:
+            if self._counts is None or self._counted_at is None or self._clock() - self._counted_at > 3 * self._every:
+                return None
+            return dict(self._counts)
+
+    def _refresh(self, started: float, done: threading.Event) -> None:
+        try:
+            counts: dict[str, int] | None = self._store.counts(Scope.operator())
+        except Exception as exc:  # noqa: BLE001 - any store trouble: no sample, never a failed scrape
+            counts = None
+            if self._logged_at is None or started - self._logged_at >= self._log_every:
+                self._logged_at = started
+                log.warning("hub_tracker_applications not available: tracking store did not answer (%s)",
+                            type(exc).__name__)
+        with self._lock:
+            self._counts, self._counted_at = counts, started if counts is not None else None
+            self._running = False
+        done.set()
 
 
 class TrackerService:
@@ -103,8 +144,8 @@ class TrackerService:
         self.registry = CollectorRegistry()
         self.metrics = TrackerMetrics(self.registry)
         register_build_info(self.registry, "tracker")
-        self.registry.register(ApplicationStates(self.store))
         self.consumer = StatusConsumer(config, self.store, self.metrics, batch_size=batch_size)
+        self.registry.register(ApplicationStates(self.store, store_ok=lambda: self.consumer.store_problem is None))
         self._store_check = CachedCheck("tracking store", self._probe_store, ttl=10.0)
         self._store_said: str | None = None  # the last store problem logged (logged once per change)
         app = TrackingHttp(self.store, tokens, page_size=config.tracker.page_size, registry=self.registry,

@@ -11,8 +11,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,8 +28,10 @@ from tests.conftest import _rabbitmqctl
 from tests.reliability.support import (
     ROOT,
     WorkerProcess,
+    readyz,
     reap_processes,
     simulator_settings,
+    wait_readyz,
     write_config,
 )
 from transport.xta.metadata import Party
@@ -125,24 +125,8 @@ def test_user_allowed_on_the_vhost_but_refused_to_declare(command: str, user: tu
     _assert_one_clear_line(result, password, f"user '{name}'", f"vhost '{vhost}'", "ACCESS_REFUSED")
 
 
-def _readyz(port: int) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
-def _wait_readyz(worker: WorkerProcess, status: int, text: str, timeout: float = 120) -> str:
-    deadline = time.monotonic() + timeout
-    seen = ""
-    while time.monotonic() < deadline:
-        assert worker.alive(), f"worker exited instead of reconnecting; log: {worker.log_path.read_text()}"
-        code, seen = _readyz(worker.port)
-        if code == status and text in seen:
-            return seen
-        time.sleep(0.2)
-    raise AssertionError(f"/readyz never answered {status} with {text!r}; last: {seen!r}")
 
 
 def _wait_for_log(worker: WorkerProcess, text: str, timeout: float = 120) -> None:
@@ -163,16 +147,16 @@ def test_lost_connection_after_start_reconnects_and_readiness_says_why(user: tup
     try:
         config = write_config(tmp_path, f"amqp://{name}:{password}@127.0.0.1:5672/{vhost}", pki, simulator.url)
         worker = WorkerProcess(config, "alpha", tmp_path).start()
-        assert _readyz(worker.port)[0] == 200
+        assert readyz(worker)[0] == 200
         _rabbitmqctl("clear_permissions", "-p", vhost, name)
         _rabbitmqctl("close_all_user_connections", name, "test: connection lost after start")
-        detail = _wait_readyz(worker, 503, "broker connection lost, reconnecting since")
+        detail = wait_readyz(worker, 503, "broker connection lost, reconnecting since")
         assert password not in detail
         # a reconnect refused after a successful start is retried, not fatal
         _wait_for_log(worker, f"refused user '{name}' access to vhost '{vhost}'")
-        assert worker.alive() and _readyz(worker.port)[0] == 503
+        assert worker.alive() and readyz(worker)[0] == 503
         _rabbitmqctl("set_permissions", "-p", vhost, name, ".*", ".*", ".*")
-        assert "connected" in _wait_readyz(worker, 200, "connected")
+        assert "connected" in wait_readyz(worker, 200, "connected")
         assert worker.terminate() == 0
         log = worker.log_path.read_text()
         assert "broker connection lost" in log and password not in log

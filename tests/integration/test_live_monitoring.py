@@ -10,7 +10,12 @@ firing."""
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -24,10 +29,12 @@ import pytest
 from hub.config import HubConfig
 from hub.demo_replies import send_demo_replies
 from hub.envelope import Envelope, new_envelope
+from hub.processes import free_port
 from hub.publisher import ConfirmingPublisher, publish_envelope
 from hub.replies_load import sample_reply, send_replies
 from hub.samples import make_ozg_application
-from hub.stack import Stack, StackOptions
+from hub.stack import PROMETHEUS_ENV, Stack, StackOptions
+from tests.integration.helpers import wait_for
 from tests.monitoring_support import (
     ROOT,
     alert_rules,
@@ -75,15 +82,8 @@ def value(prometheus: str, expr: str) -> float:
     return sum(float(r["value"][1]) for r in result)
 
 
-def wait_for(what: str, check: Any, timeout: float, interval: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"{what}: not within {timeout:.0f}s (last: {last!r})")
+def at_least_one(prometheus: str, expr: str) -> bool:
+    return value(prometheus, expr) >= 1
 
 
 def _post(url: str, payload: dict[str, Any]) -> None:
@@ -196,6 +196,7 @@ def test_dashboards_and_alert_rules_evaluate_on_the_live_stack(broker_url: str, 
     started = time.monotonic()
     options = StackOptions(
         repo=ROOT, state=tmp_path, adapter=ADAPTER, scrape_interval="1s", amqp_url=broker_url,
+        prometheus_port=free_port(),
         simulator_args=("--report-status", f"{RED}=3"),  # deliveries to RED get a red transport report
         environ={f"HUB_ADAPTERS__{ADAPTER.upper()}__BREAKER__CONSECUTIVE_FAILURES": "3"})
     stack = Stack(options)
@@ -203,15 +204,20 @@ def test_dashboards_and_alert_rules_evaluate_on_the_live_stack(broker_url: str, 
         stack.start()
         assert stack.config is not None
         config, prom, sim = stack.config, stack.prometheus_url, stack.simulator_url
-        wait_for("both workers scraped as targets of one adapter",
-                 lambda: value(prom, f'count(hub_consumer_connected{{adapter="{ADAPTER}"}} == 1)') == 2, 60)
+        (prometheus,) = [c for c in stack.children if c.name == "prometheus"]
+        environ = Path(f"/proc/{prometheus.process.pid}/environ").read_bytes().split(b"\0")
+        names = {entry.split(b"=", 1)[0].decode() for entry in environ if entry}
+        assert names <= set(PROMETHEUS_ENV), f"Prometheus got {sorted(names - set(PROMETHEUS_ENV))}"  # no AMQP_URL
+        wait_for(lambda: value(prom, f'count(hub_consumer_connected{{adapter="{ADAPTER}"}} == 1)') == 2, 60,
+                 interval=1, what="both workers scraped as targets of one adapter")
 
         # a delivery, a red report, a retry (one 503 on sendMessage), a dead letter, a queue without consumer
         _post(f"{sim}/_sim/inject", {"operation": "sendMessage", "http_status": 503, "count": 1})
         good = [_application(config, GREEN, seed) for seed in range(3)]
         _publish(config, [*good, *(_application(config, RED, 10 + s) for s in range(2)),
                           _application(config, NO_WORKER, 20), _invalid(GREEN)])
-        wait_for("a delivery", lambda: value(prom, 'sum(hub_messages_processed_total{outcome="delivered"})') >= 1, 60)
+        wait_for(lambda: value(prom, 'sum(hub_messages_processed_total{outcome="delivered"})') >= 1, 60, interval=1,
+                 what="a delivery")
         delivered = next(e for e in good if _simulator_has(sim, e))
         _send_replies(config, sim, delivered)
         for what, expr in (
@@ -221,19 +227,20 @@ def test_dashboards_and_alert_rules_evaluate_on_the_live_stack(broker_url: str, 
             ("a published reply", 'sum(hub_replies_total{outcome="published"})'),
             ("a parked reply", "sum(hub_replies_parked_total)"),
         ):
-            wait_for(what, lambda expr=expr: value(prom, expr) >= 1, 60)
+            wait_for(functools.partial(at_least_one, prom, expr), 60, interval=1, what=what)
 
         # the endpoint goes down: every call 503, the breakers open
         _post(f"{sim}/_sim/chaos", {"outages": [{"start": 0, "duration": 900, "mode": "503"}]})
         _publish(config, [_application(config, GREEN, 100 + s) for s in range(10)])
-        wait_for("an open breaker", lambda: value(prom, f'max(hub_circuit_breaker_state{{adapter="{ADAPTER}"}})') >= 1, 60)
+        wait_for(lambda: value(prom, f'max(hub_circuit_breaker_state{{adapter="{ADAPTER}"}})') >= 1, 60, interval=1,
+                 what="an open breaker")
 
         problems = _check_panels(prom, timeout=45)
         problems += _check_alert_rules(prom)
         assert not problems, "\n".join(problems) + _log_tails(stack.log_dir)
 
         # max(state) >= 1 for 10m: pending from the first evaluation that sees the open breaker
-        wait_for(f"{BREAKER_ALERT} pending or firing", lambda: _breaker_alert(prom), timeout=60, interval=1)
+        wait_for(lambda: _breaker_alert(prom), timeout=60, interval=1, what=f"{BREAKER_ALERT} pending or firing")
         assert stack.exited() is None, f"{stack.exited()} died during the test"
     finally:
         stack.stop()
@@ -256,48 +263,90 @@ def _simulator_has(sim: str, envelope: Envelope) -> bool:
     return any(m.get("parts") and m["parts"][0]["sha256"] == digest for m in messages)
 
 
-def test_hub_stack_stops_every_process_on_sigterm(broker_url: str, tmp_path: Path) -> None:
-    """The command as operators run it: starts the six long-running processes, and SIGTERM (what
-    Ctrl-C also triggers) ends every one of them and the command with 0."""
-    import os
-    import signal
-    import socket
-    import subprocess
-    import sys
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        prom_port = s.getsockname()[1]
+def _start_hub_stack(broker_url: str, state: Path) -> subprocess.Popen[str]:
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("HUB_")}, "AMQP_URL": broker_url}
-    proc = subprocess.Popen([sys.executable, "-m", "hub", "stack", "--repo", str(ROOT), "--state", str(tmp_path),
-                             "--prometheus-port", str(prom_port), "--scrape-interval", "1s"],
+    return subprocess.Popen([sys.executable, "-m", "hub", "stack", "--repo", str(ROOT), "--state", str(state),
+                             "--prometheus-port", str(free_port()), "--scrape-interval", "1s"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _read_until(proc: subprocess.Popen[str], prefix: str, timeout: float = 120) -> list[str]:
+    """Lines of `hub stack` up to the first starting with ``prefix`` (or up to its end)."""
+    assert proc.stdout is not None
+    output: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        output.append(line)
+        if line.startswith(prefix):
+            break
+    assert output and output[-1].startswith(prefix), "".join(output)
+    return output
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _alive(pids: list[int]) -> list[int]:
+    """Those still running (a zombie not yet reaped by init has ended)."""
+    out = []
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            continue
+        if stat.rsplit(")", 1)[1].split()[0] != "Z":
+            out.append(pid)
+    return out
+
+
+def _cleanup(proc: subprocess.Popen[str], children: list[int]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    for pid in _alive(children):  # only the stack's own children, by pid
+        os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_hub_stack_stops_every_process_on_a_signal(broker_url: str, tmp_path: Path, sig: signal.Signals) -> None:
+    """The command as operators run it: starts the six long-running processes, and SIGTERM (what
+    Ctrl-C also triggers) or SIGHUP (the terminal closed) ends every one of them and the command with 0."""
+    proc = _start_hub_stack(broker_url, tmp_path)
     children: list[int] = []
     try:
-        assert proc.stdout is not None
-        output = []
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            output.append(line)
-            if line.startswith("stack running"):
-                break
-        assert output and output[-1].startswith("stack running"), "".join(output)
-        children = [int(p) for p in (Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split())]
+        _read_until(proc, "stack running")
+        children = _children(proc.pid)
         names = [Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[-60:] for pid in children]
         assert len(children) == 6, (children, names)  # simulator, 2 workers, tracker, replies, prometheus
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         assert proc.wait(timeout=60) == 0
+        assert proc.stdout is not None
         rest = proc.stdout.read()
         assert "stack stopped" in rest, rest
-        alive = [pid for pid in children if Path(f"/proc/{pid}").exists()]
-        assert alive == [], f"still running after SIGTERM: {alive}"
+        assert _alive(children) == [], f"still running after {sig.name}: {_alive(children)}"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for pid in children:  # only the stack's own children, by pid
-            if Path(f"/proc/{pid}").exists():
-                os.kill(pid, signal.SIGKILL)
+        _cleanup(proc, children)
+
+
+def test_hub_stack_stops_on_sigint_during_start_up(broker_url: str, tmp_path: Path) -> None:
+    """Ctrl-C while the workers are still starting ends the start-up there: no "stack running", nothing
+    started after the signal, every process started before it stopped."""
+    proc = _start_hub_stack(broker_url, tmp_path)
+    children: list[int] = []
+    try:
+        _read_until(proc, "simulator:")  # the workers, tracker and reply poller are spawned, not ready yet
+        children = _children(proc.pid)
+        assert children, "no child running while the stack starts"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+        assert proc.stdout is not None
+        rest = proc.stdout.read()
+        assert "stop requested during start-up" in rest and "stack running" not in rest, rest
+        assert "prometheus" not in rest, rest  # nothing started after the signal
+        assert _alive(children) == [], f"still running after SIGINT: {_alive(children)}"
+    finally:
+        _cleanup(proc, children)

@@ -2,16 +2,15 @@
 
 Real processes only: a private RabbitMQ node (tests/support/rabbitmq_node.py; the shared broker
 is never stopped), the XTA simulator over loopback, and `hub worker` as a process whose /readyz
-is read over HTTP. Three outages, each followed by its recovery: the broker stopped, the circuit
+is read over HTTP. Four outages, each followed by its recovery: the broker stopped, the circuit
 breaker open (the endpoint fails every send), the signing certificate expired (replaced on disk:
-the key store reloads it, no restart).
+the key store reloads it, no restart), the broker's memory alarm (it blocks the worker's publishing).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
 import time
 import urllib.error
 import urllib.request
@@ -27,9 +26,11 @@ from tests.reliability.support import (
     WorkerProcess,
     applications,
     load,
+    metric_value,
     publish,
     reap_processes,
     simulator_settings,
+    wait_readyz,
     write_config,
 )
 from tests.support.rabbitmq_node import RabbitNode
@@ -41,11 +42,10 @@ pytestmark = pytest.mark.broker
 
 @pytest.fixture(scope="module")
 def node() -> Iterator[RabbitNode]:
-    """One private broker node for the module (about 4 s to start)."""
+    """One private broker node for the module (about 4 s to start; never the shared one on 5672)."""
     rabbit = RabbitNode()
     try:
-        rabbit.start(timeout=30)
-        yield rabbit
+        yield rabbit.start()
     finally:
         rabbit.stop()
 
@@ -67,28 +67,8 @@ def _reap() -> Iterator[None]:
         reap_processes()
 
 
-def readyz(worker: WorkerProcess) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/readyz", timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
-def wait_readyz(worker: WorkerProcess, status: int, text: str, timeout: float = 60) -> str:
-    """Poll /readyz until it answers ``status`` with ``text`` in its body; the body."""
-    deadline = time.monotonic() + timeout
-    seen: tuple[int, str] | None = None
-    while time.monotonic() < deadline:
-        assert worker.alive(), f"worker exited; log: {worker.log_path.read_text()[-3000:]}"
-        try:
-            seen = readyz(worker)
-        except OSError:  # not listening yet
-            seen = None
-        if seen is not None and seen[0] == status and text in seen[1]:
-            return seen[1]
-        time.sleep(0.2)
-    raise AssertionError(f"/readyz never answered {status} with {text!r} within {timeout}s; last: {seen!r}")
 
 
 def _certificate(pki: Any, path: Path, *, days_from: int, days_to: int) -> Path:
@@ -154,8 +134,32 @@ def test_expired_signing_certificate_not_ready_with_the_reason_then_ready_after_
     assert worker.terminate() == 0
 
 
-def test_private_node_is_not_the_shared_broker(node: RabbitNode) -> None:
-    """The harness's own guarantee: another port, another node name (the shared one is rabbit@)."""
-    assert node.port != 5672 and node.node.startswith("hubtest-")
-    assert node.startup_seconds is not None and node.startup_seconds < 30
-    assert shutil.which("rabbitmqctl") is not None
+def test_broker_memory_alarm_not_ready_with_the_reason_then_ready_again(node: RabbitNode, simulator: RunningSimulator,
+                                                                      pki: Any, tmp_path: Path) -> None:
+    """The broker blocks a connection only once it publishes during an alarm: a delivery is held at
+    the endpoint (its answer delayed) while the alarm goes on, so the worker's next status event is
+    what the broker blocks."""
+    config = write_config(tmp_path, node.url, pki, simulator.url)
+    worker = WorkerProcess(config, "alpha", tmp_path).start()
+    wait_readyz(worker, 200, "consuming hub.deliver.alpha")
+    simulator.inject(InjectedFault(operation="sendMessage", latency=15))  # accepted, answered 15 s later
+    publish(load(config), applications(1, f"alarm-{tmp_path.name}", readers=("azr:000100",)))
+    deadline = time.monotonic() + 60
+    while not simulator.store.messages() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert simulator.store.messages(), "the delivery never reached the endpoint"
+    node.memory_alarm(True)
+    try:
+        body = wait_readyz(worker, 503, "the broker blocks this worker's connection")
+        assert body.startswith("connected; "), body
+        assert metric_value(_metrics(worker), "hub_broker_blocked", adapter="alpha") == 1
+    finally:
+        node.memory_alarm(False)
+    wait_readyz(worker, 200, "consuming hub.deliver.alpha")
+    assert metric_value(_metrics(worker), "hub_broker_blocked", adapter="alpha") == 0
+    assert worker.terminate() == 0
+
+
+def _metrics(worker: WorkerProcess) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/metrics", timeout=5) as resp:
+        return resp.read().decode()

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,6 +24,7 @@ from hub.envelope import Envelope, new_envelope
 from hub.publisher import ResilientPublisher
 from hub.samples import make_attachment, make_ozg_application
 from hub.topology import INBOUND_CHECKED
+from tests.support.net import free_port as free_port  # noqa: PLC0414 - re-exported: tests import it from here
 from transport.content import ContentPart
 from transport.security.keys import load_certificate, load_private_key
 from transport.xta.metadata import Party
@@ -32,12 +33,6 @@ from transport.xta.simulator import SimulatorConfig
 ROOT = Path(__file__).resolve().parents[2]
 AUTHOR = {"identifier": "alp:000001", "name": "Testportal", "category": "Ausländerportal"}
 READERS = ("azr:000100", "azr:000200", "azr:000300")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_config(folder: Path, broker_url: str, pki: dict[str, tuple[Path, Path]], endpoint: str, *,
@@ -154,6 +149,35 @@ class WorkerProcess:
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as resp:
             return resp.read().decode()
+
+
+def http_get(url: str, timeout: float = 30.0) -> tuple[int, str]:
+    """(HTTP status, body) of a GET, also for 4xx/5xx answers (health probes answer 503 with a reason)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def readyz(worker: WorkerProcess) -> tuple[int, str]:
+    return http_get(f"http://127.0.0.1:{worker.port}/readyz")
+
+
+def wait_readyz(worker: WorkerProcess, status: int, text: str, timeout: float = 120) -> str:
+    """Poll the worker's /readyz until it answers ``status`` with ``text`` in its body; the body."""
+    deadline = time.monotonic() + timeout
+    seen: tuple[int, str] | None = None
+    while time.monotonic() < deadline:
+        assert worker.alive(), f"worker exited; log: {worker.log_path.read_text()[-3000:]}"
+        try:
+            seen = readyz(worker)
+        except OSError:  # not listening yet
+            seen = None
+        if seen is not None and seen[0] == status and text in seen[1]:
+            return seen[1]
+        time.sleep(0.2)
+    raise AssertionError(f"/readyz never answered {status} with {text!r} within {timeout}s; last: {seen!r}")
 
 
 def metric_value(exposition: str, name: str, **labels: str) -> float:

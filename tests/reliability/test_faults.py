@@ -23,6 +23,7 @@ from tests.reliability.support import (
     load,
     metric_value,
     publish,
+    readyz,
     simulator_settings,
     wait_accounted,
     write_config,
@@ -39,15 +40,6 @@ def simulator(pki):
     running.stop()
 
 
-def _readyz(worker: WorkerProcess) -> str:
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/readyz", timeout=5) as resp:
-            return resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.read().decode()
 
 
 def _assert_exact(acc, envelopes, *, allow_dead: bool = False) -> None:
@@ -180,7 +172,7 @@ def test_permanent_faults_dead_lettered_then_replayed_without_loss(broker_url, p
         # checkAccountActive fails) but consumes, and dead-letters what it cannot deliver
         w = WorkerProcess(broken, "alpha", tmp_path).start(wait_ready=False)
         w.wait_connected()
-        assert "not active" in _readyz(w)
+        assert "not active" in readyz(w)[1]
         publish(config, no_account)
         wait_accounted(running.store, config.broker, no_account, timeout=60)
         w.terminate()

@@ -15,21 +15,17 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
+
+from tests.support.net import free_port
 
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")  # the Debian package's scripts, without the su wrapper
 START_TIMEOUT = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _tool(name: str) -> str:
@@ -54,6 +50,7 @@ class RabbitNode:
         self.dist_port = free_port()
         self.cookie = cookie or secrets.token_hex(16).upper()  # one cookie per cluster
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log: BinaryIO | None = None  # the node's stdout/stderr file, closed by stop()
         self.startup_seconds: float | None = None
         self._owns_base = base is None
 
@@ -107,9 +104,10 @@ class RabbitNode:
         """Start the node and wait until it accepts AMQP connections (``await_startup``)."""
         self._prepare()
         started = time.monotonic()
-        log = (self.base / "server.out").open("ab")
-        self.proc = subprocess.Popen([_tool("rabbitmq-server")], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        if self._log is None:
+            self._log = (self.base / "server.out").open("ab")
+        self.proc = subprocess.Popen([_tool("rabbitmq-server")], env=self.env, stdout=self._log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = started + timeout
         while True:
             if self.proc.poll() is not None:
@@ -136,6 +134,11 @@ class RabbitNode:
         self.ctl("start_app")
         self.ctl("await_startup", "--timeout", "60")
 
+    def memory_alarm(self, on: bool) -> None:
+        """Raise (a watermark no node can stay under) or clear (back to the default 0.4) the node's
+        memory alarm: the broker then blocks, or unblocks, every connection that publishes."""
+        self.ctl("set_vm_memory_high_watermark", "0.000001" if on else "0.4")
+
     def stop(self) -> None:
         """Halt the node (kill its process group if it does not stop) and remove its files."""
         if self.proc is not None and self.proc.poll() is None:
@@ -148,6 +151,9 @@ class RabbitNode:
                     os.killpg(self.proc.pid, signal.SIGKILL)  # the node's own session: beam, epmd-less
                 self.proc.wait(10)
         self.proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
         if self._owns_base:
             shutil.rmtree(self.base, ignore_errors=True)
 

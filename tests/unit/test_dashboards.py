@@ -1,8 +1,9 @@
 """The Grafana dashboards of monitoring/grafana/dashboards/ are well-formed and only ask for metrics
 that exist: valid JSON with unique panel ids, every data panel has PromQL targets on the provisioned
 datasource, every metric is in docs/metrics.md (or comes from RabbitMQ's plugin), adapter panels
-honour the `adapter` variable and aggregate several workers by adapter, and promtool parses every
-expression. The provider path is the one compose.yaml mounts them at. That every expression also
+honour the `adapter` variable (listed from a gauge set at start) and aggregate several workers by
+adapter, histogram_quantile keeps `le`, rate/increase only see counters (also in the alert rules),
+and promtool parses every expression. The provider path is the one compose.yaml mounts them at. That every expression also
 returns series on a live stack is tests/integration/test_live_monitoring.py."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import yaml
 from tests.monitoring_support import (
     DASHBOARDS,
     ROOT,
+    alert_rules,
     all_panels,
     catalogue,
     catalogued,
@@ -102,7 +104,9 @@ def test_every_metric_is_catalogued_or_from_the_broker(dashboards: dict[str, dic
 def test_adapter_panels_follow_the_variable_and_aggregate_workers(dashboards: dict[str, dict[str, Any]]) -> None:
     overview = dashboards["hub-overview.json"]
     (adapter,) = [v for v in overview["templating"]["list"] if v["name"] == "adapter"]
-    assert adapter["query"]["query"] == adapter["definition"] == "label_values(hub_messages_received_total, adapter)"
+    # a gauge every worker sets at start: the list is complete before the first message (a counter
+    # like hub_messages_received_total has no series of an adapter that has had no traffic)
+    assert adapter["query"]["query"] == adapter["definition"] == "label_values(hub_circuit_breaker_state, adapter)"
     assert adapter["includeAll"] and adapter["multi"] and adapter["allValue"] == ".*"
     known = catalogue()
     for query, _ in panel_queries():
@@ -117,6 +121,52 @@ def test_adapter_panels_follow_the_variable_and_aggregate_workers(dashboards: di
             assert re.search(r"\b(sum|max|min|count|avg) by \(", query.expr), f"{query.where}: not aggregated"
         for window in re.findall(r"\b(?:rate|irate)\([^\[]*\[([^\]]+)\]", query.expr):
             assert window == "$__rate_interval", f"{query.where}: rate over [{window}], use $__rate_interval"
+
+
+def _call_argument(expr: str, start: int) -> str:
+    """The text between the parenthesis opened at ``expr[start - 1]`` and its match."""
+    depth = 1
+    for i in range(start, len(expr)):
+        depth += {"(": 1, ")": -1}.get(expr[i], 0)
+        if depth == 0:
+            return expr[start:i]
+    raise AssertionError(f"unbalanced parentheses in {expr}")
+
+
+def _expressions() -> list[tuple[str, str]]:
+    """(where, PromQL) of every dashboard target and every alert rule."""
+    return [(q.where, q.expr) for q, _ in panel_queries()] + [(f"alert {r['alert']}", r["expr"]) for r in alert_rules()]
+
+
+def test_histogram_quantiles_keep_the_le_label() -> None:
+    """histogram_quantile needs the buckets' `le`: an aggregation inside it that drops le (by without
+    it, or without(le)) returns nothing at all, silently."""
+    found = 0
+    for where, expr in _expressions():
+        for call in re.finditer(r"\bhistogram_quantile\s*\(", expr):
+            found += 1
+            inner = _call_argument(expr, call.end())
+            for grouping in re.findall(r"\bby\s*\(([^)]*)\)", inner):
+                labels = {label.strip() for label in grouping.split(",")}
+                assert "le" in labels, f"{where}: histogram_quantile over `by ({grouping})` drops le: {expr}"
+            for grouping in re.findall(r"\bwithout\s*\(([^)]*)\)", inner):
+                assert "le" not in {label.strip() for label in grouping.split(",")}, f"{where}: without(le): {expr}"
+    assert found >= 5, "the latency panels use histogram_quantile"
+
+
+def test_rate_and_increase_only_on_counters() -> None:
+    """rate/irate/increase of a gauge is meaningless (a fall reads as a counter reset): only counters
+    (_total) and the counter series of histograms (_bucket, _sum, _count)."""
+    found = 0
+    for where, expr in _expressions():
+        for call in re.finditer(r"\b(rate|irate|increase)\s*\(", expr):
+            found += 1
+            inner = _call_argument(expr, call.end()).strip()
+            name = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", inner)
+            assert name is not None, f"{where}: {call.group(1)} of no plain selector: {inner}"
+            assert re.search(r"_(total|bucket|sum|count)$", name.group(0)), \
+                f"{where}: {call.group(1)}({name.group(0)}...) is no counter"
+    assert found >= 10
 
 
 def test_promtool_parses_every_expression(tmp_path: Path) -> None:

@@ -6,11 +6,13 @@ import urllib.error
 import urllib.request
 from types import SimpleNamespace
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from hub.health import Heartbeat, all_alive
 from hub.http import OpsServer
 from hub.metrics import WorkerMetrics, register_build_info
+from hub.stages import timed
 from hub.worker import AdapterWorker
 
 
@@ -88,3 +90,11 @@ def test_build_info_names_version_python_and_process() -> None:
     [sample] = [s for f in registry.collect() if f.name == "hub_build_info" for s in f.samples]
     assert sample.value == 1
     assert sample.labels["version"] == __version__ and sample.labels["process"] == "worker"
+
+
+def test_an_unknown_stage_fails_also_without_an_observer() -> None:
+    """A misspelt stage must fail every test that runs through it, not only observed deliveries."""
+    with pytest.raises(ValueError, match="unknown stage 'sgin'"), timed("sgin"):
+        pass
+    with timed("sign"):  # a known one costs nothing without an observer
+        pass

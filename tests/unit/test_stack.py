@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hub.stack import derived_prometheus_config
+from hub.processes import ProcessError, free_port
+from hub.stack import Stack, StackOptions, derived_prometheus_config
 
 ROOT = Path(__file__).resolve().parents[2]
 PROM = ROOT / "monitoring" / "prometheus.yml"
@@ -63,3 +64,27 @@ def test_a_missing_prometheus_stops_the_stack_with_one_line(tmp_path: Path) -> N
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "prometheus is not installed" in lines[0], result.stderr
+
+
+def test_config_is_refused_with_one_line() -> None:
+    for args in (["stack", "--config", "hub.toml"], ["--config", "hub.toml", "stack"]):
+        result = subprocess.run([sys.executable, "-m", "hub", *args, "--repo", str(ROOT)], cwd=ROOT,
+                                capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 1, (args, result.stdout, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "--config does not apply to `hub stack`" in lines[0], (args, result.stderr)
+
+
+def test_a_hanging_topology_step_ends_the_start_with_a_hub_error(tmp_path: Path) -> None:
+    """A broker that accepts TCP and never answers: `hub topology apply` hangs (pika's own timeouts are
+    longer than the start timeout); the start ends with a HubError (one line at the CLI), no traceback
+    of subprocess.TimeoutExpired, and the hanging child is stopped."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        options = StackOptions(repo=ROOT, state=tmp_path, prometheus_port=free_port(), start_timeout=2,
+                               amqp_url=f"amqp://guest:guest@127.0.0.1:{silent.getsockname()[1]}/%2F")
+        stack = Stack(options)
+        with pytest.raises(ProcessError, match="hub topology apply did not finish within 2s"):
+            stack.start()
+    assert stack.children == []
