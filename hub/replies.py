@@ -218,13 +218,13 @@ class ReplyPoller:
         """Wait until ``stop()`` or ``seconds`` passed, ticking the heartbeat every 5 s, or more often
         under a shorter stall limit (a poll interval may be longer than the stall limit)."""
         step = min(5.0, self.heartbeat.stall_after / 4)
-        deadline = time.monotonic() + seconds
-        while not self._stop.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
+        left = seconds
+        while left > 0 and not self._stop.is_set():
+            chunk = min(left, step)
+            if self._stop.wait(chunk):
                 return
-            self._stop.wait(min(left, step))
             self.heartbeat.tick()
+            left -= chunk
 
     def drain(self) -> bool:
         """Poll until the mailbox has nothing more to hand out (``--once``); False on trouble."""

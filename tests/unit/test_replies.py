@@ -373,7 +373,7 @@ class RecordingStop:
 
 
 def test_run_backs_off_exponentially_up_to_four_poll_intervals(registry: SchemaRegistry) -> None:
-    rig = Rig(registry, make_reply(), poll_interval=2.0)
+    rig = Rig(registry, make_reply(), poll_interval=1.0)  # every wait below the heartbeat's 5 s step
 
     class Down(Memory):
         def pending(self, max_items: int) -> list[str]:
@@ -383,7 +383,7 @@ def test_run_backs_off_exponentially_up_to_four_poll_intervals(registry: SchemaR
     stop = RecordingStop(limit=6)
     rig.poller._stop = stop  # type: ignore[assignment]
     rig.poller.run()
-    assert stop.waits == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    assert stop.waits == [1.0, 2.0, 4.0, 4.0, 4.0, 4.0]  # from 1 s, doubling, capped at 4 intervals
     assert rig.value("hub_mailbox_errors_total", reason="endpoint_unavailable") == 6
 
 
@@ -395,6 +395,17 @@ def test_run_polls_again_at_once_after_replies_and_waits_when_empty(registry: Sc
     assert not rig.mailbox.replies
     assert stop.waits == [3.0, 3.0]  # no wait between the two replies, then the empty mailbox's interval
 
+
+
+def test_a_wait_longer_than_the_heartbeat_step_is_cut_into_ticking_steps(registry: SchemaRegistry) -> None:
+    rig = Rig(registry, poll_interval=12.0)
+    stop = RecordingStop(limit=3)
+    rig.poller._stop = stop  # type: ignore[assignment]
+    ticks: list[None] = []
+    rig.poller.heartbeat.tick = lambda: ticks.append(None)  # type: ignore[method-assign]
+    rig.poller.run()
+    assert stop.waits == [5.0, 5.0, 2.0]  # the empty mailbox's 12 s, in the heartbeat's 5 s steps
+    assert len(ticks) >= 2  # ticked between the steps (and once per poll)
 
 HOSTILE = [
     make_reply("x" * 5000),  # an id far too long for an AMQP short string
