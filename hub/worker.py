@@ -153,6 +153,7 @@ class AdapterWorker:
                     backoff = min(backoff * 2, 30.0)
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
+            self.events.close()  # status events still waiting for another try, before the publisher goes
             if self.publisher is not None:
                 self.publisher.close()
 

@@ -1,10 +1,13 @@
 """The status events of an adapter worker, built from the message's AMQP properties.
 
-``accepted`` and ``delivering`` are informational and published without waiting for the broker's
-confirm (no extra round trip per delivery, pitfall 13); the outcomes (``delivered``,
-``retry_scheduled``, ``dead_lettered``) wait for it as before. Neither kind may fail a delivery: the
-message's outcome is safe by other means, so a lost event is logged and counted
-(``hub_status_events_failed_total``), never raised.
+No status event is waited for in the delivery's path (the ack of an application never waits for
+an event's confirm; pitfall 13): each goes out through the publisher's confirm window and its
+confirm is checked asynchronously. ``accepted`` and ``delivering`` are informational: a failed one
+is logged with its id and counted (``hub_status_events_failed_total``). The outcomes
+(``delivered``, ``retry_scheduled``, ``dead_lettered``) are what the tracker and the portal build
+on: a failed one is handed to the ``EventRetrier``, which publishes it again, waiting for the
+confirm, on a thread of its own, and only after ``attempts`` failures logs and counts it. Neither
+kind may fail a delivery: the message's outcome is safe by other means.
 
 The properties are the portal's, i.e. untrusted: every id is kept within the contract (at most 200
 characters; portal and destination at most 100 bytes, so the routing key stays an AMQP short string).
@@ -19,6 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
@@ -113,6 +118,78 @@ class Progress:
     application_ref: str | None = None
 
 
+class EventRetrier:
+    """Publishes failed outcome events again, confirmed, on a thread of its own: a broker hiccup
+    (connection lost with confirms outstanding, a nack) does not lose the tracker's record of an
+    outcome, and no delivery thread waits for it. ``attempts`` tries with backoff (0.5 s doubling),
+    then ``on_lost``; a full queue (the broker is gone for long) also ends in ``on_lost``. An event
+    published twice is harmless: its ``event_id`` is stable and the tracker skips the duplicate."""
+
+    def __init__(self, publisher: Callable[[], ResilientPublisher],
+                 on_lost: Callable[[StatusEvent, BaseException], None], *, attempts: int = 5,
+                 max_queued: int = 10_000, confirm_timeout: float = 10.0) -> None:
+        self._publisher = publisher
+        self._on_lost = on_lost
+        self._attempts = attempts
+        self._confirm_timeout = confirm_timeout
+        self._queue: queue.Queue[StatusEvent | None] = queue.Queue(max_queued)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, event: StatusEvent, error: BaseException) -> None:
+        """Queue ``event`` (its async publish failed with ``error``) for another try; never blocks."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="status-event-retrier", daemon=True)
+                self._thread.start()
+        log.info("status event %s for %s not confirmed (%s); publishing it again", event.event, event.message_id,
+                 type(error).__name__)
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            self._on_lost(event, error)
+
+    def _run(self) -> None:
+        while True:
+            event = self._queue.get()
+            if event is None:
+                return
+            self._republish(event)
+
+    def _republish(self, event: StatusEvent) -> None:
+        backoff = 0.5
+        for attempt in range(1, self._attempts + 1):
+            try:
+                self._publisher().publish_and_wait(event.exchange, event.routing_key, event.body(), event.properties(),
+                                                   timeout=self._confirm_timeout, deadline=0)
+                return
+            except Exception as exc:  # noqa: BLE001 - every failure is retried, then reported
+                if attempt == self._attempts:
+                    self._on_lost(event, exc)
+                    return
+                if self._stop.wait(backoff):  # closing: one last try without waiting
+                    backoff = 0.0
+                backoff = min(backoff * 2, 10.0)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Try what is queued (at most ``timeout`` seconds more), then stop; what is left is lost."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._stop.set()
+        self._queue.put(None)
+        thread.join(timeout)
+        while True:  # the thread did not get to these: report them, never drop them silently
+            try:
+                left = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if left is not None:
+                self._on_lost(left, TimeoutError("worker stopped before it could be published"))
+
+
 class WorkerEvents:
     """Builds and publishes one adapter worker's status events; thread-safe (the publisher is)."""
 
@@ -120,6 +197,7 @@ class WorkerEvents:
         self.adapter = adapter
         self._publisher = publisher
         self._failed = failed
+        self.retrier = EventRetrier(publisher, self._lost)
 
     def event(self, ids: MessageIds, event: str, *, progress: Progress | None = None, reason: str | None = None,
               detail: dict[str, Any] | None = None, transport_message_id: str | None = None,
@@ -143,7 +221,7 @@ class WorkerEvents:
 
     def delivered(self, ids: MessageIds, progress: Progress, transport_message_id: str, *, duplicate: bool,
                   accepted_on_resend: bool) -> dict[str, Any]:
-        """Publish ``delivered`` (confirmed); returns its detail."""
+        """Publish ``delivered`` (not waited for; retried if not confirmed); returns its detail."""
         detail: dict[str, Any] = {"xta_message_id": transport_message_id, "duplicate": duplicate}
         if accepted_on_resend and not duplicate:
             detail["accepted_on_resend"] = True
@@ -153,7 +231,8 @@ class WorkerEvents:
 
     def failed(self, ids: MessageIds, event: str, progress: Progress, error: BaseException, reason: str, *,
                at: float) -> None:
-        """Publish ``retry_scheduled`` or ``dead_lettered`` (confirmed) for a failure at ``at``."""
+        """Publish ``retry_scheduled`` or ``dead_lettered`` (not waited for; retried if not
+        confirmed) for a failure at ``at``."""
         self.publish(self.event(ids, event, progress=progress, reason=reason, at=at, detail={
             "reason": reason, "error": type(error).__name__, "attempts": ids.attempt}))
 
@@ -165,14 +244,16 @@ class WorkerEvents:
                                          on_failure=lambda error: self._lost(event, error))
 
     def publish(self, event: StatusEvent) -> None:
-        """Publish an outcome event and wait for the confirm (bounded); a failure is logged and counted."""
+        """Publish an outcome event without waiting; if it is not confirmed, the retrier publishes
+        it again (confirmed, off the delivery's path) before it is counted as lost."""
         if not event.message_id:
             return
-        try:
-            self._publisher().publish_and_wait(event.exchange, event.routing_key, event.body(), event.properties(),
-                                               timeout=10, deadline=30)
-        except Exception as exc:  # noqa: BLE001 - the outcome is safe already; a redelivery would not help
-            self._lost(event, exc)
+        self._publisher().publish_nowait(event.exchange, event.routing_key, event.body(), event.properties(),
+                                         on_failure=lambda error: self.retrier.submit(event, error))
+
+    def close(self, timeout: float = 30.0) -> None:
+        """At shutdown, before the publisher closes: publish the events still waiting for a retry."""
+        self.retrier.close(timeout)
 
     def _lost(self, event: StatusEvent, error: BaseException) -> None:
         self._failed.labels(self.adapter, event.event).inc()

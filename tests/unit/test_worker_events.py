@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,9 +26,17 @@ from hub.pipeline import application_ref
 from hub.publisher import ResilientPublisher
 from hub.reports import TRANSPORT_REPORT as REPORTS_TRANSPORT_REPORT
 from hub.reports import PollRequest, ReportPoller
-from hub.status import ACCEPTED, TRANSPORT_REPORT, TRANSPORT_REPORT_TIMEOUT, StatusEvent
+from hub.status import (
+    ACCEPTED,
+    DELIVERED,
+    RETRY_SCHEDULED,
+    TRANSPORT_REPORT,
+    TRANSPORT_REPORT_TIMEOUT,
+    StatusEvent,
+)
 from hub.worker_events import (
     MISSING_PORTAL,
+    EventRetrier,
     MessageIds,
     Progress,
     WorkerEvents,
@@ -235,3 +246,78 @@ def test_lost_status_events_are_counted_by_event(monkeypatch: pytest.MonkeyPatch
     events.publish_nowait(events.event(ids, ACCEPTED))
     events.publish_nowait(events.event(MessageIds("", "portal", "azr:000100", None, 1), ACCEPTED))  # no id: skipped
     assert metrics.status_events_failed.labels("alpha", ACCEPTED)._value.get() == 1
+
+
+class _FlakyPublisher:
+    """Stands in for ResilientPublisher: every async publish fails (on_failure), the confirmed
+    re-publish fails ``failing`` times and then succeeds; records which thread did what."""
+
+    def __init__(self, failing: int) -> None:
+        self.failing = failing
+        self.nowait: list[str] = []
+        self.confirmed: list[str] = []
+        self.threads: set[str] = set()
+
+    def publish_nowait(self, exchange: str, routing_key: str, body: bytes, properties: pika.BasicProperties,
+                       *, on_failure: Any = None, window_timeout: float = 5.0) -> None:
+        self.nowait.append(properties.message_id)
+        on_failure(BrokerUnavailable("publish not confirmed, connection closed"))
+
+    def publish_and_wait(self, exchange: str, routing_key: str, body: bytes, properties: pika.BasicProperties,
+                         *, mandatory: bool = False, timeout: float = 30.0, deadline: float = 300.0) -> None:
+        self.threads.add(threading.current_thread().name)
+        if self.failing > 0:
+            self.failing -= 1
+            raise BrokerUnavailable("still down")
+        self.confirmed.append(StatusEvent.from_body(body).event)
+
+
+def _outcome_events(publisher: _FlakyPublisher) -> tuple[WorkerEvents, WorkerMetrics]:
+    metrics = WorkerMetrics(CollectorRegistry())
+    events = WorkerEvents("alpha", lambda: publisher, metrics.status_events_failed)  # type: ignore[arg-type, return-value]
+    events.retrier._attempts = 3
+    return events, metrics
+
+
+def test_an_unconfirmed_outcome_event_is_published_again_off_the_delivery_thread() -> None:
+    publisher = _FlakyPublisher(failing=1)
+    events, metrics = _outcome_events(publisher)
+    ids = MessageIds("m-1", "portal", "azr:000100", None, 1)
+    events.delivered(ids, Progress("t-1"), "t-1", duplicate=False, accepted_on_resend=False)
+    assert publisher.confirmed == []  # the caller did not wait for any confirm
+    events.close(timeout=30)
+    assert publisher.confirmed == [DELIVERED]  # the second confirmed try went through
+    assert publisher.threads == {"status-event-retrier"}
+    assert metrics.status_events_failed.labels("alpha", DELIVERED)._value.get() == 0
+
+
+def test_an_outcome_event_that_stays_unconfirmed_is_logged_with_its_id_and_counted(
+        caplog: pytest.LogCaptureFixture) -> None:
+    publisher = _FlakyPublisher(failing=99)
+    events, metrics = _outcome_events(publisher)
+    ids = MessageIds("m-lost", "portal", "azr:000100", None, 2)
+    with caplog.at_level(logging.WARNING, logger="hub.worker_events"):
+        events.failed(ids, RETRY_SCHEDULED, Progress(), BrokerUnavailable("x"), "endpoint_unavailable", at=time.time())
+        events.close(timeout=30)
+    assert publisher.confirmed == []
+    assert metrics.status_events_failed.labels("alpha", RETRY_SCHEDULED)._value.get() == 1  # once, after 3 tries
+    assert "status event retry_scheduled for m-lost not published" in caplog.text
+
+
+def test_events_still_queued_at_close_are_reported_lost_not_dropped() -> None:
+    lost: list[str] = []
+    blocker = threading.Event()
+
+    class Stuck:
+        def publish_and_wait(self, *_args: Any, **_kwargs: Any) -> None:
+            blocker.wait(5)
+            raise BrokerUnavailable("down")
+
+    retrier = EventRetrier(lambda: Stuck(), lambda event, _error: lost.append(event.message_id),  # type: ignore[arg-type, return-value]
+                           attempts=1)
+    for n in range(3):
+        retrier.submit(StatusEvent(f"m-{n}", DELIVERED, "portal", "azr:000100", "alpha", at=time.time()),
+                       BrokerUnavailable("x"))
+    retrier.close(timeout=0.5)  # the first is stuck in its publish: the other two are reported at once
+    assert sorted(lost) == ["m-1", "m-2"]
+    blocker.set()
