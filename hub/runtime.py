@@ -55,7 +55,8 @@ def build_adapter(name: str, adapter: AdapterConfig, keys: KeyStore, base_dir: P
         raise ConfigError(f"adapters.{name}.signing_key: {exc}") from None
     return cls(
         name,
-        endpoint=XtaEndpoint(adapter.endpoint, timeout=adapter.timeout),
+        # keep-alive pool: one connection per delivery/poll thread, plus the readiness check
+        endpoint=XtaEndpoint(adapter.endpoint, timeout=adapter.timeout, pool_size=adapter.concurrency + 1),
         author=author_party(adapter),
         identity=identity,
         options=adapter.options,

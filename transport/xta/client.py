@@ -9,11 +9,14 @@ MTOM (python-zeep #599) and would hold a 40 MB container as base64 several times
 parts, an MTOM ``multipart/related`` body streamed from the parts (``transport.xta.mtom``). Answers
 (plain or MTOM) are parsed with the hub's hardened parser, the one XML entry point.
 
-HTTP goes through one ``requests.Session`` per thread (keep-alive, no shared pool state), so the
-worker's threads may share one client; mutual TLS is configured per endpoint (``XtaEndpoint.tls``).
-Every third-party error is translated here (classes in ``faults.TRANSPORT_CONDITIONS``):
+HTTP goes through one bounded urllib3 keep-alive pool per client (``transport.xta.httpio``), so the
+worker's threads share one client and its connections; a pooled connection the server has closed is
+replaced before anything is sent, and a request that may have reached the server is never re-sent
+(the rule is in ``httpio``). Mutual TLS is configured per endpoint (``XtaEndpoint.tls``), in one
+``ssl.SSLContext`` built at start-up. Every third-party error is translated (classes in
+``faults.TRANSPORT_CONDITIONS``):
 
-    requests ConnectionError / SSLError / Timeout / broken stream -> EndpointUnavailable (transient)
+    connection refused/reset, TLS failure, timeout, broken stream -> EndpointUnavailable (transient)
     HTTP 5xx, 408, 429 without a SOAP fault                     -> EndpointUnavailable (transient)
     SOAP fault with an xta exception                            -> XtaFault(code=...) (faults.FAULT_TABLE)
     any other answer that is not what XTA promises: not SOAP 1.2 -> MalformedAnswer (transient)
@@ -57,6 +60,7 @@ from transport.xta import mtom, wire
 from transport.xta.answers import MAX_RESPONSE_BYTES, Reply, malformed_answers, parse_reply
 from transport.xta.container import GENERIC_CONTENT_CONTAINER, OutgoingContainer
 from transport.xta.faults import PERMISSION_DENIED
+from transport.xta.httpio import HttpAnswer, PooledHttp, environment_proxy, tls_reason
 from transport.xta.metadata import LookupResult, MessageMetaData, Party, TransportReport
 from transport.xta.mmd import MESSAGE_METADATA, parse_message_metadata
 from transport.xta.ns import BINDINGS, SOAP12_CONTENT_TYPE, XTA
@@ -81,11 +85,14 @@ _JOIN_BELOW = 1024 * 1024
 @dataclass(frozen=True)
 class XtaEndpoint:
     """Where one XTA server listens; ``timeout`` (seconds) applies to connect and to each read;
-    ``tls`` configures mutual TLS (client certificate, CA bundle) for https URLs."""
+    ``tls`` configures mutual TLS (client certificate, CA bundle) for https URLs; ``pool_size`` is
+    how many keep-alive connections are kept (the adapter's concurrency: more callers at once get
+    short-lived extra connections)."""
 
     url: str
     timeout: float = 30.0
     tls: TlsSettings | None = None
+    pool_size: int = 10
 
 
 @dataclass(frozen=True)
@@ -127,10 +134,10 @@ class _LocalTransport(Transport):
 
 
 def default_session(url: str, tls: TlsSettings | None = None, context: Any = None) -> requests.Session:
-    """A keep-alive session for ``url`` with proxy/CA settings read from the environment once.
+    """A keep-alive ``requests`` session for ``url`` with proxy/CA settings read from the environment once.
 
-    requests would otherwise re-read proxy variables and ~/.netrc on every call (~0.3 ms each).
-    ``context`` is a prepared client SSLContext (mutual TLS), shared by all of a client's sessions.
+    Not the client's own HTTP any more (that is ``httpio.PooledHttp``): kept for bare POSTs in the
+    benchmarks and as the ``session_factory`` seam. ``context`` is a prepared client SSLContext.
     """
     session = requests.Session()
     env = session.merge_environment_settings(url, {}, None, None, None)
@@ -162,14 +169,22 @@ class XtaClient:
     def __init__(self, endpoint: XtaEndpoint, *, wsdl: Path | str | None = None,
                  session_factory: Callable[[], requests.Session] | None = None) -> None:
         """``wsdl`` may point at another local XTA 2.1.1 WSDL (e.g. the official one);
-        ``session_factory`` builds each thread's session (the seam for tests and capture)."""
+        ``session_factory``, if given, sends through a ``requests.Session`` per thread that it builds
+        instead of the pool (the seam for capture tools and the before/after benchmark)."""
         scheme = urlparse(endpoint.url).scheme
         if scheme not in ("http", "https"):
             raise ConfigError(f"XTA endpoint URL must be http(s), got {endpoint.url!r}")
         if endpoint.tls is not None and endpoint.tls.mutual and scheme != "https":
             raise ConfigError(f"a TLS client certificate needs an https:// endpoint, got {endpoint.url!r}")
+        if endpoint.pool_size < 1:
+            raise ConfigError(f"XTA endpoint pool_size must be at least 1, got {endpoint.pool_size}")
         self.endpoint = endpoint
-        context = client_context(endpoint.tls) if endpoint.tls is not None and scheme == "https" else None
+        context = client_context(endpoint.tls or TlsSettings()) if scheme == "https" else None
+        self._http: PooledHttp | None = None
+        if session_factory is None:
+            self._http = PooledHttp(endpoint.url, timeout=endpoint.timeout, pool_size=endpoint.pool_size,
+                                    user_agent=USER_AGENT, ssl_context=context, limit=MAX_RESPONSE_BYTES,
+                                    proxy=environment_proxy(endpoint.url))
         self._session_factory = session_factory or functools.partial(default_session, endpoint.url,
                                                                      endpoint.tls, context)
         self._local = threading.local()
@@ -272,7 +287,8 @@ class XtaClient:
 
     @property
     def session(self) -> requests.Session:
-        """This thread's HTTP session (created on first use)."""
+        """This thread's ``requests`` session (created on first use; used by calls only with a
+        ``session_factory``)."""
         session = getattr(self._local, "session", None)
         if session is None:
             session = self._session_factory()
@@ -282,7 +298,9 @@ class XtaClient:
         return session
 
     def close(self) -> None:
-        """Close every thread's HTTP connections (the client stays usable: sessions reopen lazily)."""
+        """Close the idle HTTP connections (the client stays usable: connections reopen lazily)."""
+        if self._http is not None:
+            self._http.close()
         with self._sessions_lock:
             sessions = list(self._sessions)
             self._sessions = weakref.WeakSet()
@@ -317,6 +335,13 @@ class XtaClient:
                 data = data.to_bytes()
         else:
             content_type, data = f'{SOAP12_CONTENT_TYPE}; charset=utf-8; action="{action}"', envelope
+        if self._http is not None:
+            answer = self._http.post(operation, data, len(data), content_type)
+            return parse_reply(operation, answer.status, answer.content_type, answer.content)
+        return self._call_session(operation, data, content_type)
+
+    def _call_session(self, operation: str, data: bytes | mtom.MultipartBody, content_type: str) -> Reply:
+        """The ``session_factory`` path: the same request and fault mapping through ``requests``."""
         timeout = self.endpoint.timeout
         try:
             # requests streams whatever buffers the body yields; its stubs accept bytes only
@@ -325,26 +350,17 @@ class XtaClient:
                                          timeout=(timeout, timeout), stream=True)
             with response:
                 content = _read_limited(response, MAX_RESPONSE_BYTES, operation)
+                answer = HttpAnswer(response.status_code, response.headers.get("Content-Type", ""), content)
         except requests.exceptions.Timeout as exc:
             raise EndpointUnavailable(f"XTA {operation}: timeout after {timeout}s") from exc
         except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
             if isinstance(exc, requests.exceptions.SSLError):  # refused/unverifiable certificate, or TLS broken
-                raise EndpointUnavailable(f"XTA {operation}: TLS handshake failed ({_tls_reason(exc)})",
+                raise EndpointUnavailable(f"XTA {operation}: TLS handshake failed ({tls_reason(exc)})",
                                           reason="tls_handshake_failed") from exc
             raise EndpointUnavailable(f"XTA {operation}: connection failed ({type(exc).__name__})") from exc
         except requests.exceptions.RequestException as exc:  # redirect loop, undecodable body, bad header
             raise MalformedAnswer(f"XTA {operation}: HTTP request failed ({type(exc).__name__})") from exc
-        return parse_reply(operation, response.status_code, response.headers.get("Content-Type", ""), content)
-
-
-def _tls_reason(exc: BaseException) -> str:
-    """A short, payload-free reason from a TLS failure (e.g. CERTIFICATE_VERIFY_FAILED)."""
-    text = str(exc)
-    for marker in ("CERTIFICATE_VERIFY_FAILED", "TLSV13_ALERT_CERTIFICATE_REQUIRED", "SSLV3_ALERT_BAD_CERTIFICATE",
-                   "TLSV1_ALERT_UNKNOWN_CA", "SSLV3_ALERT_HANDSHAKE_FAILURE", "WRONG_VERSION_NUMBER"):
-        if marker in text:
-            return marker
-    return type(exc).__name__
+        return parse_reply(operation, answer.status, answer.content_type, answer.content)
 
 
 def _read_limited(response: requests.Response, limit: int, operation: str) -> bytes:

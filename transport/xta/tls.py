@@ -3,9 +3,10 @@
 XTA.wsdl's transport policy requires HTTPS with a client certificate (``RequireClientCertificate``).
 ``TlsSettings`` says where the client identity lives (PKCS#12, or PEM certificate + key) and which CA
 bundle verifies the server; the password comes from an environment variable named in the settings,
-never from the configuration itself. ``tls_session`` builds a ``requests.Session`` whose connections
-use that identity; ``server_context`` builds the simulator's context (optionally requiring client
-certificates from a given CA).
+never from the configuration itself. ``client_context`` builds the one ``ssl.SSLContext`` the XTA
+client's connection pool uses (``transport.xta.httpio``); ``mount_tls`` puts it into a
+``requests.Session`` (the client's ``session_factory`` seam); ``server_context`` builds the
+simulator's context (optionally requiring client certificates from a given CA).
 
 ``ssl`` can only load a certificate chain from files: the identity is written once, at start-up, to a
 private temporary file with the key *encrypted* under a random one-time password, loaded, and
@@ -91,18 +92,45 @@ def _load_chain_into(context: ssl.SSLContext, settings: TlsSettings, environ: Ma
 
 
 def client_context(settings: TlsSettings, environ: Mapping[str, str] | None = None) -> ssl.SSLContext:
-    """TLS >= 1.2 client context: server verified (hostname + chain), client identity loaded."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if settings.ca_bundle is not None:
-        try:
+    """TLS >= 1.2 client context: server verified (hostname + chain), client identity loaded.
+
+    Trust anchors: ``ca_bundle`` alone when set; otherwise the system store plus the bundle
+    ``requests`` used (``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` from the environment, else certifi's).
+    """
+    environ = os.environ if environ is None else environ
+    try:
+        if settings.ca_bundle is not None:
             context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(settings.ca_bundle))
-            context.minimum_version = ssl.TLSVersion.TLSv1_2
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"TLS CA bundle {settings.ca_bundle}: {exc}") from None
+        else:
+            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+            _load_default_bundle(context, environ)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"TLS CA bundle {settings.ca_bundle or _default_bundle(environ)}: {exc}") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
     if settings.client_cert is not None:
-        _load_chain_into(context, settings, os.environ if environ is None else environ)
+        _load_chain_into(context, settings, environ)
     return context
+
+
+def _default_bundle(environ: Mapping[str, str]) -> str | None:
+    found = environ.get("REQUESTS_CA_BUNDLE") or environ.get("CURL_CA_BUNDLE")
+    if found:
+        return found
+    try:
+        import certifi
+    except ImportError:  # pragma: no cover - certifi comes with requests
+        return None
+    return str(certifi.where())
+
+
+def _load_default_bundle(context: ssl.SSLContext, environ: Mapping[str, str]) -> None:
+    bundle = _default_bundle(environ)
+    if bundle is None:
+        return
+    if os.path.isdir(bundle):
+        context.load_verify_locations(capath=bundle)
+    else:
+        context.load_verify_locations(cafile=bundle)
 
 
 class _ContextAdapter(HTTPAdapter):
