@@ -312,9 +312,13 @@ class Xta2Adapter:
     def prepare_container(self, delivery: Delivery, certificate: x509.Certificate | None = None) -> OutgoingContainer:
         """Sign, containerise and encrypt the content: the GenericContentContainer to send (MTOM parts
         unless ``mtom = false``). Close the result when done (it may hold a spooled ciphertext)."""
+        self.check_size(delivery.content)
+        return self._container(delivery, certificate)
+
+    def _container(self, delivery: Delivery, certificate: x509.Certificate | None) -> OutgoingContainer:
+        """``prepare_container`` once the caller has checked the unsigned content's size."""
         opts = self._options
         content: Content = delivery.content
-        self.check_size(content)
         if opts.sign:
             with timed("sign"):
                 content = sign_content(content, self._identity.get(), method=opts.signature_method)
@@ -351,9 +355,9 @@ class Xta2Adapter:
             test=delivery.test if o.test_message is None else o.test_message, delivery_attributes=attributes)
 
     def deliver(self, delivery: Delivery, transport_message_id: str, *, resend: bool = False) -> DeliveryReceipt:
-        self.check_size(delivery.content)
+        self.check_size(delivery.content)  # before lookupService may call out; not again below
         certificate = self.lookup(delivery)
-        with self.prepare_container(delivery, certificate) as container:
+        with self._container(delivery, certificate) as container:
             metadata = self.metadata(delivery, transport_message_id, container.content_size)
             tokens = [self._identity.get().certificate, certificate] if self._options.x509_token_container else []
             try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as _dt
+import functools
 import hashlib
 from collections.abc import Sequence
 
@@ -301,10 +302,17 @@ def certificate_in(holder: etree._Element, where: str) -> x509.Certificate:
         raise SignatureInvalid("X509Certificate is not a valid certificate") from None
 
 
+@functools.lru_cache(maxsize=64)
+def certificate_b64(cert: x509.Certificate) -> str:
+    """The certificate's DER in base64, computed once per certificate (a signer signs with the same
+    one for every application; a renewed one is another key of the cache)."""
+    return b64(cert.public_bytes(Encoding.DER))
+
+
 def x509_key_info(parent: etree._Element, cert: x509.Certificate) -> None:
     """Append ``ds:KeyInfo/ds:X509Data/ds:X509Certificate`` for ``cert`` to ``parent``."""
     x509_data = etree.SubElement(etree.SubElement(parent, ds("KeyInfo")), ds("X509Data"))
-    etree.SubElement(x509_data, ds("X509Certificate")).text = b64(cert.public_bytes(Encoding.DER))
+    etree.SubElement(x509_data, ds("X509Certificate")).text = certificate_b64(cert)
 
 
 def signature_parts(signature: etree._Element) -> tuple[etree._Element, etree._Element, etree._Element]:

@@ -13,6 +13,7 @@ to decrypt is a ``DecryptionFailed`` without details about the plaintext.
 from __future__ import annotations
 
 import binascii
+import functools
 import os
 import re
 
@@ -103,13 +104,20 @@ def _b64(data: bytes) -> str:
 # -------------------------------------------------------------------------------- encrypt
 
 
+@functools.lru_cache(maxsize=64)
+def recipient_x509(cert: x509.Certificate) -> tuple[str, str, str]:
+    """(issuer name RFC 4514, serial number, DER in base64) of a recipient certificate, computed once
+    per certificate: a reader receives many applications under the same one."""
+    return cert.issuer.rfc4514_string(), str(cert.serial_number), _b64(cert.public_bytes(serialization.Encoding.DER))
+
+
 def _x509_data(parent: etree._Element, cert: x509.Certificate) -> None:
+    issuer, serial_number, der_b64 = recipient_x509(cert)
     data = etree.SubElement(parent, _q(DS_NS, "X509Data"))
     serial = etree.SubElement(data, _q(DS_NS, "X509IssuerSerial"))
-    etree.SubElement(serial, _q(DS_NS, "X509IssuerName")).text = cert.issuer.rfc4514_string()
-    etree.SubElement(serial, _q(DS_NS, "X509SerialNumber")).text = str(cert.serial_number)
-    der = cert.public_bytes(serialization.Encoding.DER)
-    etree.SubElement(data, _q(DS_NS, "X509Certificate")).text = _b64(der)
+    etree.SubElement(serial, _q(DS_NS, "X509IssuerName")).text = issuer
+    etree.SubElement(serial, _q(DS_NS, "X509SerialNumber")).text = serial_number
+    etree.SubElement(data, _q(DS_NS, "X509Certificate")).text = der_b64
 
 
 _XML_DECL = re.compile(rb"^(?:\xef\xbb\xbf)?<\?xml\s[^>]*\?>[ \t\r\n]*")
