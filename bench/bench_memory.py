@@ -110,7 +110,8 @@ def _write_case(name: str, folder: Path) -> dict[str, object]:
 
     xml, attachments = CASES[name]()
     envelope = new_envelope(destination=READER, message_type=MESSAGE_TYPE, message=xml, portal="bench",
-                            attachments=tuple(ContentPart(*a) for a in attachments))
+                            attachments=tuple(ContentPart(data, content_type, filename)
+                                              for data, filename, content_type in attachments))
     props = envelope.properties()
     body_file = folder / "body.bin"
     body_file.write_bytes(envelope.body())

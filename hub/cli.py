@@ -87,10 +87,12 @@ def topology_apply(ctx: click.Context) -> None:
 @click.option("--portal", default="hub-cli", show_default=True, help="app_id of the sending portal")
 @click.option("--message-id", help="Defaults to the payload's nachrichtenUUID, else a new UUID.")
 @click.option("--attach", "attachments", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--envelope-version", type=click.IntRange(1, 2), default=2, show_default=True,
+              help="2: raw parts (workers since envelope v2); 1: JSON + base64 for older workers.")
 @click.pass_context
 @one_line_errors
 def publish(ctx: click.Context, file: Path, destination: str, message_type: str, portal: str,
-            message_id: str | None, attachments: tuple[Path, ...]) -> None:
+            message_id: str | None, attachments: tuple[Path, ...], envelope_version: int) -> None:
     """Publish FILE to DESTINATION; returns after the broker confirmed it. Refused before sending
     (exit 1): content above the size limit of the message type, XML that is not well-formed."""
     import mimetypes
@@ -114,7 +116,8 @@ def publish(ctx: click.Context, file: Path, destination: str, message_type: str,
                             attachments=parts)
     with ConfirmingPublisher(config.broker, f"hub-publish-{portal}") as publisher:
         try:
-            publish_envelope(publisher, envelope, check=False).result(timeout=60)  # checked above
+            publish_envelope(publisher, envelope, check=False,  # checked above
+                             version=envelope_version).result(timeout=60)
         except TimeoutError:
             raise PublishNotConfirmed("the broker did not confirm within 60 s") from None
     click.echo(f"published {envelope.message_id} to {destination} (confirmed)")

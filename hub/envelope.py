@@ -5,10 +5,17 @@ key), ``correlation_id`` (portal's own reference, optional), ``app_id`` = portal
 ``content_type`` = ``CONTENT_TYPE``, ``timestamp``, ``delivery_mode`` 2 (persistent).
 Headers: ``x-destination`` (DVDV Behördenkennung, also the routing key), ``x-service``,
 ``x-message-type``, ``x-business-scenario`` (optional), ``x-envelope-version``, ``x-test`` (optional).
-Body: JSON ``{"message": PART, "attachments": [PART...]}``, PART = ``{"filename", "content_type",
-"size", "sha256", "data" (base64)}``; size and sha256 are checked on arrival. Sizes are checked
-before anything is decoded (hub/limits.py), and the body is read without copying its base64
-(hub/envelope_body.py).
+Two body formats, selected by ``content_type`` (and ``x-envelope-version``, which must agree):
+
+* version 1, ``CONTENT_TYPE``: JSON ``{"message": PART, "attachments": [PART...]}``, PART =
+  ``{"filename", "content_type", "size", "sha256", "data" (base64)}``; read without copying its
+  base64 (hub/envelope_body.py);
+* version 2, ``CONTENT_TYPE_V2``: the parts as raw bytes behind a short JSON preamble
+  (hub/envelope_v2.py); decoding is slicing plus the hash check. ``publish_envelope`` writes it.
+
+Either way size and sha256 are checked on arrival, and sizes before anything is decoded or hashed
+(hub/limits.py). ``Envelope.body()`` and ``properties()`` write version 1 unless asked for
+``version=2`` (replies to portals and old tests keep the JSON format).
 """
 
 from __future__ import annotations
@@ -27,12 +34,16 @@ import pika
 
 from hub.config import DESTINATION_PATTERN
 from hub.envelope_body import CutStrings, read_body
+from hub.envelope_v2 import CONTENT_TYPE_V2, decode_parts, encode_body
 from hub.errors import ContentTooLarge, EnvelopeError
 from hub.limits import SizeLimits
 from transport.content import Content, ContentPart
 
 CONTENT_TYPE = "application/vnd.xoev-hub.envelope+json"
 ENVELOPE_VERSION = 1
+# what publish_envelope writes; workers read both (a rolling upgrade updates workers first)
+PUBLISH_VERSION = 2
+CONTENT_TYPES = {1: CONTENT_TYPE, 2: CONTENT_TYPE_V2}
 
 H_DESTINATION = "x-destination"
 H_SERVICE = "x-service"
@@ -57,11 +68,14 @@ class Envelope:
     test: bool = False
     timestamp: int = field(default_factory=lambda: int(time.time()))
 
-    def properties(self, extra_headers: Mapping[str, Any] | None = None) -> pika.BasicProperties:
+    def properties(self, extra_headers: Mapping[str, Any] | None = None, *,
+                   version: int = ENVELOPE_VERSION) -> pika.BasicProperties:
+        """The AMQP properties of this envelope written in ``version`` (content type and header)."""
+        content_type = _content_type(version)
         headers: dict[str, Any] = {
             H_DESTINATION: self.destination,
             H_MESSAGE_TYPE: self.message_type,
-            H_VERSION: ENVELOPE_VERSION,
+            H_VERSION: version,
         }
         if self.service:
             headers[H_SERVICE] = self.service
@@ -74,17 +88,26 @@ class Envelope:
             message_id=self.message_id,
             correlation_id=self.correlation_id,
             app_id=self.portal,
-            content_type=CONTENT_TYPE,
+            content_type=content_type,
             delivery_mode=pika.DeliveryMode.Persistent,
             timestamp=self.timestamp,
             headers=headers,
         )
 
-    def body(self) -> bytes:
+    def body(self, *, version: int = ENVELOPE_VERSION) -> bytes:
+        """The AMQP body in ``version``: 1 JSON with base64, 2 raw parts (one join, no other copy)."""
+        if _content_type(version) == CONTENT_TYPE_V2:
+            return encode_body(self.content)
         return json.dumps(
             {"message": _part_to_json(self.content.message), "attachments": [_part_to_json(a) for a in self.content.attachments]},
             separators=(",", ":"),
         ).encode("ascii")
+
+
+def _content_type(version: int) -> str:
+    if type(version) is not int or version not in CONTENT_TYPES:
+        raise EnvelopeError(f"envelope version {version!r} is unknown (known: {sorted(CONTENT_TYPES)})")
+    return CONTENT_TYPES[version]
 
 
 def new_envelope(
@@ -177,18 +200,45 @@ def _decoded_part(part: _DeclaredPart, strings: CutStrings) -> ContentPart:
 
 def decode_envelope(properties: pika.BasicProperties, body: bytes, limits: SizeLimits | None = None) -> Envelope:
     """Check an arriving message against the contract; every violation is an EnvelopeError, a
-    message above the size limit a ContentTooLarge (refused before its body is decoded)."""
+    message above the size limit a ContentTooLarge (refused before its body is decoded or hashed).
+    The content type selects the body format (1: JSON, 2: raw parts); ``x-envelope-version`` must
+    name the same version."""
     limits = limits or SizeLimits()
     headers = properties.headers or {}
     if not properties.message_id:
         raise EnvelopeError("message_id property is missing")
-    if (properties.content_type or "").split(";")[0].strip() != CONTENT_TYPE:
-        raise EnvelopeError(f"content_type must be {CONTENT_TYPE}, got '{properties.content_type}'")
+    content_type = (properties.content_type or "").split(";")[0].strip()
+    versions = {t: v for v, t in CONTENT_TYPES.items()}
+    if content_type not in versions:
+        raise EnvelopeError(f"content_type must be {CONTENT_TYPE} or {CONTENT_TYPE_V2}, got "
+                            f"'{properties.content_type}'")
+    expected = versions[content_type]
     version = headers.get(H_VERSION)
-    if version != ENVELOPE_VERSION:
-        raise EnvelopeError(f"header {H_VERSION} must be {ENVELOPE_VERSION}, got {version!r}")
+    if type(version) is not int or version != expected:
+        raise EnvelopeError(f"header {H_VERSION} must be {expected} for content_type {content_type}, got {version!r}")
     destination = _text_header(headers, H_DESTINATION, required=True)
     message_type = str(_text_header(headers, H_MESSAGE_TYPE, required=True))
+    limit, key = limits.content_limit(message_type), limits.limit_key(message_type)
+    if expected == 2:
+        parts = decode_parts(body, limit, key)
+    else:
+        parts = _decode_json_parts(body, limits, message_type)
+    return Envelope(
+        message_id=str(properties.message_id),
+        destination=str(destination),
+        message_type=message_type,
+        content=Content(parts[0], tuple(parts[1:])),
+        portal=str(properties.app_id or "unknown"),
+        service=_text_header(headers, H_SERVICE),
+        business_scenario=_text_header(headers, H_BUSINESS_SCENARIO),
+        correlation_id=properties.correlation_id,
+        test=_bool_header(headers, H_TEST),
+        timestamp=int(properties.timestamp or 0),
+    )
+
+
+def _decode_json_parts(body: bytes, limits: SizeLimits, message_type: str) -> list[ContentPart]:
+    """The parts of a version 1 (JSON) body: sizes checked against the limit before any base64 is decoded."""
     limit, key = limits.content_limit(message_type), limits.limit_key(message_type)
     if len(body) > limits.body_limit(message_type):
         raise ContentTooLarge(f"body of {len(body)} bytes exceeds {limits.body_limit(message_type)} bytes, the most "
@@ -206,19 +256,7 @@ def decode_envelope(properties: pika.BasicProperties, body: bytes, limits: SizeL
         raise ContentTooLarge(f"content of {total} bytes ({len(declared)} parts) exceeds the limit of {limit} "
                               f"bytes ({key}); not decoded")
     strings.check_all_taken()
-    parts = [_decoded_part(p, strings) for p in declared]  # one at a time: each data string is read once
-    return Envelope(
-        message_id=str(properties.message_id),
-        destination=str(destination),
-        message_type=message_type,
-        content=Content(parts[0], tuple(parts[1:])),
-        portal=str(properties.app_id or "unknown"),
-        service=_text_header(headers, H_SERVICE),
-        business_scenario=_text_header(headers, H_BUSINESS_SCENARIO),
-        correlation_id=properties.correlation_id,
-        test=_bool_header(headers, H_TEST),
-        timestamp=int(properties.timestamp or 0),
-    )
+    return [_decoded_part(p, strings) for p in declared]  # one at a time: each data string is read once
 
 
 def copy_properties(props: pika.BasicProperties, headers: Mapping[str, Any]) -> pika.BasicProperties:

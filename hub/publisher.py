@@ -31,7 +31,7 @@ from hub.broker import (
     refused_body_size,
 )
 from hub.config import BrokerConfig
-from hub.envelope import Envelope
+from hub.envelope import PUBLISH_VERSION, Envelope
 from hub.errors import BrokerUnavailable, HubError, PublishNotConfirmed, UnknownDestination
 from hub.limits import SizeLimits, check_publishable
 from hub.topology import INBOUND_CHECKED
@@ -355,13 +355,18 @@ class ResilientPublisher:
 
 
 def publish_envelope(publisher: ConfirmingPublisher, envelope: Envelope, limits: SizeLimits | None = None,
-                     *, check: bool = True) -> Future[None]:
+                     *, check: bool = True, version: int = PUBLISH_VERSION) -> Future[None]:
     """Publish a portal's application to the checked inbound exchange with ``mandatory``.
 
     First, in the caller's thread, the size limit of its message type and a well-formed XML
     message (``limits``, default ``SizeLimits()``; from a config: ``SizeLimits.from_config``):
     raises ``ContentTooLarge`` / ``XmlRejected`` and sends nothing. ``check=False`` skips that, for
-    tests that hand the worker hostile input on purpose (the worker checks everything again)."""
+    tests that hand the worker hostile input on purpose (the worker checks everything again).
+    ``version`` 2 (default) sends the parts as raw bytes, built in one join (no base64, no JSON
+    copy); ``version=1`` writes the JSON envelope for workers older than version 2 (roll workers
+    out first, then publishers; docs/message-contract.md)."""
     if check:
         check_publishable(envelope.content, envelope.message_type, limits or SizeLimits())
-    return publisher.publish(INBOUND_CHECKED, envelope.destination, envelope.body(), envelope.properties(), mandatory=True)
+    properties = envelope.properties(version=version)
+    return publisher.publish(INBOUND_CHECKED, envelope.destination, envelope.body(version=version), properties,
+                             mandatory=True)

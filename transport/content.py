@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class ContentPart:
-    """One opaque part (the XÖV message or an attachment) with its MIME metadata."""
+    """One opaque part (the XÖV message or an attachment) with its MIME metadata. ``data`` is bytes,
+    or a zero-copy memoryview slice of an AMQP body (envelope version 2): call ``bytes()`` where an
+    API needs bytes."""
 
-    data: bytes = field(repr=False)
+    data: bytes | memoryview = field(repr=False)
     content_type: str
     filename: str | None = None
     description: str | None = None

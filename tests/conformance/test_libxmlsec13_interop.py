@@ -382,12 +382,12 @@ def cid_parts() -> Iterator[dict[bytes, bytes]]:
 
 def serve(parts: dict[bytes, bytes], unsigned: Content) -> None:
     parts.clear()
-    parts.update({f"cid:part-{n}".encode(): part.data for n, part in enumerate(unsigned.parts)})
+    parts.update({f"cid:part-{n}".encode(): bytes(part.data) for n, part in enumerate(unsigned.parts)})
 
 
 def test_hub_detached_signature_verifies_in_libxmlsec(env: Env, cid_parts: dict[bytes, bytes]) -> None:
     unsigned = content()
-    signature = sign_content(unsigned, env.portal.identity).attachments[-1].data
+    signature = bytes(sign_content(unsigned, env.portal.identity).attachments[-1].data)
     serve(cid_parts, unsigned)
     trusting_context(env.ca).verify(etree.fromstring(signature))
     cid_parts[b"cid:part-1"] = b"\x01" + ATTACHMENT[1:]  # the callbacks really feed the parts

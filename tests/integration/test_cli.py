@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import tomli_w
 
+from hub.envelope import decode_envelope
+from hub.envelope_v2 import CONTENT_TYPE_V2
 from hub.errors import XtaFault
 from hub.samples import make_ozg_application
 from tests.integration.helpers import drain
@@ -67,6 +69,12 @@ def test_topology_publish_and_unknown_destination(config_file: Path, broker_url:
     assert f"published {message_id} to azr:000100 (confirmed)" in ok.stdout  # id taken from the payload
     [(props, body)] = drain(broker_url, "hub.deliver.alpha", 1)
     assert props.message_id == message_id
+    assert props.content_type == CONTENT_TYPE_V2  # version 2 by default; --envelope-version 1 for old workers
+    assert [a.filename for a in decode_envelope(props, body).content.attachments] == ["pass.pdf"]
+    old = _hub(config_file, "publish", str(payload), "--to", "azr:000100", "--attach", str(attachment),
+               "--envelope-version", "1")
+    assert old.returncode == 0, old.stderr
+    [(props, body)] = drain(broker_url, "hub.deliver.alpha", 1)
     assert [a["filename"] for a in json.loads(body)["attachments"]] == ["pass.pdf"]
 
     unknown = _hub(config_file, "publish", str(payload), "--to", "azr:999999")

@@ -102,7 +102,7 @@ def test_payload_cases_are_dead_lettered_with_their_reason(broker_url, pki, simu
         assert headers["x-hub-error-class"] == case["error"], name
         assert re.search(case["match"], headers["x-hub-error-message"]), (name, headers["x-hub-error-message"])
         assert headers["x-hub-attempts"] == 1  # permanent: no retry
-        assert hashlib.sha256(body).digest() == hashlib.sha256(envelope.body()).digest()  # kept intact
+        assert hashlib.sha256(body).digest() == hashlib.sha256(envelope.body(version=2)).digest()  # kept intact
 
 
 def test_crypto_cases_are_refused_by_the_receiver_and_dead_lettered(broker_url, pki, simulator,

@@ -114,7 +114,7 @@ def algorithm(el: etree._Element, where: str) -> str:
     return uri
 
 
-def digest(uri: str, data: bytes, where: str) -> bytes:
+def digest(uri: str, data: bytes | memoryview, where: str) -> bytes:
     algo = DIGESTS.get(uri)
     if algo is None:
         raise UnsupportedAlgorithm(f"digest {uri} not supported ({where})")

@@ -44,7 +44,7 @@ class InspectionApi:
         if message is None or index >= len(message.parts):
             return json_response({"error": "no such part"}, 404)
         part = message.parts[index]
-        return Response(part.data, content_type=part.content_type or "application/octet-stream")
+        return Response(bytes(part.data), content_type=part.content_type or "application/octet-stream")
 
     def _http_report(self, request: HttpRequest, message_id: str) -> Response:
         message, state = self.store.get(message_id), self.store.state(message_id)

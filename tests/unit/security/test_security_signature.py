@@ -53,7 +53,7 @@ def make_content() -> Content:
 
 
 def sig_root(content: Content) -> etree._Element:
-    return etree.fromstring(content.attachments[-1].data)
+    return etree.fromstring(bytes(content.attachments[-1].data))
 
 
 def with_signature(content: Content, root: etree._Element) -> Content:
