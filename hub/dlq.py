@@ -24,7 +24,8 @@ import pika
 from hub.broker import connect
 from hub.config import BrokerConfig
 from hub.envelope import copy_properties
-from hub.errors import BrokerError, UnknownDestination
+from hub.envelope_v2 import MAGIC, describe_parts
+from hub.errors import BrokerError, HubError, UnknownDestination
 from hub.failures import clean_headers, header_int
 from hub.publisher import ResilientPublisher
 from hub.status import REPLAYED, StatusEvent
@@ -233,6 +234,11 @@ def _plain(headers: dict[str, Any]) -> dict[str, Any]:
 
 
 def _parts_summary(body: bytes) -> list[dict[str, Any]]:
+    if body.startswith(MAGIC):  # envelope version 2: the preamble says it (nothing is hashed here)
+        try:
+            return [{k: p.get(k) for k in ("filename", "content_type", "size", "sha256")} for p in describe_parts(body)]
+        except HubError:
+            return [{"unparsable_body_bytes": len(body)}]
     try:
         doc = json.loads(body)
         parts = [doc["message"], *doc.get("attachments", [])]

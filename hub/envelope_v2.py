@@ -34,8 +34,9 @@ from transport.content import Content, ContentPart
 CONTENT_TYPE_V2 = "application/vnd.xoev-hub.envelope-v2"
 MAGIC = b"XHE2"
 HEAD_BYTES = len(MAGIC) + 4
-# The preamble is names, types, sizes and hashes: MAX_PARTS entries of at most ~700 bytes each.
-MAX_PREAMBLE_BYTES = 256 * 1024
+# The preamble is names, types, sizes and hashes: MAX_PARTS entries of at most ~1.7 KB each (a
+# 255-character type of escaped quotes, a 255-character name of 4-byte UTF-8 characters).
+MAX_PREAMBLE_BYTES = 512 * 1024
 MAX_PARTS = 256
 MAX_TEXT = 255  # characters of a filename or a content type
 
@@ -52,7 +53,12 @@ def body_limit(content_limit: int) -> int:
 
 
 def encode_body(content: Content) -> bytes:
-    """The v2 body of ``content``: one join of the head, the preamble and the parts (the only copy)."""
+    """The v2 body of ``content``: one join of the head, the preamble and the parts (the only copy).
+    Refuses what a worker would refuse (more than MAX_PARTS parts, names or types out of the
+    contract) before anything is sent."""
+    if len(content.parts) > MAX_PARTS:
+        raise EnvelopeError(f"{len(content.parts)} parts, at most {MAX_PARTS} allowed (the message and "
+                            f"{MAX_PARTS - 1} attachments)")
     preamble = json.dumps({"parts": [_describe(p, i) for i, p in enumerate(content.parts)]}, separators=(",", ":"),
                           ensure_ascii=False).encode("utf-8")
     if len(preamble) > MAX_PREAMBLE_BYTES:
@@ -72,14 +78,7 @@ def decode_parts(body: bytes, content_limit: int, limit_key: str) -> list[Conten
         raise ContentTooLarge(f"body of {len(body)} bytes exceeds {body_limit(content_limit)} bytes, the most an "
                               f"envelope within the limit of {content_limit} bytes ({limit_key}) needs; not read")
     view = memoryview(body)
-    if len(view) < HEAD_BYTES or view[:len(MAGIC)] != MAGIC:
-        raise EnvelopeError(f"body: not a version 2 envelope (it must start with {MAGIC.decode()} and a length)")
-    size = int.from_bytes(view[len(MAGIC):HEAD_BYTES], "big")
-    if size > MAX_PREAMBLE_BYTES:
-        raise EnvelopeError(f"body: preamble of {size} bytes declared, at most {MAX_PREAMBLE_BYTES} allowed")
-    if HEAD_BYTES + size > len(view):
-        raise EnvelopeError(f"body: preamble of {size} bytes declared, {len(view) - HEAD_BYTES} bytes follow the head")
-    declared = _read_preamble(bytes(view[HEAD_BYTES:HEAD_BYTES + size]))
+    size, declared = _preamble(view)
     total = sum(p["size"] for p in declared)
     if total > content_limit:
         raise ContentTooLarge(f"content of {total} bytes ({len(declared)} parts) exceeds the limit of {content_limit} "
@@ -95,6 +94,24 @@ def decode_parts(body: bytes, content_limit: int, limit_key: str) -> list[Conten
             raise EnvelopeError(f"body.parts[{i}]: sha256 does not match the data")
         parts.append(ContentPart(data, entry["content_type"], entry["filename"]))
     return parts
+
+
+def describe_parts(body: bytes) -> list[dict[str, Any]]:
+    """The checked preamble entries of a v2 ``body`` (content_type, filename, size, sha256), without
+    hashing or slicing the parts: for tools that show a dead letter (``hub dlq show``)."""
+    return _preamble(memoryview(body))[1]
+
+
+def _preamble(view: memoryview) -> tuple[int, list[dict[str, Any]]]:
+    """(preamble length, checked entries) of a v2 body: head, bounds and JSON shape checked."""
+    if len(view) < HEAD_BYTES or view[:len(MAGIC)] != MAGIC:
+        raise EnvelopeError(f"body: not a version 2 envelope (it must start with {MAGIC.decode()} and a length)")
+    size = int.from_bytes(view[len(MAGIC):HEAD_BYTES], "big")
+    if size > MAX_PREAMBLE_BYTES:
+        raise EnvelopeError(f"body: preamble of {size} bytes declared, at most {MAX_PREAMBLE_BYTES} allowed")
+    if HEAD_BYTES + size > len(view):
+        raise EnvelopeError(f"body: preamble of {size} bytes declared, {len(view) - HEAD_BYTES} bytes follow the head")
+    return size, _read_preamble(bytes(view[HEAD_BYTES:HEAD_BYTES + size]))
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -131,6 +148,8 @@ def _checked_entry(entry: Any, where: str) -> dict[str, Any]:
         raise EnvelopeError(f"{where}: size is not an integer")
     if size < 0:
         raise EnvelopeError(f"{where}: size {size} is negative")
+    if size >= 1 << 63:  # beyond any body: keep the number out of the messages that follow
+        raise ContentTooLarge(f"{where}: size of {len(str(size))} digits declared; not decoded")
     digest = entry["sha256"]
     if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
         raise EnvelopeError(f"{where}: sha256 must be 64 lower-case hex digits")

@@ -209,13 +209,19 @@ class ConfirmingPublisher:
     def is_open(self) -> bool:
         return self._channel is not None and self._channel.is_open
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Wait for outstanding confirms (up to ``timeout``), then close the connection."""
-        self._closing = True
+    def wait_confirms(self, timeout: float) -> bool:
+        """Wait until every published message is confirmed, nacked or failed (at most ``timeout``
+        seconds); True if none is outstanding. Their futures (and callbacks) have run by then."""
         waited = 0.0
         while self._pending and waited < timeout and self._thread.is_alive():
             threading.Event().wait(0.05)
             waited += 0.05
+        return not self._pending
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Wait for outstanding confirms (up to ``timeout``), then close the connection."""
+        self._closing = True
+        self.wait_confirms(timeout)
         self._stop_loop()
 
     def _stop_loop(self) -> None:
@@ -346,6 +352,12 @@ class ResilientPublisher:
                     raise BrokerUnavailable(f"{len(pending)} messages not confirmed before the deadline")
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
+
+    def wait_confirms(self, timeout: float = 30.0) -> bool:
+        """Wait for the confirms of what was published on the current connection (see
+        ``ConfirmingPublisher.wait_confirms``): before a shutdown hands unconfirmed messages on."""
+        current = self._current
+        return current is None or current.wait_confirms(timeout)
 
     def close(self) -> None:
         with self._lock:

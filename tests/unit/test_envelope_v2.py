@@ -21,6 +21,7 @@ from hub.envelope_v2 import (
     MAX_PARTS,
     MAX_PREAMBLE_BYTES,
     body_limit,
+    encode_body,
 )
 from hub.errors import ContentTooLarge, EnvelopeError, HubError
 from hub.limits import SizeLimits
@@ -109,7 +110,7 @@ CORRUPTIONS: dict[str, tuple[bytes, str]] = {
     "wrong magic": (b"XHE1" + _body(MESSAGE, DATA)[4:], "not a version 2 envelope"),
     "head cut short": (MAGIC + b"\x00\x00", "not a version 2 envelope"),
     "preamble longer than the body": (MAGIC + (500).to_bytes(4, "big") + b"{}", r"preamble of 500 bytes declared, 2 bytes"),
-    "preamble above its limit": (MAGIC + (MAX_PREAMBLE_BYTES + 1).to_bytes(4, "big"), r"at most 262144 allowed"),
+    "preamble above its limit": (MAGIC + (MAX_PREAMBLE_BYTES + 1).to_bytes(4, "big"), r"at most 524288 allowed"),
     "preamble not JSON": (_frame(None, raw_preamble=b"{parts"), "preamble is not valid UTF-8 JSON"),
     "preamble not UTF-8": (_frame(None, raw_preamble='{"parts":[]}'.encode("utf-16")), "not valid UTF-8 JSON"),
     "preamble nested deeply": (_frame(None, raw_preamble=b"[" * 100_000 + b"]" * 100_000), "not valid UTF-8 JSON"),
@@ -223,3 +224,36 @@ def test_asyncapi_describes_version_2_as_the_code_checks_it() -> None:
     assert str(MAX_PREAMBLE_BYTES) in message["payload"]["description"]
     assert set(part["properties"]) == set(_entry(b"")) and set(part["required"]) == set(_entry(b"")) - {"filename"}
     assert part["properties"]["content_type"]["pattern"] == f"^{hub.envelope_v2._MEDIA_TYPE.pattern}$"
+
+
+def test_the_publisher_refuses_what_a_worker_would_refuse_before_sending() -> None:
+    from transport.content import Content
+
+    many = Content(ContentPart(b"<a/>", "application/xml", "a.xml"),
+                   tuple(ContentPart(b"x", "application/pdf", f"{n}.pdf") for n in range(MAX_PARTS)))
+    with pytest.raises(EnvelopeError, match="257 parts, at most 256 allowed"):
+        encode_body(many)
+    encode_body(Content(many.message, many.attachments[:MAX_PARTS - 1]))  # 256 parts: fine
+
+
+def test_a_huge_declared_size_stays_out_of_the_message() -> None:
+    preamble = json.dumps({"parts": [{"content_type": "application/xml", "size": 10 ** 4000,
+                                      "sha256": "0" * 64}]}).encode()
+    body = MAGIC + len(preamble).to_bytes(4, "big") + preamble
+    with pytest.raises(ContentTooLarge) as caught:
+        hub.envelope_v2.decode_parts(body, 10_000, "limits.x")
+    assert len(str(caught.value)) < 200
+
+
+def test_dlq_show_describes_a_version_2_body_from_its_preamble() -> None:
+    from hub.dlq import _parts_summary
+    from transport.content import Content
+
+    body = encode_body(Content(ContentPart(b"<a/>", "application/xml", "antrag.xml"),
+                               (ContentPart(b"%PDF", "application/pdf", "pass.pdf"),)))
+    assert _parts_summary(body) == [
+        {"filename": "antrag.xml", "content_type": "application/xml", "size": 4,
+         "sha256": hashlib.sha256(b"<a/>").hexdigest()},
+        {"filename": "pass.pdf", "content_type": "application/pdf", "size": 4,
+         "sha256": hashlib.sha256(b"%PDF").hexdigest()}]
+    assert _parts_summary(body[:10]) == [{"unparsable_body_bytes": 10}]

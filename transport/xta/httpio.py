@@ -28,6 +28,7 @@ Failures are translated here (``faults.TRANSPORT_CONDITIONS``):
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 import threading
 import urllib.request
@@ -76,12 +77,26 @@ def environment_proxy(url: str, environ: Mapping[str, str] | None = None) -> str
 
 
 def _bypassed(host: str, port: int | None, no_proxy: str) -> bool:
+    """``no_proxy`` as requests read it: ``*``, host names and domain suffixes (with or without a
+    port), and for an IP address also networks in CIDR notation (``10.0.0.0/8``)."""
     if no_proxy.strip() == "*":
         return True
+    try:
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
     names = {host, f"{host}:{port}"} if port else {host}
     for entry in (e.strip().lstrip(".") for e in no_proxy.split(",")):
-        if entry and any(name == entry or name.endswith("." + entry) for name in names):
+        if not entry:
+            continue
+        if any(name == entry or name.endswith("." + entry) for name in names):
             return True
+        if address is not None and "/" in entry:
+            try:
+                if address in ipaddress.ip_network(entry, strict=False):
+                    return True
+            except ValueError:
+                continue
     return False
 
 

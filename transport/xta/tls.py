@@ -94,13 +94,18 @@ def _load_chain_into(context: ssl.SSLContext, settings: TlsSettings, environ: Ma
 def client_context(settings: TlsSettings, environ: Mapping[str, str] | None = None) -> ssl.SSLContext:
     """TLS >= 1.2 client context: server verified (hostname + chain), client identity loaded.
 
-    Trust anchors: ``ca_bundle`` alone when set; otherwise the system store plus the bundle
-    ``requests`` used (``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` from the environment, else certifi's).
+    Trust anchors: ``ca_bundle`` alone when set; else the bundle the environment names
+    (``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``, as ``requests`` read them) alone; else the system
+    store plus certifi's bundle.
     """
     environ = os.environ if environ is None else environ
+    named = environ.get("REQUESTS_CA_BUNDLE") or environ.get("CURL_CA_BUNDLE")
     try:
         if settings.ca_bundle is not None:
             context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(settings.ca_bundle))
+        elif named:  # a private CA named for this purpose: trust it alone, as requests did
+            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, **(
+                {"capath": named} if os.path.isdir(named) else {"cafile": named}))
         else:
             context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
             _load_default_bundle(context, environ)

@@ -240,4 +240,18 @@ def test_proxy_is_taken_from_the_environment_once() -> None:
     assert environment_proxy("https://xta.example.test/xta", {"ALL_PROXY": "http://all.test:1"}) == "http://all.test:1"
     assert environment_proxy("https://xta.example.test/xta", {"all_proxy": "http://a:1", "no_proxy": "*"}) is None
     assert environment_proxy("https://xta.example.test/xta", {}) is None
+    cidr = {"https_proxy": "http://proxy.test:3128", "no_proxy": "10.0.0.0/8, fd00::/8"}
+    assert environment_proxy("https://10.1.2.3/xta", cidr) is None
+    assert environment_proxy("https://[fd00::5]:8443/xta", cidr) is None
+    assert environment_proxy("https://11.1.2.3/xta", cidr) == "http://proxy.test:3128"
 
+
+
+def test_a_bundle_named_by_the_environment_is_trusted_alone(tls_pki) -> None:
+    """REQUESTS_CA_BUNDLE pointing at a private CA must not add the public CAs (as with requests)."""
+    from transport.xta.tls import client_context
+
+    named = client_context(TlsSettings(), {"REQUESTS_CA_BUNDLE": str(tls_pki.ca_cert)})
+    assert len(named.get_ca_certs()) == 1
+    default = client_context(TlsSettings(), {})
+    assert len(default.get_ca_certs()) > 1  # the system store and certifi's bundle
