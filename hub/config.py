@@ -116,6 +116,9 @@ class AdapterConfig(_Strict):
     poll_transport_reports: bool = True
     report_poll_interval: float = Field(10.0, gt=0, description="seconds between getTransportReport polls")
     report_poll_max: int = Field(360, ge=1, description="polls before giving up (transport_report_timeout)")
+    report_first_poll_delay: float | None = Field(
+        None, gt=0, description="seconds from delivery to the first getTransportReport poll (default: "
+        "report_poll_interval); the delay then doubles up to report_poll_interval")
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("retry_delays")
@@ -124,6 +127,11 @@ class AdapterConfig(_Strict):
         if any(d <= 0 for d in value):
             raise ValueError("every retry delay must be > 0 seconds")
         return value
+
+    @property
+    def first_poll_delay(self) -> float:
+        """``report_first_poll_delay``, or ``report_poll_interval`` when not set."""
+        return self.report_first_poll_delay if self.report_first_poll_delay is not None else self.report_poll_interval
 
 
 class AuthorityConfig(_Strict):

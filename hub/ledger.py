@@ -29,6 +29,17 @@ each event costs:
   at the receiver. A lost ``forget`` keeps a refused id, which a replay re-sends (as when the
   ledger is down during ``forget``). Allocations are never lost: both logs are sequential, so a
   durable commit also makes every earlier commit durable, and what survives is always a prefix.
+
+Pending transport reports (hub/report_scheduler.py) live here too, in nullable ``report_*``
+columns of the delivered row: ``report_due_at`` (when to poll next; NULL: nothing to poll),
+``report_polls``, ``report_open_sent`` and the event's ids ``report_portal`` /
+``report_correlation_id``. ``mark_delivered`` sets them in the statement that marks the row
+delivered: no extra commit, no extra flush. A schedule lost to a power loss is lost only together
+with its delivered mark (same statement), and then the redelivery re-sends, the server answers
+9024, the row is marked delivered and scheduled again. Claims, reschedules and clears are not
+flushed either: lost, a report is polled once more (an event may be published twice). Older
+ledgers get the columns at open (``ALTER TABLE ... ADD COLUMN`` when missing; a second process
+doing the same at the same moment is tolerated).
 """
 
 from __future__ import annotations
@@ -56,6 +67,38 @@ CREATE TABLE IF NOT EXISTS hub_deliveries (
     updated_at DOUBLE PRECISION NOT NULL
 )"""
 
+# the pending-report columns, added to ledgers created before them (see the module docstring)
+_REPORT_COLUMNS = (("report_due_at", "DOUBLE PRECISION"), ("report_polls", "INTEGER"),
+                   ("report_open_sent", "INTEGER"), ("report_portal", "TEXT"), ("report_correlation_id", "TEXT"))
+# small: only rows with a pending report are in it, so a claim never scans the whole ledger
+_REPORT_INDEX = ("CREATE INDEX IF NOT EXISTS hub_deliveries_report_due ON hub_deliveries (report_due_at) "
+                 "WHERE report_due_at IS NOT NULL")
+_REPORT_FIELDS = ("message_id, destination, transport_message_id, report_portal, report_correlation_id, "
+                  "report_polls, report_open_sent")
+
+
+@dataclass(frozen=True)
+class ReportSchedule:
+    """A transport report to follow once the application is marked delivered: the ids its events
+    carry and the delay of the first poll."""
+
+    portal: str
+    correlation_id: str | None
+    delay: float
+
+
+@dataclass(frozen=True)
+class PendingReport:
+    """A claimed transport report: whose it is and how far polling got."""
+
+    message_id: str
+    destination: str
+    transport_message_id: str
+    portal: str
+    correlation_id: str | None
+    polls: int  # polls so far
+    open_sent: bool  # the "open" event went out already
+
 
 @dataclass(frozen=True)
 class LedgerEntry:
@@ -73,7 +116,7 @@ class LedgerEntry:
 class DeliveryLedger(Protocol):
     def lookup(self, message_id: str) -> LedgerEntry | None: ...
     def allocate(self, message_id: str, adapter: str, destination: str, transport_message_id: str) -> str: ...
-    def mark_delivered(self, message_id: str) -> None: ...
+    def mark_delivered(self, message_id: str, report: ReportSchedule | None = None) -> None: ...
     def forget(self, message_id: str) -> None: ...
     def close(self) -> None: ...
 
@@ -126,11 +169,64 @@ class _SqlLedger:
             return transport_message_id
         return entry.transport_message_id
 
-    def mark_delivered(self, message_id: str) -> None:
+    def mark_delivered(self, message_id: str, report: ReportSchedule | None = None) -> None:
         """Not flushed to disk: a mark lost to a power loss costs a re-send answered 9024, not a
-        duplicate (the allocation it follows was flushed)."""
-        self._run_lazy(self._sql("UPDATE hub_deliveries SET state = ?, updated_at = ? WHERE message_id = ?"),
-                       (DELIVERED, time.time(), message_id))
+        duplicate (the allocation it follows was flushed). With ``report``, the same statement
+        schedules its transport report (lost only together with the mark)."""
+        now = time.time()
+        if report is None:
+            self._run_lazy(self._sql("UPDATE hub_deliveries SET state = ?, updated_at = ? WHERE message_id = ?"),
+                           (DELIVERED, now, message_id))
+            return
+        self._run_lazy(self._sql(
+            "UPDATE hub_deliveries SET state = ?, updated_at = ?, report_due_at = ?, report_polls = 0, "
+            "report_open_sent = 0, report_portal = ?, report_correlation_id = ? WHERE message_id = ?"),
+            (DELIVERED, now, now + report.delay, report.portal, report.correlation_id, message_id))
+
+    # --- pending transport reports (hub/report_scheduler.py) ---------------------------------
+    def claim_reports(self, adapter: str, *, lease: float, limit: int) -> list[PendingReport]:
+        """Up to ``limit`` of ``adapter``'s due reports, each leased for ``lease`` seconds (its due
+        time moved past the lease): a second scheduler on the same ledger does not claim them, and
+        a crashed one's claims come due again when the lease runs out. The outer ``report_due_at
+        <= ?`` is re-checked on the locked row (PostgreSQL), so two racing claims never share one."""
+        now = time.time()
+        rows = self._run_many(self._sql(
+            "UPDATE hub_deliveries SET report_due_at = ? WHERE message_id IN (SELECT message_id FROM "
+            "hub_deliveries WHERE report_due_at IS NOT NULL AND report_due_at <= ? AND adapter = ? "
+            "ORDER BY report_due_at LIMIT ?) AND report_due_at <= ? AND adapter = ? "
+            f"RETURNING {_REPORT_FIELDS}"), (now + lease, now, adapter, limit, now, adapter))
+        return [PendingReport(row[0], row[1], row[2], row[3] or "", row[4], int(row[5] or 0), bool(row[6]))
+                for row in rows]
+
+    def reschedule_report(self, message_id: str, *, delay: float, polls: int, open_sent: bool) -> None:
+        """Poll again in ``delay`` seconds (not flushed: lost, the report is polled once more)."""
+        self._run_lazy(self._sql(
+            "UPDATE hub_deliveries SET report_due_at = ?, report_polls = ?, report_open_sent = ? "
+            "WHERE message_id = ?"), (time.time() + delay, polls, int(open_sent), message_id))
+
+    def finish_report(self, message_id: str) -> None:
+        """Nothing more to poll (not flushed: lost, the report is polled once more)."""
+        self._run_lazy(self._sql("UPDATE hub_deliveries SET report_due_at = NULL WHERE message_id = ?"),
+                       (message_id,))
+
+    def schedule_report(self, adapter: str, pending: PendingReport, *, delay: float = 0.0) -> None:
+        """Schedule a report taken over from elsewhere (a broker poll request of an older release),
+        flushed: its source is dropped once this returns. A row that is missing is recreated as
+        delivered."""
+        now = time.time()
+        self._run(self._sql(
+            "INSERT INTO hub_deliveries (message_id, adapter, destination, transport_message_id, state, created_at, "
+            "updated_at, report_due_at, report_polls, report_open_sent, report_portal, report_correlation_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (message_id) DO UPDATE SET "
+            "report_due_at = excluded.report_due_at, report_polls = excluded.report_polls, "
+            "report_open_sent = excluded.report_open_sent, report_portal = excluded.report_portal, "
+            "report_correlation_id = excluded.report_correlation_id"),
+            (pending.message_id, adapter, pending.destination, pending.transport_message_id, DELIVERED, now, now, now + delay,
+             pending.polls, int(pending.open_sent), pending.portal, pending.correlation_id))
+
+    def _run_many(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        """One statement that writes (not flushed) and returns every row it returned."""
+        raise NotImplementedError
 
     def forget(self, message_id: str) -> None:
         """Drop an allocation the endpoint refused for good, so a replay starts with a fresh id. Not
@@ -159,8 +255,22 @@ class SqliteLedger(_SqlLedger):
             self._db.execute(_SYNC[FULL])
             self._synchronous = FULL
             self._db.execute(_SCHEMA)
+            self._migrate()
         except sqlite3.Error as exc:
             raise ConfigError(f"ledger: cannot open SQLite database {path}: {exc}") from None
+
+    def _migrate(self) -> None:
+        """Add the pending-report columns an older ledger lacks. Another process may add one between
+        our look and our ALTER: its "duplicate column" is what we wanted."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(hub_deliveries)")}
+        for name, kind in _REPORT_COLUMNS:
+            if name not in have:
+                try:
+                    self._db.execute(f"ALTER TABLE hub_deliveries ADD COLUMN {name} {kind}")
+                except sqlite3.OperationalError as exc:
+                    if "duplicate column" not in str(exc):
+                        raise
+        self._db.execute(_REPORT_INDEX)
 
     def _execute(self, level: int | None, sql: str, params: tuple[Any, ...], fetch: bool) -> Any:
         """One autocommit statement with the connection's ``synchronous`` at ``level`` (None: any, a
@@ -189,6 +299,16 @@ class SqliteLedger(_SqlLedger):
     def _run_lazy(self, sql: str, params: tuple[Any, ...]) -> None:
         self._execute(NORMAL, sql, params, False)
 
+    def _run_many(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        try:
+            with self._lock:
+                if self._synchronous != NORMAL:
+                    self._db.execute(_SYNC[NORMAL])
+                    self._synchronous = NORMAL
+                return self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise LedgerUnavailable(f"ledger write/read failed: {exc}") from None
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -206,6 +326,7 @@ class PostgresLedger(_SqlLedger):
         try:
             self._db = self._connect()
             self._db.execute(_SCHEMA)
+            self._migrate()
         except psycopg.Error as exc:
             raise ConfigError(f"ledger: cannot open PostgreSQL database: {exc}") from None
 
@@ -214,6 +335,32 @@ class PostgresLedger(_SqlLedger):
         return self._psycopg.connect(self._url, autocommit=True, connect_timeout=10,
                                      options="-c statement_timeout=5000", keepalives=1, keepalives_idle=30,
                                      keepalives_interval=10, keepalives_count=3)
+
+    def _migrate(self) -> None:
+        """Add the pending-report columns an older ledger lacks; only then an ALTER (it locks the
+        table). ``IF NOT EXISTS`` is checked under that lock, so two processes starting at once
+        add each column once; the index likewise (a racing twin's duplicate is ignored)."""
+        have = {row[0] for row in self._db.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'hub_deliveries' "
+            "AND table_schema = current_schema()").fetchall()}
+        for name, kind in _REPORT_COLUMNS:
+            if name not in have:
+                self._db.execute(f"ALTER TABLE hub_deliveries ADD COLUMN IF NOT EXISTS {name} {kind}")
+        try:
+            self._db.execute(_REPORT_INDEX)
+        except (self._psycopg.errors.UniqueViolation, self._psycopg.errors.DuplicateTable):
+            pass  # created by a process starting at the same moment
+
+    def _run_many(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        with self._lock:
+            try:
+                if self._db.closed:
+                    self._db = self._connect()
+                return list(self._db.execute(
+                    f"WITH claimed AS ({sql}) SELECT *, set_config('synchronous_commit', 'off', true) "
+                    "FROM claimed", params).fetchall())
+            except self._psycopg.Error as exc:
+                raise LedgerUnavailable(f"ledger write/read failed: {exc}") from None
 
     def _run(self, sql: str, params: tuple[Any, ...] = (), fetch: bool = False) -> Any:
         with self._lock:

@@ -21,7 +21,7 @@ from adapters.base import Adapter, Delivery, DeliveryReceipt
 from hub.directory import Directory
 from hub.envelope import Envelope, decode_envelope
 from hub.errors import DirectoryError, HubError, UnknownMessageType, XtaFault
-from hub.ledger import DeliveryLedger
+from hub.ledger import DeliveryLedger, ReportSchedule
 from hub.limits import SizeLimits
 from hub.stages import timed
 from schemas.registry import SchemaRegistry
@@ -56,10 +56,12 @@ class DeliveryPipeline:
             return decode_envelope(properties, body, self.settings.limits)
 
     def process(self, envelope: Envelope, *,
-                on_delivering: Callable[[str, str | None], None] | None = None) -> DeliveryReceipt:
+                on_delivering: Callable[[str, str | None], None] | None = None,
+                report: ReportSchedule | None = None) -> DeliveryReceipt:
         """Deliver one application. ``on_delivering(transport id, application ref)`` is called once
         the transport id is fixed, just before the adapter's deliver call (the worker's
-        ``delivering`` status event); it must not raise."""
+        ``delivering`` status event); it must not raise. ``report``: schedule the transport report
+        in the statement that marks it delivered (not for a duplicate)."""
         s = self.settings
         with timed("ledger"):
             entry = self.ledger.lookup(envelope.message_id)
@@ -120,7 +122,10 @@ class DeliveryPipeline:
             if recorded is not None and recorded.delivered:
                 return replace(receipt, duplicate=True)
         with timed("ledger"):
-            self.ledger.mark_delivered(envelope.message_id)
+            if report is None:
+                self.ledger.mark_delivered(envelope.message_id)
+            else:
+                self.ledger.mark_delivered(envelope.message_id, report)
         return receipt
 
     def _forget(self, message_id: str) -> None:

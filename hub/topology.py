@@ -8,7 +8,8 @@
     both carry one binding per authority: routing key = Behördenkennung -> hub.deliver.<adapter>
     hub.deliver.<adapter> quorum queue; delivery limit + at-least-once dead-lettering to hub.dead
     hub.retry.<adapter>.<n> quorum wait queues, one delay each, dead-lettering back to the adapter queue
-    hub.report.<adapter>(.wait) transport-report poll requests and their wait queue (poll interval)
+    hub.report.<adapter>(.wait) poll requests of the previous release (reports now live in the ledger,
+                         hub/reports.py): still consumed and moved into the ledger for one release
     hub.dead             topic exchange -> quorum queue hub.dead (reason in headers)
     hub.unroutable       fanout exchange -> quorum queue hub.unroutable
     hub.status           topic exchange for status events (routing key portal.event.destination)

@@ -17,7 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import pika
 import pika.exceptions
@@ -51,10 +51,12 @@ from hub.failures import (
     safe_error_text,
 )
 from hub.health import Heartbeat, OutageRecord
+from hub.ledger import ReportSchedule
 from hub.metrics import WorkerMetrics
 from hub.pipeline import DeliveryPipeline
 from hub.publisher import ResilientPublisher
-from hub.reports import PollRequest, ReportPoller
+from hub.report_scheduler import ReportLedger, ReportScheduler, ReportTiming
+from hub.reports import PollRequest
 from hub.stages import observing
 from hub.status import ACCEPTED, DEAD_LETTERED, RETRY_SCHEDULED
 from hub.topology import (
@@ -110,13 +112,27 @@ class AdapterWorker:
             b = self.adapter_config.breaker
             breaker_settings = BreakerSettings(b.consecutive_failures, b.failure_rate, b.window, b.cool_down)
         self.breaker = CircuitBreaker(breaker_settings, on_change=self._on_breaker_change)
-        poll = getattr(pipeline.adapter, "transport_report", None)
-        self.reports = (ReportPoller(adapter_name, poll, self._ensure_publisher,
-                                     max_polls=self.adapter_config.report_poll_max)
-                        if poll is not None and self.adapter_config.poll_transport_reports else None)
         self.metrics.breaker_state.labels(adapter_name).set(STATE_VALUES[CLOSED])
         self.metrics.broker_blocked.labels(adapter_name).set(0)  # a series from the start: alerts/dashboards see it
         self.events = WorkerEvents(adapter_name, self._ensure_publisher, metrics.status_events_failed)
+        self.reports = self._report_scheduler()
+
+    def _report_scheduler(self) -> ReportScheduler | None:
+        """The transport-report scheduler (hub/report_scheduler.py), if the adapter has reports to
+        poll and the ledger can keep them."""
+        poll = getattr(self.pipeline.adapter, "transport_report", None)
+        ledger = self.pipeline.ledger
+        if poll is None or not self.adapter_config.poll_transport_reports or not hasattr(ledger, "claim_reports"):
+            return None
+        cfg = self.adapter_config
+        failed = self.metrics.status_events_failed
+        return ReportScheduler(
+            self.adapter, cast(ReportLedger, ledger), poll, self._ensure_publisher,
+            ReportTiming(cfg.first_poll_delay, cfg.report_poll_interval, cfg.report_poll_max),
+            paused=lambda: self.breaker.state == OPEN or not self.connected.is_set(),
+            counted=lambda result: self.metrics.transport_reports.labels(self.adapter, result).inc(),
+            lost=lambda event: failed.labels(self.adapter, event.event).inc(),
+            lease=2 * cfg.timeout + 5.0)  # a poll that hangs for the timeout ends well inside it
 
     # --- lifecycle ---------------------------------------------------------------------------
     def stop(self) -> None:
@@ -127,6 +143,8 @@ class AdapterWorker:
         queues disagree with the config, or at start the broker refused login, vhost or permission
         (``BrokerAccessRefused``; a refusal after a successful start is retried like an outage)."""
         backoff = 1.0
+        if self.reports is not None:
+            self.reports.start()
         try:
             while not self._stop.is_set():
                 opened = self.connections_opened
@@ -153,7 +171,13 @@ class AdapterWorker:
                     backoff = min(backoff * 2, 30.0)
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
-            self.events.close()  # status events still waiting for another try, before the publisher goes
+            if self.reports is not None:  # its round ends with its events confirmed, or leased for later
+                self.reports.stop()
+            # status events: the confirms still outstanding first (a failed one goes to the retrier),
+            # then the retrier's tries, then the publisher; whatever is still unconfirmed is counted lost
+            if self.publisher is not None:
+                self.publisher.wait_confirms(15)
+            self.events.close(15)
             if self.publisher is not None:
                 self.publisher.close()
 
@@ -260,13 +284,9 @@ class AdapterWorker:
                     elif wanted in (HALF_OPEN, "cautious"):
                         consumer_tag = self._consume(channel, connection, 1)
                     self.consumer_tag = consumer_tag
-                    if report_channel is not None:  # report polls hit the same endpoint: same breaker
-                        if wanted == OPEN and report_tag is not None:
-                            report_channel.basic_cancel(report_tag)
-                            report_tag = None
-                        elif wanted != OPEN and report_tag is None:
-                            report_tag = report_channel.basic_consume(
-                                report_queue(self.adapter), partial(self._on_report, connection))
+                    if report_channel is not None and report_tag is None:  # the previous release's requests
+                        report_tag = report_channel.basic_consume(
+                            report_queue(self.adapter), partial(self._on_report, connection))
                     mode = wanted
                 connection.process_data_events(time_limit=0.25)
             # graceful: stop taking new messages, let in-flight ones settle (bounded)
@@ -311,17 +331,25 @@ class AdapterWorker:
                                                         self._generation))
 
     def _handle_report(self, msg: _Inbound) -> None:
+        """A poll request of the previous release (hub/reports.py): moved into the ledger, acked
+        once the ledger has it (flushed), polled by the scheduler from then on."""
         ok = False
         if msg.generation != self._generation:
             return self._settle(msg, ack=False)  # its connection is gone: the broker requeued it
         try:
             assert self.reports is not None
             with message_log_context(msg.properties, self.adapter):
-                result = self.reports.handle(msg.body)
-            self.metrics.transport_reports.labels(self.adapter, result).inc()
+                try:
+                    pending = PollRequest.from_body(msg.body).pending()
+                except (ValueError, TypeError):
+                    log.warning("dropping an unparsable transport-report poll request (%d bytes)", len(msg.body))
+                else:
+                    self.reports.ledger.schedule_report(self.adapter, pending)
+                    self.reports.wake()
             ok = True
         except Exception:
-            log.exception("transport-report poll for %s failed; it will be retried", msg.properties.message_id)
+            log.exception("transport-report poll request for %s not taken over; it will be retried",
+                          msg.properties.message_id)
         finally:
             self._settle(msg, ack=ok)
 
@@ -360,9 +388,12 @@ class AdapterWorker:
         ids = MessageIds.from_properties(props, len(self.adapter_config.retry_delays))
         self.events.publish_nowait(self.events.event(ids, ACCEPTED))
         progress = Progress()
+        report = (ReportSchedule(ids.portal, ids.correlation_id, self.adapter_config.first_poll_delay)
+                  if self.reports is not None else None)
         try:
             envelope = self.pipeline.decode(props, msg.body)
-            receipt = self.pipeline.process(envelope, on_delivering=self.events.on_delivering(ids, progress))
+            receipt = self.pipeline.process(envelope, on_delivering=self.events.on_delivering(ids, progress),
+                                            report=report)
         except Exception as error:
             if not isinstance(error, HubError):  # a bug: the traceback (no payload) helps fix it
                 log.exception("unexpected error delivering %s", props.message_id)
@@ -378,12 +409,6 @@ class AdapterWorker:
         self.metrics.processed.labels(self.adapter, "delivered").inc()
         log.info("delivered %s to %s as %s%s", envelope.message_id, envelope.destination, receipt.transport_message_id,
                  " (accepted on re-send)" if detail.get("accepted_on_resend") else "", extra={"outcome": "delivered"})
-        if self.reports is not None and not receipt.duplicate:
-            try:
-                self.reports.schedule(PollRequest(ids.message_id, receipt.transport_message_id, ids.portal,
-                                                  ids.destination, correlation_id=ids.correlation_id))
-            except HubError as exc:  # delivered all the same; only the report will not be followed
-                log.warning("transport report of %s will not be polled: %s", envelope.message_id, exc)
         return "delivered"
 
     def _fail(self, msg: _Inbound, error: BaseException, destination: str | None, ids: MessageIds,

@@ -136,10 +136,15 @@ class EventRetrier:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._closed = False
 
     def submit(self, event: StatusEvent, error: BaseException) -> None:
-        """Queue ``event`` (its async publish failed with ``error``) for another try; never blocks."""
+        """Queue ``event`` (its async publish failed with ``error``) for another try; never blocks.
+        After ``close`` nothing is tried any more: the event is reported lost at once."""
         with self._lock:
+            if self._closed:
+                self._report_lost(event, error)
+                return
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="status-event-retrier", daemon=True)
                 self._thread.start()
@@ -148,7 +153,13 @@ class EventRetrier:
         try:
             self._queue.put_nowait(event)
         except queue.Full:
+            self._report_lost(event, error)
+
+    def _report_lost(self, event: StatusEvent, error: BaseException) -> None:
+        try:
             self._on_lost(event, error)
+        except Exception:  # a failing report must not stop the retrier
+            log.exception("reporting a lost status event failed")
 
     def _run(self) -> None:
         while True:
@@ -166,7 +177,7 @@ class EventRetrier:
                 return
             except Exception as exc:  # noqa: BLE001 - every failure is retried, then reported
                 if attempt == self._attempts:
-                    self._on_lost(event, exc)
+                    self._report_lost(event, exc)
                     return
                 if self._stop.wait(backoff):  # closing: one last try without waiting
                     backoff = 0.0
@@ -175,6 +186,7 @@ class EventRetrier:
     def close(self, timeout: float = 30.0) -> None:
         """Try what is queued (at most ``timeout`` seconds more), then stop; what is left is lost."""
         with self._lock:
+            self._closed = True
             thread, self._thread = self._thread, None
         if thread is None:
             return
@@ -187,7 +199,7 @@ class EventRetrier:
             except queue.Empty:
                 return
             if left is not None:
-                self._on_lost(left, TimeoutError("worker stopped before it could be published"))
+                self._report_lost(left, TimeoutError("worker stopped before it could be published"))
 
 
 class WorkerEvents:

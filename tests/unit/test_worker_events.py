@@ -11,27 +11,22 @@ import logging
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Any
 
 import pika
 import pytest
 from prometheus_client import CollectorRegistry
 
-from adapters.xta2 import TransportReportResult
 from hub.config import PORTAL_PATTERN
-from hub.errors import BrokerUnavailable, EndpointUnavailable, PublishNotConfirmed, XtaFault
+from hub.errors import BrokerUnavailable, PublishNotConfirmed
 from hub.metrics import WorkerMetrics
 from hub.pipeline import application_ref
 from hub.publisher import ResilientPublisher
-from hub.reports import TRANSPORT_REPORT as REPORTS_TRANSPORT_REPORT
-from hub.reports import PollRequest, ReportPoller
+from hub.reports import PollRequest
 from hub.status import (
     ACCEPTED,
     DELIVERED,
     RETRY_SCHEDULED,
-    TRANSPORT_REPORT,
-    TRANSPORT_REPORT_TIMEOUT,
     StatusEvent,
 )
 from hub.worker_events import (
@@ -125,70 +120,6 @@ def test_a_replayed_event_has_the_ids_the_worker_would_give_it() -> None:
     assert event.reason == clip_id("r" * 250) and event.adapter == clip_id("a" * 250)
     assert replayed_event(pika.BasicProperties(app_id="portal-a"), DeadLetter.from_amqp(
         pika.BasicProperties(app_id="portal-a"), b"")) is None  # no message id: no event
-
-
-@dataclass
-class _Publisher:
-    """Records what the poller publishes (unit level: the broker is not under test here)."""
-
-    published: list[tuple[str, str, bytes]] = field(default_factory=list)
-
-    def publish_and_wait(self, exchange: str, routing_key: str, body: bytes, _props: Any, **_kw: Any) -> None:
-        self.published.append((exchange, routing_key, body))
-
-    def events(self) -> list[StatusEvent]:
-        return [StatusEvent.from_body(b) for e, _k, b in self.published if e == "hub.status"]
-
-    def requests(self) -> list[PollRequest]:
-        return [PollRequest.from_body(b) for e, _k, b in self.published if e == ""]
-
-
-def _poller(answers: list[Any], max_polls: int = 5) -> tuple[ReportPoller, _Publisher]:
-    publisher = _Publisher()
-
-    def poll(transport_id: str) -> TransportReportResult:
-        answer = answers.pop(0)
-        if isinstance(answer, Exception):
-            raise answer
-        return TransportReportResult(transport_id, answer)
-
-    return ReportPoller("alpha", poll, lambda: publisher, max_polls=max_polls), publisher  # type: ignore[arg-type,return-value]
-
-
-def _run(poller: ReportPoller, publisher: _Publisher, first: PollRequest) -> list[str]:
-    results = [poller.handle(first.body())]
-    while results[-1] == "open":
-        results.append(poller.handle(publisher.requests()[-1].body()))
-    return results
-
-
-def test_report_events_open_once_then_final_with_ids() -> None:
-    poller, publisher = _poller([EndpointUnavailable("down"), 0, EndpointUnavailable("down"), 0, 1])
-    results = _run(poller, publisher, PollRequest("m-1", "urn:xta:1", "portal", "azr:000100", correlation_id="c-1"))
-    assert results == ["open", "open", "open", "open", "green"]
-    events = publisher.events()
-    # a failed poll is not an open answer, and does not make the next open answer a first one
-    assert [(e.event, e.detail["traffic_light"], e.attempt) for e in events] == [
-        (TRANSPORT_REPORT, "open", 2), (TRANSPORT_REPORT, "green", 5)]
-    assert all(e.transport_message_id == "urn:xta:1" and e.correlation_id == "c-1" for e in events)
-    assert REPORTS_TRANSPORT_REPORT == TRANSPORT_REPORT  # the old import keeps working
-
-
-def test_report_timeout_after_one_open_event() -> None:
-    poller, publisher = _poller([0, 0, 0], max_polls=3)
-    assert _run(poller, publisher, PollRequest("m-1", "urn:xta:1", "portal", "azr:000100")) == ["open", "open",
-                                                                                               "timeout"]
-    assert [(e.event, e.detail.get("traffic_light"), e.attempt) for e in publisher.events()] == [
-        (TRANSPORT_REPORT, "open", 1), (TRANSPORT_REPORT_TIMEOUT, None, 3)]
-
-
-def test_report_polling_that_fails_for_good_says_so_once() -> None:
-    poller, publisher = _poller([XtaFault("refused", exception_type="InvalidMessageIDException", code="9070")])
-    assert _run(poller, publisher, PollRequest("m-1", "urn:xta:1", "portal", "azr:000100")) == ["failed"]
-    [event] = publisher.events()
-    assert (event.event, event.attempt, event.transport_message_id) == (TRANSPORT_REPORT, 1, "urn:xta:1")
-    assert event.detail["traffic_light"] == "unknown" and event.detail["reason"] == "xta_9070"
-    assert event.detail["error"] == "XtaFault"
 
 
 def test_poll_request_tolerates_old_and_newer_bodies() -> None:
@@ -321,3 +252,16 @@ def test_events_still_queued_at_close_are_reported_lost_not_dropped() -> None:
     retrier.close(timeout=0.5)  # the first is stuck in its publish: the other two are reported at once
     assert sorted(lost) == ["m-1", "m-2"]
     blocker.set()
+
+
+def test_an_event_failing_after_close_is_reported_at_once_and_starts_no_thread() -> None:
+    lost: list[str] = []
+    retrier = EventRetrier(lambda: _FlakyPublisher(failing=0), lambda event, _error: lost.append(event.message_id),  # type: ignore[arg-type, return-value]
+                           attempts=1)
+    retrier.submit(StatusEvent("m-0", DELIVERED, "portal", "azr:000100", "alpha", at=time.time()), BrokerUnavailable("x"))
+    retrier.close(timeout=30)
+    threads_before = set(threading.enumerate())
+    retrier.submit(StatusEvent("m-late", DELIVERED, "portal", "azr:000100", "alpha", at=time.time()),
+                   BrokerUnavailable("connection closed at shutdown"))
+    assert lost == ["m-late"]  # m-0 was published by the retrier; m-late came after close
+    assert not {t for t in set(threading.enumerate()) - threads_before if t.name == "status-event-retrier"}
