@@ -251,13 +251,26 @@ class SqliteLedger(_SqlLedger):
         self._lock = threading.Lock()
         try:
             self._db = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(_SYNC[FULL])
-            self._synchronous = FULL
-            self._db.execute(_SCHEMA)
-            self._migrate()
         except sqlite3.Error as exc:
             raise ConfigError(f"ledger: cannot open SQLite database {path}: {exc}") from None
+        # Switching a new file to WAL and creating the schema take the write lock; SQLite answers
+        # "database is locked" at once (no busy wait: it would deadlock) when another process starts
+        # on the same new file at the same moment (two workers of one adapter). Retried, bounded.
+        give_up = time.monotonic() + 30
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute(_SYNC[FULL])
+                self._synchronous = FULL
+                self._db.execute(_SCHEMA)
+                self._migrate()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > give_up:
+                    raise ConfigError(f"ledger: cannot open SQLite database {path}: {exc}") from None
+                time.sleep(0.05)
+            except sqlite3.Error as exc:
+                raise ConfigError(f"ledger: cannot open SQLite database {path}: {exc}") from None
 
     def _migrate(self) -> None:
         """Add the pending-report columns an older ledger lacks. Another process may add one between

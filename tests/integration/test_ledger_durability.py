@@ -11,6 +11,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -124,3 +125,29 @@ def test_sqlite_process_killed_after_lazy_commits_loses_none_of_them(tmp_path: P
         assert ledger.lookup("forgotten-3") is None
     finally:
         ledger.close()
+
+
+def _open_at_once(url: str, barrier: Any, results: Any) -> None:
+    barrier.wait()
+    try:
+        open_ledger(url).close()
+        results.put("ok")
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_workers_starting_at_once_on_a_new_sqlite_ledger_all_open_it(tmp_path: Path) -> None:
+    """Two workers of one adapter (compose --scale) start on the same new file: switching it to WAL
+    and creating the schema must not refuse the second with "database is locked"."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    for attempt in range(10):
+        url = f"sqlite:///{tmp_path / f'race-{attempt}.db'}"
+        barrier, results = ctx.Barrier(4), ctx.Queue()
+        procs = [ctx.Process(target=_open_at_once, args=(url, barrier, results)) for _ in range(4)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(60)
+        assert sorted(results.get(timeout=10) for _ in procs) == ["ok"] * 4
