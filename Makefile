@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 CONFIG ?= examples/demo.toml
 ADAPTER ?=
 
-.PHONY: demo test lint bootstrap topology worker simulator stack clean
+.PHONY: demo test lint bootstrap topology worker simulator stack clean bench bench-quick bench-soak
 
 $(STAMP): pyproject.toml
 	@bash scripts/bootstrap.sh "$(PYTHON)" "$(VENV)"
@@ -39,6 +39,25 @@ simulator: $(STAMP)
 
 stack: $(STAMP)
 	$(PY) -m hub stack --repo . $(STACK_ARGS)
+
+# Benchmarks of issue 11 (bench/harness, docs/benchmarks.md): Markdown table on stdout, JSON + PNG in
+# bench/results/. `make bench` ~6-10 min, `make bench-quick` a smoke run (~20 s), `make bench-soak`
+# 50,000 x 20 KB through one worker (BENCH_SOAK_COUNT to change). Needs RabbitMQ + management API.
+# BENCH_ARGS="--out-dir DIR"; BENCH_SIZES="5 KB,50 KB", BENCH_VARIANTS=..., BENCH_ROUNDS=5 pick a part.
+BENCH_STAMP := $(VENV)/.bench-stamp
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	@$(PY) -m pip install -q -e '.[bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(PY) -m bench.harness $(BENCH_ARGS)
+
+bench-quick: $(BENCH_STAMP)
+	$(PY) -m bench.harness --quick $(BENCH_ARGS)
+
+bench-soak: $(BENCH_STAMP)
+	$(PY) -m bench.harness --soak $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
