@@ -37,24 +37,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from timing import MIN_RUNS, load_note
+from timing import MIN_RUNS, load_note, proc_status, reset_peak_rss
 
 KB, MB = 1000, 1000 * 1000
 SIZES = {"50K": 50 * KB, "2M": 2 * MB, "40M": 40 * MB}
 MESSAGE_TYPE = "OZG.Antrag.130101"
 AMQP = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 MANAGEMENT = os.environ.get("RABBITMQ_MANAGEMENT", "http://127.0.0.1:15672/api")
-
-
-def _status(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def _reset_peak_rss() -> None:
-    Path("/proc/self/clear_refs").write_text("5")  # Linux: VmHWM := VmRSS
 
 
 def _envelope(size: int) -> Any:
@@ -90,10 +79,10 @@ def _child_decode(args: argparse.Namespace) -> None:
     props = pika.BasicProperties(**json.loads(args.props))
     body = Path(args.body).read_bytes()
     gc.collect()
-    before = _status("VmRSS")
-    _reset_peak_rss()
+    before = proc_status("VmRSS")
+    reset_peak_rss()
     envelope = decode_envelope(props, body, limits)
-    growth = _status("VmHWM") - before
+    growth = proc_status("VmHWM") - before
     print(json.dumps({"growth": growth, "content": envelope.content.size}))
 
 
@@ -102,14 +91,14 @@ def _child_publish(args: argparse.Namespace) -> None:
     from hub.publisher import ConfirmingPublisher, publish_envelope
 
     gc.collect()
-    start = _status("VmRSS")
+    start = proc_status("VmRSS")
     envelope = _envelope(SIZES[args.size])
     with ConfirmingPublisher(BrokerConfig(url=args.url), "bench-envelope") as publisher:
         gc.collect()
-        before = _status("VmRSS")
-        _reset_peak_rss()
+        before = proc_status("VmRSS")
+        reset_peak_rss()
         publish_envelope(publisher, envelope, _limits(), check=False, version=args.version).result(timeout=120)
-        growth = _status("VmHWM") - before
+        growth = proc_status("VmHWM") - before
     print(json.dumps({"growth": growth, "payload_rss": before - start, "content": envelope.content.size}))
 
 

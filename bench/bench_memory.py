@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from timing import MIN_RUNS, load_note
+from timing import MIN_RUNS, load_note, proc_status, reset_peak_rss
 
 MIB = 1024 * 1024
 LIMIT = 40 * MIB
@@ -39,17 +39,6 @@ AUTHOR = {"identifier": "alp:000001", "name": "Bench-Portal", "category": "AuslÃ
 READER = "azr:000100"
 MESSAGE_TYPE = "OZG.Antrag.130101"
 XAU = b"http://www.osci.de/xauslaender2611"
-
-
-def _status(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def _reset_peak_rss() -> None:
-    Path("/proc/self/clear_refs").write_text("5")  # Linux: VmHWM := VmRSS
 
 
 # ---------------------------------------------------------------------- the cases
@@ -159,8 +148,8 @@ def _child(args: argparse.Namespace) -> None:
     props = pika.BasicProperties(**case["properties"])
     body = Path(case["body"]).read_bytes()
     gc.collect()
-    rss_before = _status("VmRSS")
-    _reset_peak_rss()
+    rss_before = proc_status("VmRSS")
+    reset_peak_rss()
     started = time.perf_counter()
     try:
         pipeline.process(pipeline.decode(props, body))
@@ -168,7 +157,7 @@ def _child(args: argparse.Namespace) -> None:
     except HubError as exc:
         outcome = f"refused: {exc.reason}"
     elapsed = time.perf_counter() - started
-    growth = _status("VmHWM") - rss_before
+    growth = proc_status("VmHWM") - rss_before
     print(json.dumps({"growth": growth, "body": len(body), "outcome": outcome, "seconds": elapsed}))
     pipeline.close()
 

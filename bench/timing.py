@@ -12,6 +12,7 @@ import statistics
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 MIN_RUNS = 5
 
@@ -97,3 +98,16 @@ def timed(fn: Callable[[], object]) -> Callable[[], float]:
         fn()
         return time.perf_counter() - start
     return run
+
+
+def proc_status(field: str) -> int:
+    """A ``/proc/self/status`` size field (``VmHWM``, ``VmRSS``, ...) in bytes; 0 if absent."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def reset_peak_rss() -> None:
+    """Linux: VmHWM := VmRSS, so the next peak is the next step's own."""
+    Path("/proc/self/clear_refs").write_text("5")
