@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.helpers import wait_for
 from tests.reliability.support import (
     WorkerProcess,
     account,
@@ -49,11 +50,7 @@ def _ledger_rows(path: Path) -> dict[str, tuple[str, str]]:
 
 
 def _wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.2)
+    wait_for(predicate, timeout, interval=0.2, what=what)
 
 
 def test_sigkill_mid_run_then_lost_delivered_marks_deliver_each_application_once(

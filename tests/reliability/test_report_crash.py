@@ -8,13 +8,12 @@ event: the restarted worker resumes the pending polls (a killed worker's leases 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.clock import SteppedClock
-from tests.integration.helpers import StatusCollector
+from tests.integration.helpers import StatusCollector, wait_for
 from tests.reliability.support import (
     WorkerProcess,
     applications,
@@ -31,11 +30,7 @@ ALPHA_READERS = ("azr:000100", "azr:000200")
 
 
 def _wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.2)
+    wait_for(predicate, timeout, interval=0.2, what=what)
 
 
 def test_sigkill_with_pending_report_polls_loses_no_report(broker_url, pki, tmp_path: Path) -> None:

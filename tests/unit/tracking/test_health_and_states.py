@@ -12,30 +12,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import tomli_w
 from werkzeug.test import Client
 
 from hub.config import HubConfig, load_config
 from hub.errors import TrackingStoreUnavailable
 from hub.status import ACCEPTED, DEAD_LETTERED, DELIVERED, StatusEvent
-from hub.tracking.auth import hash_token
 from hub.tracking.migrations import migrate
 from hub.tracking.model import ApplicationFilter, Scope
 from hub.tracking.service import ApplicationStates, TrackerService
 from hub.tracking.sql import open_database
 from hub.tracking.store import NO_FILTER, SqlTrackingStore
 from tests.integration.helpers import wait_for
+from tests.unit.tracking.test_service import _config_file
 
 
 @pytest.fixture
 def config(tmp_path: Path) -> HubConfig:
-    tokens = tmp_path / "tokens.toml"
-    tokens.write_text(f'[[tokens]]\nname = "a"\nportal = "portal-a"\nsha256 = "{hash_token("tok-a")}"\n')
-    path = tmp_path / "hub.toml"
-    path.write_text(tomli_w.dumps({
-        "broker": {"url": "amqp://guest:guest@127.0.0.1:1/%2F"},  # nothing listens: never reached here
-        "tracker": {"store": f"sqlite:///{tmp_path / 'tracking.db'}", "port": 0, "tokens_file": str(tokens)}}))
-    return load_config(path)
+    return load_config(_config_file(tmp_path))
 
 
 def _events() -> list[StatusEvent]:
