@@ -34,7 +34,7 @@ import pika
 
 from hub.config import DESTINATION_PATTERN
 from hub.envelope_body import CutStrings, read_body
-from hub.envelope_v2 import CONTENT_TYPE_V2, decode_parts, encode_body
+from hub.envelope_v2 import CONTENT_TYPE_V2, decode_parts, encode_body, encode_chunks
 from hub.errors import ContentTooLarge, EnvelopeError
 from hub.limits import SizeLimits
 from transport.content import Content, ContentPart
@@ -93,6 +93,13 @@ class Envelope:
             timestamp=self.timestamp,
             headers=headers,
         )
+
+    def body_chunks(self, *, version: int = ENVELOPE_VERSION) -> list[bytes | memoryview]:
+        """The AMQP body in ``version`` as pieces in order: for 2 the head and the parts' own
+        bytes (no copy; ``ConfirmingPublisher.publish`` streams them), for 1 the whole JSON."""
+        if _content_type(version) == CONTENT_TYPE_V2:
+            return encode_chunks(self.content)
+        return [self.body(version=version)]
 
     def body(self, *, version: int = ENVELOPE_VERSION) -> bytes:
         """The AMQP body in ``version``: 1 JSON with base64, 2 raw parts (one join, no other copy)."""
@@ -198,7 +205,7 @@ def _decoded_part(part: _DeclaredPart, strings: CutStrings) -> ContentPart:
     return ContentPart(data, part.content_type, part.filename)
 
 
-def decode_envelope(properties: pika.BasicProperties, body: bytes, limits: SizeLimits | None = None) -> Envelope:
+def decode_envelope(properties: pika.BasicProperties, body: bytes | bytearray, limits: SizeLimits | None = None) -> Envelope:
     """Check an arriving message against the contract; every violation is an EnvelopeError, a
     message above the size limit a ContentTooLarge (refused before its body is decoded or hashed).
     The content type selects the body format (1: JSON, 2: raw parts); ``x-envelope-version`` must
@@ -222,7 +229,8 @@ def decode_envelope(properties: pika.BasicProperties, body: bytes, limits: SizeL
     if expected == 2:
         parts = decode_parts(body, limit, key)
     else:
-        parts = _decode_json_parts(body, limits, message_type)
+        # version 1 is read from bytes (a body above 1 MiB arrives as a bytearray: one more copy, v1 only)
+        parts = _decode_json_parts(bytes(body), limits, message_type)
     return Envelope(
         message_id=str(properties.message_id),
         destination=str(destination),

@@ -53,9 +53,14 @@ def body_limit(content_limit: int) -> int:
 
 
 def encode_body(content: Content) -> bytes:
-    """The v2 body of ``content``: one join of the head, the preamble and the parts (the only copy).
-    Refuses what a worker would refuse (more than MAX_PARTS parts, names or types out of the
-    contract) before anything is sent."""
+    """The v2 body of ``content`` in one piece (one join of ``encode_chunks``)."""
+    return b"".join(encode_chunks(content))
+
+
+def encode_chunks(content: Content) -> list[bytes | memoryview]:
+    """The v2 body of ``content`` as its pieces in order: the head with the preamble, then each
+    part's data itself (no copy). Refuses what a worker would refuse (more than MAX_PARTS parts,
+    names or types out of the contract) before anything is sent."""
     if len(content.parts) > MAX_PARTS:
         raise EnvelopeError(f"{len(content.parts)} parts, at most {MAX_PARTS} allowed (the message and "
                             f"{MAX_PARTS - 1} attachments)")
@@ -63,7 +68,7 @@ def encode_body(content: Content) -> bytes:
                           ensure_ascii=False).encode("utf-8")
     if len(preamble) > MAX_PREAMBLE_BYTES:
         raise EnvelopeError(f"preamble of {len(preamble)} bytes exceeds {MAX_PREAMBLE_BYTES} bytes")
-    return b"".join((MAGIC, len(preamble).to_bytes(4, "big"), preamble, *(p.data for p in content.parts)))
+    return [MAGIC + len(preamble).to_bytes(4, "big") + preamble, *(p.data for p in content.parts)]
 
 
 def _describe(part: ContentPart, index: int) -> dict[str, Any]:
@@ -72,7 +77,7 @@ def _describe(part: ContentPart, index: int) -> dict[str, Any]:
     return {"content_type": part.content_type, "filename": part.filename, "size": part.size, "sha256": part.sha256}
 
 
-def decode_parts(body: bytes, content_limit: int, limit_key: str) -> list[ContentPart]:
+def decode_parts(body: bytes | bytearray, content_limit: int, limit_key: str) -> list[ContentPart]:
     """The parts of a v2 ``body``, each a ``memoryview`` slice of it, hashes checked; the message first."""
     if len(body) > body_limit(content_limit):
         raise ContentTooLarge(f"body of {len(body)} bytes exceeds {body_limit(content_limit)} bytes, the most an "

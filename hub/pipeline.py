@@ -51,7 +51,7 @@ class DeliveryPipeline:
         self.registry = registry
         self.message_types = dict(message_types)
 
-    def decode(self, properties: pika.BasicProperties, body: bytes) -> Envelope:
+    def decode(self, properties: pika.BasicProperties, body: bytes | bytearray) -> Envelope:
         with timed("decode"):
             return decode_envelope(properties, body, self.settings.limits)
 

@@ -14,7 +14,8 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Self
@@ -23,6 +24,7 @@ import pika
 import pika.exceptions
 from pika.channel import Channel
 
+from hub.amqp_stream import STREAM_THRESHOLD, BodyStream, Chunk, body_length
 from hub.broker import (
     broker_failure,
     connection_parameters,
@@ -64,6 +66,8 @@ class ConfirmingPublisher:
         self._closing = False
         self.blocked = False
         self._channel: Channel | None = None
+        self._stream: BodyStream | None = None  # a large message being written frame by frame
+        self._held: deque[Callable[[], None]] = deque()  # publishes waiting for that stream to end
         self._connection = pika.SelectConnection(
             self._params,
             on_open_callback=self._on_connection_open,
@@ -108,6 +112,7 @@ class ConfirmingPublisher:
 
     def _on_channel_closed(self, _channel: Channel, reason: Exception) -> None:
         self._channel = None
+        self._stream = None
         # 403 ACCESS_REFUSED (no write permission) or 406 PRECONDITION_FAILED (e.g. a body above
         # max_message_size): retrying cannot help. A size refusal names the body size, so only the
         # message(s) of that size fail for it; the rest of the window fails as an outage, to be retried.
@@ -122,6 +127,7 @@ class ConfirmingPublisher:
             self._failure = f"{type(reason).__name__}: {reason}"
             self._open_error = reason
             self._ready.set()
+        self._stream = None
         self._fail_all(f"connection closed: {reason}")
         self._connection.ioloop.stop()
 
@@ -132,21 +138,57 @@ class ConfirmingPublisher:
                 hit = error is not None and only_body_size in (None, entry.body_size)
                 entry.future.set_exception(error if hit else BrokerUnavailable(f"publish not confirmed, {why}"))
             self._window.release()
+        self._release_held()  # they fail at once: the channel is gone
 
-    def _do_publish(self, entry: _Pending, exchange: str, body: bytes,
+    def _do_publish(self, entry: _Pending, exchange: str, body: Sequence[Chunk],
                     properties: pika.BasicProperties, mandatory: bool) -> None:
+        if self._stream is not None:  # no frame of another message may cut into a streamed one
+            self._held.append(lambda: self._do_publish(entry, exchange, body, properties, mandatory))
+            return
         if self._channel is None or not self._channel.is_open:
             entry.future.set_exception(BrokerUnavailable("publisher channel is not open"))
             self._window.release()
             return
+        # the broker numbers confirms in publish order: the tag is taken before a stream can end
+        # synchronously and let held messages go out
+        self._seq += 1
+        tag = self._seq
+        self._pending[tag] = entry
         try:
-            self._channel.basic_publish(exchange, entry.routing_key, body, properties, mandatory=mandatory)
+            if entry.body_size > STREAM_THRESHOLD:
+                self._start_stream(entry, exchange, body, properties, mandatory)
+            else:
+                whole = body[0] if len(body) == 1 else b"".join(body)
+                self._channel.basic_publish(exchange, entry.routing_key, bytes(whole), properties, mandatory=mandatory)
         except Exception as exc:  # noqa: BLE001 - e.g. a header value AMQP cannot encode; never kill the I/O loop
+            # nothing of it was written (frames are marshalled before any is sent): no tag used
+            self._seq -= 1
+            del self._pending[tag]
+            self._stream = None
             entry.future.set_exception(PublishNotConfirmed(f"message could not be published: {type(exc).__name__}"))
             self._window.release()
-            return
-        self._seq += 1
-        self._pending[self._seq] = entry
+            self._release_held()
+
+    def _start_stream(self, entry: _Pending, exchange: str, body: Sequence[Chunk],
+                      properties: pika.BasicProperties, mandatory: bool) -> None:
+        """Write a large body frame by frame as the socket drains (hub/amqp_stream.py)."""
+        assert self._channel is not None
+        method = pika.spec.Basic.Publish(exchange=exchange, routing_key=entry.routing_key, mandatory=mandatory)
+        stream = BodyStream(self._connection, self._channel, method, properties, body,
+                            lambda _error: self._stream_done(stream))
+        self._stream = stream
+        stream.start()
+
+    def _stream_done(self, stream: BodyStream) -> None:
+        # after an error the channel is closed or closing: _fail_all fails the message's future
+        if self._stream is stream:
+            self._stream = None
+            self._release_held()
+
+    def _release_held(self) -> None:
+        """Publish what waited for a stream, in order, until one of them starts a stream itself."""
+        while self._held and self._stream is None:
+            self._held.popleft()()
 
     def _on_return(self, _channel: Channel, method: Any, properties: pika.BasicProperties, _body: bytes) -> None:
         for tag in sorted(self._pending):
@@ -174,20 +216,26 @@ class ConfirmingPublisher:
             self._window.release()
 
     # --- any thread -------------------------------------------------------------------------
-    def publish(self, exchange: str, routing_key: str, body: bytes, properties: pika.BasicProperties,
+    def publish(self, exchange: str, routing_key: str, body: Chunk | Sequence[Chunk], properties: pika.BasicProperties,
                 *, mandatory: bool = False, timeout: float | None = 60.0) -> Future[None]:
-        """Queue one message; blocks only while the window is full."""
+        """Queue one message; blocks only while the window is full.
+
+        ``body`` is the message's bytes, or its parts in order (e.g. ``Envelope.body_chunks``): a
+        body above 1 MiB is written frame by frame from them as the socket drains
+        (hub/amqp_stream.py), so the publisher never holds a second copy of a large payload. The
+        parts must not change until the future is done."""
         if self._closing or self._connection.is_closed:
             raise BrokerUnavailable("publisher is closed")
+        chunks: Sequence[Chunk] = (body,) if isinstance(body, (bytes, bytearray, memoryview)) else tuple(body)
         if not self._window.acquire(timeout=timeout):
             raise PublishNotConfirmed(f"no confirm window free after {timeout}s (broker blocked?)")
         future: Future[None] = Future()
-        entry = _Pending(future, properties.message_id, routing_key, body_size=len(body))
+        entry = _Pending(future, properties.message_id, routing_key, body_size=body_length(chunks))
         try:
             # a closure, not functools.partial: pika logs the callback's repr at DEBUG, and a
             # partial's repr would carry the body (personal data) into the logs
             def publish_on_io_thread() -> None:
-                self._do_publish(entry, exchange, body, properties, mandatory)
+                self._do_publish(entry, exchange, chunks, properties, mandatory)
 
             self._connection.ioloop.add_callback_threadsafe(publish_on_io_thread)
         except OSError as exc:  # loop already stopped: its wake-up socket is closed
@@ -195,7 +243,7 @@ class ConfirmingPublisher:
             raise BrokerUnavailable(f"publisher connection is gone: {exc}") from None
         return future
 
-    def publish_and_wait(self, exchange: str, routing_key: str, body: bytes,
+    def publish_and_wait(self, exchange: str, routing_key: str, body: Chunk | Sequence[Chunk],
                          properties: pika.BasicProperties, *, mandatory: bool = False,
                          timeout: float = 60.0) -> None:
         """Publish and return only after the broker confirmed (raises the mapped HubError)."""
@@ -282,7 +330,7 @@ class ResilientPublisher:
         current = self._current
         return current is not None and current.blocked
 
-    def publish_and_wait(self, exchange: str, routing_key: str, body: bytes, properties: pika.BasicProperties,
+    def publish_and_wait(self, exchange: str, routing_key: str, body: bytes | bytearray, properties: pika.BasicProperties,
                          *, mandatory: bool = False, timeout: float = 30.0, deadline: float = 300.0) -> None:
         """Publish until confirmed; raises UnknownDestination at once, other errors after ``deadline``."""
         give_up = time.monotonic() + deadline
@@ -374,11 +422,12 @@ def publish_envelope(publisher: ConfirmingPublisher, envelope: Envelope, limits:
     message (``limits``, default ``SizeLimits()``; from a config: ``SizeLimits.from_config``):
     raises ``ContentTooLarge`` / ``XmlRejected`` and sends nothing. ``check=False`` skips that, for
     tests that hand the worker hostile input on purpose (the worker checks everything again).
-    ``version`` 2 (default) sends the parts as raw bytes, built in one join (no base64, no JSON
-    copy); ``version=1`` writes the JSON envelope for workers older than version 2 (roll workers
+    ``version`` 2 (default) sends the parts as raw bytes straight from ``envelope`` (no join, no
+    base64, no JSON copy; a large one is written frame by frame as the socket drains, so keep the
+    envelope's parts unchanged until the future is done); ``version=1`` writes the JSON envelope for workers older than version 2 (roll workers
     out first, then publishers; docs/message-contract.md)."""
     if check:
         check_publishable(envelope.content, envelope.message_type, limits or SizeLimits())
     properties = envelope.properties(version=version)
-    return publisher.publish(INBOUND_CHECKED, envelope.destination, envelope.body(version=version), properties,
-                             mandatory=True)
+    return publisher.publish(INBOUND_CHECKED, envelope.destination, envelope.body_chunks(version=version),
+                             properties, mandatory=True)

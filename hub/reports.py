@@ -48,7 +48,7 @@ class PollRequest:
         return json.dumps({f.name: getattr(self, f.name) for f in fields(self)}, separators=(",", ":")).encode()
 
     @classmethod
-    def from_body(cls, body: bytes) -> PollRequest:
+    def from_body(cls, body: bytes | bytearray) -> PollRequest:
         raw = json.loads(body)
         if not isinstance(raw, dict):
             raise TypeError("poll request is not an object")

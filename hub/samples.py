@@ -204,7 +204,7 @@ def make_attachment(seed: int, size: int = 24_000) -> tuple[bytes, str, str]:
     stream_head_template = "3 0 obj\n<< /Length {n:010d} >>\nstream\n"
     filler_len = size - len(head) - len(tail) - len(stream_head_template.format(n=0))
     filler = random.Random(f"ozg-anlage:{seed}").randbytes(filler_len)
-    data = head + stream_head_template.format(n=filler_len).encode("ascii") + filler + tail
+    data = b"".join((head, stream_head_template.format(n=filler_len).encode("ascii"), filler, tail))  # one copy
     return data, attachment_filename(seed), "application/pdf"
 
 

@@ -22,6 +22,7 @@ from typing import Any, cast
 import pika
 import pika.exceptions
 
+from hub.amqp_stream import assemble_into_one_buffer
 from hub.breaker import (
     CLOSED,
     HALF_OPEN,
@@ -76,7 +77,7 @@ log = logging.getLogger(__name__)
 class _Inbound:
     tag: int
     properties: pika.BasicProperties
-    body: bytes
+    body: bytes | bytearray  # a large one arrives as one bytearray (hub/amqp_stream.py)
     connection: pika.BlockingConnection
     channel: Any
     generation: int  # the connection it came on; after a reconnect the broker has requeued it
@@ -228,6 +229,7 @@ class AdapterWorker:
         return self.publisher
 
     def _consume(self, channel: Any, connection: pika.BlockingConnection, prefetch: int) -> str:
+        assemble_into_one_buffer(channel)  # a large body is held once, not as frames + their join
         channel.basic_qos(prefetch_count=prefetch)
         consumer_tag: str = channel.basic_consume(self.queue, partial(self._on_message, connection))
         return consumer_tag

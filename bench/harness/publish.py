@@ -7,7 +7,16 @@
 publish_envelope, confirmed, mandatory). ``bare``: the very same body and properties, through the
 same confirming publisher, straight to a quorum queue (the baseline's publish costs the same).
 ``--rate 0`` publishes all at once (a burst). Writes the publish times (epoch seconds), the RSS
-before the first message and the peak RSS (VmHWM) as JSON.
+before the first message and the peak RSS (VmHWM) while publishing as JSON.
+
+The peak is the publisher's, not the sample generator's: building an application (hub/samples.py:
+random filler, then the PDF-like file around it) briefly needs a few copies of it, so the
+high-water mark is reset once an application is built, and the peak is the largest one seen
+while publishing, which includes the applications held at that moment. Applications too large
+to build ahead (more than 64 MB in all, of at least 8 MB each) are built one at a time, each after
+the previous one's confirm and, with ``--pace-url``, after it reached the endpoint: the publisher's
+peak and the worker's are then those of one application (the payload itself plus what publishing
+or delivering adds), and the burst's latency is one application's.
 """
 
 from __future__ import annotations
@@ -22,11 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness.procfs import status_bytes
+from bench.timing import reset_peak_rss
 
 AUTHOR = {"identifier": "alp:000001", "name": "Bench-Portal", "category": "Ausländerportal"}
 READER = "azr:000100"
 MESSAGE_TYPE = "OZG.Antrag.130101"
 PREGENERATE_BYTES = 64 * 1024 * 1024  # bursts below this are built before the first publish
+ONE_AT_A_TIME_BYTES = 8 * 1024 * 1024  # applications this large, not built ahead, go one at a time
 
 
 def _own(field: str) -> int:
@@ -55,6 +66,14 @@ def _delivered(url: str) -> int:
         return int(json.loads(answer.read())["arrived"])
 
 
+def _wait_delivered(url: str, count: int, deadline: float = 600.0) -> None:
+    give_up = time.monotonic() + deadline
+    while _delivered(url) < count:
+        if time.monotonic() > give_up:
+            raise SystemExit(f"only {_delivered(url)} of {count} applications delivered after {deadline:.0f} s")
+        time.sleep(0.02)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mode", choices=("hub", "bare"), required=True)
@@ -74,6 +93,7 @@ def main() -> None:
     import pika
 
     from hub.config import BrokerConfig, load_config
+    from hub.envelope import PUBLISH_VERSION
     from hub.limits import SizeLimits
     from hub.publisher import ConfirmingPublisher, publish_envelope
 
@@ -81,23 +101,37 @@ def main() -> None:
     publisher = ConfirmingPublisher(BrokerConfig(url=args.amqp), "bench-publisher", window=args.window)
     rss_base = _own("VmRSS")
     envelopes: Iterator[Any] = applications(args.size, args.count, args.seed)
-    if args.rate <= 0 and args.size * args.count <= PREGENERATE_BYTES:
+    built_ahead = args.rate <= 0 and args.size * args.count <= PREGENERATE_BYTES
+    if built_ahead:
         envelopes = iter(list(envelopes))
+        reset_peak_rss()
+    one_at_a_time = not built_ahead and args.size >= ONE_AT_A_TIME_BYTES
+    peak = 0
     published: list[float] = []
     futures: list[Future[None]] = []
     started = time.time()
-    for index, envelope in enumerate(envelopes):
+    for index in range(args.count):
+        if one_at_a_time:
+            if futures:  # one large application in the publisher at a time (see the docstring)
+                futures[-1].result(timeout=300)
+            if args.pace_url:  # ... and in the hub: the previous one has reached the endpoint
+                _wait_delivered(args.pace_url, index)
+            peak = max(peak, _own("VmHWM"))
+            envelope = next(envelopes)
+            reset_peak_rss()  # the generator's copies are not the publisher's
+        else:
+            envelope = next(envelopes)
         if args.rate > 0:
             time.sleep(max(0.0, started + index / args.rate - time.time()))
-        if args.pace_url and index % 100 == 0:
+        if args.pace_url and index % 100 == 0 and not one_at_a_time:
             while index - _delivered(args.pace_url) > args.ahead:
                 time.sleep(0.2)
         published.append(time.time())
         if args.mode == "hub":
             future = publish_envelope(publisher, envelope, limits)
         else:
-            props = envelope.properties()
-            future = publisher.publish("", args.queue, envelope.body(), pika.BasicProperties(
+            props = envelope.properties(version=PUBLISH_VERSION)  # the very body the hub's publisher sends
+            future = publisher.publish("", args.queue, envelope.body_chunks(version=PUBLISH_VERSION), pika.BasicProperties(
                 delivery_mode=2, message_id=props.message_id, content_type=props.content_type,
                 headers=props.headers), mandatory=True)
         futures.append(future)
@@ -109,7 +143,8 @@ def main() -> None:
     for f in futures:
         f.result(timeout=300)
     publisher.close()
-    args.out.write_text(json.dumps({"published": published, "rss_base": rss_base, "peak": _own("VmHWM")}))
+    peak = max(peak, _own("VmHWM"))
+    args.out.write_text(json.dumps({"published": published, "rss_base": rss_base, "peak": peak}))
 
 
 if __name__ == "__main__":

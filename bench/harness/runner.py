@@ -19,6 +19,7 @@ from typing import Any
 from bench.harness import setup
 from bench.harness.metrics import add_sums, stage_ms_per_item, stage_sums
 from bench.harness.procfs import CpuSample, broker_pid, cpu_ms_per_item, peak_rss, rss
+from bench.harness.publish import ONE_AT_A_TIME_BYTES
 from bench.harness.stats import latencies, percentile, throughput
 
 MB = 1024 * 1024
@@ -228,7 +229,9 @@ def run_once(bench: Bench, variant: Variant, size: Size, round_no: int) -> dict[
         endpoint = [bench.endpoint_pids[variant.endpoint]]
         cpu_before, broker_before = CpuSample.of(pids), CpuSample.of([broker] if broker else [])
         endpoint_before = CpuSample.of(endpoint)
-        pub = _publish(bench, variant, size, amqp, size.burst, 0.0)
+        # applications of 8 MB and more go one at a time: their memory figures are one application's
+        pace = f"{base}/_bench/count" if size.bytes >= ONE_AT_A_TIME_BYTES else None
+        pub = _publish(bench, variant, size, amqp, size.burst, 0.0, pace)
         delivered = _wait_arrivals(base, size.burst, 60 + size.burst * size.bytes / 2e6, procs)
         if delivered < size.burst:
             raise RuntimeError(f"only {delivered} of {size.burst} applications reached the endpoint")

@@ -33,7 +33,7 @@ from tests.reliability.support import (
     wait_readyz,
     write_config,
 )
-from tests.support.rabbitmq_node import RabbitNode
+from tests.support.rabbitmq_node import RabbitNode, rabbit_node
 from transport.security.keys import load_certificate, load_private_key
 from transport.xta.simulator import InjectedFault, RunningSimulator, serve
 
@@ -42,12 +42,9 @@ pytestmark = pytest.mark.broker
 
 @pytest.fixture(scope="module")
 def node() -> Iterator[RabbitNode]:
-    """One private broker node for the module (about 4 s to start; never the shared one on 5672)."""
-    rabbit = RabbitNode()
-    try:
-        yield rabbit.start()
-    finally:
-        rabbit.stop()
+    """A private broker node (its memory alarm and stops must not touch the shared one on 5672)."""
+    with rabbit_node() as rabbit:
+        yield rabbit
 
 
 @pytest.fixture()
