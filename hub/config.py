@@ -207,8 +207,19 @@ class MailboxConfig(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class StatusConfig(_Strict):
+    """How workers publish status events (docs/message-contract.md, "Status batches")."""
+
+    batch_window: float = Field(0.0, ge=0, le=5.0, description=(
+        "seconds a worker collects status events before it publishes them as one batch message per "
+        "portal; 0 (default): one message per event. Turn on only once every consumer of hub.status "
+        "reads batches"))
+    batch_max_events: int = Field(100, ge=1, le=500, description="events per batch message at most")
+
+
 class HubConfig(_Strict):
     broker: BrokerConfig = BrokerConfig()
+    status: StatusConfig = StatusConfig()
     ledger: LedgerConfig = LedgerConfig()
     tracker: TrackerConfig = TrackerConfig()
     mailboxes: dict[str, MailboxConfig] = Field(default_factory=dict)

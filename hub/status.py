@@ -22,6 +22,7 @@ import json
 import math
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -57,6 +58,11 @@ EVENTS = frozenset(PRECEDENCE)
 STATE_EVENTS = frozenset({ACCEPTED, DELIVERING, RETRY_SCHEDULED, DEAD_LETTERED, DELIVERED, REPLAYED})
 
 SCHEMA_VERSION = 1
+# A status batch: several events of one portal in one message (hub.config.StatusConfig). The
+# events are the same objects as single events' bodies; the message is accepted or refused whole.
+BATCH_CONTENT_TYPE = "application/vnd.xoev-hub.status-batch+json"
+BATCH = "batch"  # the event word of a batch's routing key: <portal>.batch
+MAX_BATCH_EVENTS = 500
 _EVENT_NAMESPACE = uuid.UUID("6f1c8d2e-3b7a-4f57-9a51-0d6c1e2f9b40")
 _MAX_ID = 200  # ids are ids: anything longer is not one
 # 'at' must be a plausible time: no event of this hub happened before 2000-01-01, and none comes
@@ -143,6 +149,10 @@ class StatusEvent:
             raw = json.loads(body)
         except (ValueError, UnicodeDecodeError):
             raise InvalidStatusEvent(f"status event is not JSON ({len(body)} bytes)") from None
+        return cls._from_raw(raw, now)
+
+    @classmethod
+    def _from_raw(cls, raw: Any, now: float) -> StatusEvent:
         if not isinstance(raw, dict):
             raise InvalidStatusEvent("status event is not a JSON object")
         values: dict[str, Any] = {}
@@ -210,3 +220,49 @@ def _depth(value: Any) -> int:
             return deepest
         stack.extend((child, level + 1) for child in children)
     return deepest
+
+
+def batch_message(events: Sequence[StatusEvent]) -> tuple[str, bytes, pika.BasicProperties]:
+    """(routing key, body, properties) of one batch message carrying ``events`` (all of one portal,
+    at most MAX_BATCH_EVENTS). Its ``message_id`` is derived from the events' ids: a batch published
+    again carries the same id, and the tracker skips its events as duplicates anyway."""
+    if not 0 < len(events) <= MAX_BATCH_EVENTS:
+        raise ValueError(f"a status batch carries 1 to {MAX_BATCH_EVENTS} events, not {len(events)}")
+    portals = {e.portal for e in events}
+    if len(portals) != 1:
+        raise ValueError("a status batch carries the events of one portal")
+    body = json.dumps({"version": SCHEMA_VERSION, "events": [asdict(e) for e in events]},
+                      separators=(",", ":")).encode()
+    properties = pika.BasicProperties(
+        message_id=event_id_for(BATCH, *(e.event_id for e in events)), content_type=BATCH_CONTENT_TYPE,
+        delivery_mode=2, timestamp=int(max(e.at for e in events)), type=f"hub.status.{BATCH}")
+    return f"{events[0].portal.replace('.', '_')}.{BATCH}", body, properties
+
+
+def events_from_message(content_type: str | None, body: bytes, *, now: float | None = None) -> list[StatusEvent]:
+    """The events of one hub.status message: a batch (``BATCH_CONTENT_TYPE``) or a single event
+    (any other content type). ``InvalidStatusEvent`` if it, or any event in it, breaks the contract:
+    a batch is refused whole, naming the first bad event's position (never its content)."""
+    if content_type != BATCH_CONTENT_TYPE:
+        return [StatusEvent.from_body(body, now=now)]
+    moment = time.time() if now is None else now
+    try:
+        raw = json.loads(body)
+    except Exception:  # noqa: BLE001 - not JSON, bad UTF-8, nested too deep for the parser
+        raise InvalidStatusEvent(f"status batch is not JSON ({len(body)} bytes)") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("events"), list):
+        raise InvalidStatusEvent("status batch is not an object with a list 'events'")
+    items = raw["events"]
+    if not 0 < len(items) <= MAX_BATCH_EVENTS:
+        raise InvalidStatusEvent(f"status batch has {len(items)} events; 1 to {MAX_BATCH_EVENTS} allowed")
+    events = []
+    for index, item in enumerate(items):
+        try:
+            events.append(StatusEvent._from_raw(item, moment))
+        except InvalidStatusEvent as exc:
+            raise InvalidStatusEvent(f"status batch event {index}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - e.g. RecursionError: invalid like any other
+            raise InvalidStatusEvent(f"status batch event {index} cannot be read ({type(exc).__name__})") from None
+    if len({e.portal for e in events}) != 1:
+        raise InvalidStatusEvent("status batch mixes portals (a batch carries the events of one portal)")
+    return events
