@@ -39,7 +39,7 @@ from hub.processes import free_port, spawn, stop_all, wait_for_http
 from hub.publisher import ConfirmingPublisher, publish_envelope
 from hub.reports import TRANSPORT_REPORT
 from hub.samples import make_attachment, make_ozg_application
-from hub.status import DEAD_LETTERED, DELIVERED, StatusEvent
+from hub.status import DEAD_LETTERED, DELIVERED, StatusEvent, events_from_message
 from hub.topology import STATUS_EXCHANGE, apply_topology, plan_topology
 from transport.content import ContentPart
 from transport.security.testpki import make_test_pki
@@ -89,8 +89,9 @@ def _follow_status(config: HubConfig, tracker: _Tracker, bound: threading.Event,
     queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
     channel.queue_bind(queue, STATUS_EXCHANGE, routing_key=f"{DEMO_PORTAL}.#")
 
-    def on_event(ch: Any, method: Any, _props: Any, body: bytes) -> None:
-        tracker.record(StatusEvent.from_body(body))
+    def on_event(ch: Any, method: Any, props: Any, body: bytes) -> None:
+        for event in events_from_message(props.content_type, body):  # a single event or a status batch
+            tracker.record(event)
         ch.basic_ack(method.delivery_tag)
 
     channel.basic_consume(queue, on_event)

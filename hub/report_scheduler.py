@@ -32,11 +32,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import pika
+
 from hub.errors import HubError
 from hub.ledger import PendingReport
 from hub.logs import log_context
 from hub.publisher import ResilientPublisher
-from hub.status import TRANSPORT_REPORT, TRANSPORT_REPORT_TIMEOUT, StatusEvent
+from hub.status import TRANSPORT_REPORT, TRANSPORT_REPORT_TIMEOUT, StatusEvent, batch_message
+from hub.topology import STATUS_EXCHANGE
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +82,7 @@ class ReportScheduler:
                  publisher: Callable[[], ResilientPublisher], timing: ReportTiming, *,
                  paused: Callable[[], bool] = lambda: False, counted: Callable[[str], None] = lambda _r: None,
                  lost: Callable[[StatusEvent], None] = lambda _e: None, lease: float = 30.0, batch: int = 64,
-                 tick: float = 0.5, publish_deadline: float = 30.0) -> None:
+                 tick: float = 0.5, publish_deadline: float = 30.0, batch_events: int | None = None) -> None:
         self.adapter = adapter
         self.ledger = ledger
         self._poll = poll
@@ -92,6 +95,7 @@ class ReportScheduler:
         self.batch = batch
         self.tick = tick
         self._publish_deadline = publish_deadline
+        self.batch_events = batch_events  # a round's events as status batches of this many (None: singly)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -153,8 +157,7 @@ class ReportScheduler:
         events = [event for _, outcome in done for event in outcome.events]
         if events:
             try:
-                self._publisher().publish_all(((e.exchange, e.routing_key, e.body(), e.properties(), False)
-                                               for e in events), deadline=self._publish_deadline)
+                self._publisher().publish_all(self._messages(events), deadline=self._publish_deadline)
             except Exception as exc:  # noqa: BLE001 - leased: polled and published again later
                 log.warning("%d transport-report events of %s not confirmed (%s); the reports are polled again "
                             "in %.0fs", len(events), self.adapter, exc, self.lease)
@@ -168,6 +171,20 @@ class ReportScheduler:
                 delay, polls, open_sent = outcome.again
                 self.ledger.reschedule_report(report.message_id, delay=delay, polls=polls, open_sent=open_sent)
         return len(claimed)
+
+    def _messages(self, events: list[StatusEvent]) -> list[tuple[str, str, bytes, pika.BasicProperties, bool]]:
+        """The messages that carry a round's events: one each, or status batches per portal."""
+        if self.batch_events is None:
+            return [(e.exchange, e.routing_key, e.body(), e.properties(), False) for e in events]
+        by_portal: dict[str, list[StatusEvent]] = {}
+        for event in events:
+            by_portal.setdefault(event.portal, []).append(event)
+        messages = []
+        for group in by_portal.values():
+            for start in range(0, len(group), self.batch_events):
+                routing_key, body, properties = batch_message(group[start:start + self.batch_events])
+                messages.append((STATUS_EXCHANGE, routing_key, body, properties, False))
+        return messages
 
     def poll(self, report: PendingReport) -> _Outcome:
         """Poll one report once and decide (no side effects but the call)."""

@@ -68,7 +68,7 @@ from hub.topology import (
     report_queue,
     retry_queue,
 )
-from hub.worker_events import MessageIds, Progress, WorkerEvents, message_log_context
+from hub.worker_events import MessageIds, Progress, StatusBatcher, WorkerEvents, message_log_context
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,10 @@ class AdapterWorker:
         self.breaker = CircuitBreaker(breaker_settings, on_change=self._on_breaker_change)
         self.metrics.breaker_state.labels(adapter_name).set(STATE_VALUES[CLOSED])
         self.metrics.broker_blocked.labels(adapter_name).set(0)  # a series from the start: alerts/dashboards see it
-        self.events = WorkerEvents(adapter_name, self._ensure_publisher, metrics.status_events_failed)
+        status = self.config.status
+        batcher = (StatusBatcher(self._ensure_publisher, status.batch_window, status.batch_max_events)
+                   if status.batch_window > 0 else None)
+        self.events = WorkerEvents(adapter_name, self._ensure_publisher, metrics.status_events_failed, batcher=batcher)
         self.reports = self._report_scheduler()
 
     def _report_scheduler(self) -> ReportScheduler | None:
@@ -133,7 +136,8 @@ class AdapterWorker:
             paused=lambda: self.breaker.state == OPEN or not self.connected.is_set(),
             counted=lambda result: self.metrics.transport_reports.labels(self.adapter, result).inc(),
             lost=lambda event: failed.labels(self.adapter, event.event).inc(),
-            lease=2 * cfg.timeout + 5.0)  # a poll that hangs for the timeout ends well inside it
+            lease=2 * cfg.timeout + 5.0,  # a poll that hangs for the timeout ends well inside it
+            batch_events=self.config.status.batch_max_events if self.config.status.batch_window > 0 else None)
 
     # --- lifecycle ---------------------------------------------------------------------------
     def stop(self) -> None:
@@ -174,8 +178,10 @@ class AdapterWorker:
             self._pool.shutdown(wait=True, cancel_futures=True)
             if self.reports is not None:  # its round ends with its events confirmed, or leased for later
                 self.reports.stop()
-            # status events: the confirms still outstanding first (a failed one goes to the retrier),
-            # then the retrier's tries, then the publisher; whatever is still unconfirmed is counted lost
+            # status events: a batch in hand goes out, then the confirms still outstanding (a failed
+            # one goes to the retrier), then the retrier's tries, then the publisher; whatever is
+            # still unconfirmed is counted lost
+            self.events.flush(15)
             if self.publisher is not None:
                 self.publisher.wait_confirms(15)
             self.events.close(15)

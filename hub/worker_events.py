@@ -16,6 +16,12 @@ its beginning, ``~`` and 40 hex digits of its SHA-256: stable and distinct. A mi
 (``app_id``) is ``(unknown)``, which no portal id can be (``hub.config.PORTAL_PATTERN``), so no
 token can ever see such events as its own. ``hub dlq replay`` builds its ``replayed`` events with
 the same helpers.
+
+With ``[status] batch_window`` > 0 the events are not published one by one: a ``StatusBatcher``
+collects them for that long and publishes one batch message per portal (hub/status.py,
+``batch_message``), so the broker routes and stores one message where it did up to a few hundred.
+A batch that is not confirmed is taken apart again: its outcome events go to the retrier (and are
+published singly), its informational ones are counted lost, as without batches.
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ from prometheus_client import Counter
 from hub.failures import H_ATTEMPT, header_int
 from hub.logs import log_context
 from hub.publisher import ResilientPublisher
-from hub.status import DELIVERED, DELIVERING, StatusEvent
+from hub.status import DELIVERED, DELIVERING, MAX_BATCH_EVENTS, StatusEvent, batch_message
+from hub.topology import STATUS_EXCHANGE
 
 log = logging.getLogger(__name__)
 
@@ -202,14 +209,107 @@ class EventRetrier:
                 self._report_lost(left, TimeoutError("worker stopped before it could be published"))
 
 
+OnFailure = Callable[[StatusEvent, BaseException], None]
+
+
+class StatusBatcher:
+    """Publishes status events as batch messages: each event waits at most ``window`` seconds, a
+    portal's batch goes out at once when it holds ``max_events``. One thread; never blocks ``add``.
+
+    The events in hand are lost if the process is killed within the window (the messages they
+    belong to may have been acked already): the window widens the crash window of
+    docs/operations.md ("Shutdown") by ``window``. ``close`` publishes what is in hand."""
+
+    def __init__(self, publisher: Callable[[], ResilientPublisher], window: float,
+                 max_events: int = 100) -> None:
+        if window <= 0 or not 0 < max_events <= MAX_BATCH_EVENTS:
+            raise ValueError("a status batcher needs a window > 0 and 1 to 500 events per batch")
+        self._publisher = publisher
+        self.window = window
+        self.max_events = max_events
+        self._cond = threading.Condition()
+        self._pending: dict[str, list[tuple[StatusEvent, OnFailure]]] = {}
+        self._due: float | None = None  # when the oldest event in hand must go out
+        self._full = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self.batches_published = 0
+
+    def add(self, event: StatusEvent, on_failure: OnFailure) -> None:
+        """Hand ``event`` over; ``on_failure(event, error)`` if its batch is not confirmed. After
+        ``close`` it is published on its own at once."""
+        with self._cond:
+            if not self._closed:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="status-batcher", daemon=True)
+                    self._thread.start()
+                batch = self._pending.setdefault(event.portal, [])
+                batch.append((event, on_failure))
+                if self._due is None:
+                    self._due = time.monotonic() + self.window
+                if len(batch) >= self.max_events:
+                    self._full = True
+                self._cond.notify()
+                return
+        self._publish_single(event, on_failure)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and not self._full and (
+                        self._due is None or time.monotonic() < self._due):
+                    self._cond.wait(None if self._due is None else max(0.0, self._due - time.monotonic()))
+                taken, self._pending = self._pending, {}
+                self._due, self._full = None, False
+                closed = self._closed
+            self._publish(taken)
+            if closed:
+                return
+
+    def _publish(self, taken: dict[str, list[tuple[StatusEvent, OnFailure]]]) -> None:
+        for items in taken.values():
+            for start in range(0, len(items), self.max_events):
+                self._publish_batch(items[start:start + self.max_events])
+
+    def _publish_batch(self, items: list[tuple[StatusEvent, OnFailure]]) -> None:
+        def failed(error: BaseException) -> None:
+            for event, on_failure in items:
+                on_failure(event, error)
+
+        try:
+            routing_key, body, properties = batch_message([event for event, _ in items])
+        except Exception as exc:  # never lose the events over a batch that cannot be built
+            log.exception("status batch of %d events cannot be built; its outcome events go out singly",
+                          len(items))
+            failed(exc)
+            return
+        self.batches_published += 1
+        self._publisher().publish_nowait(STATUS_EXCHANGE, routing_key, body, properties, on_failure=failed)
+
+    def _publish_single(self, event: StatusEvent, on_failure: OnFailure) -> None:
+        self._publisher().publish_nowait(event.exchange, event.routing_key, event.body(), event.properties(),
+                                         on_failure=lambda error: on_failure(event, error))
+
+    def close(self, timeout: float = 15.0) -> None:
+        """Publish the events in hand now (not waiting for their window) and stop the thread."""
+        with self._cond:
+            self._closed = True
+            thread = self._thread
+            self._cond.notify()
+        if thread is not None:
+            thread.join(timeout)
+
+
 class WorkerEvents:
     """Builds and publishes one adapter worker's status events; thread-safe (the publisher is)."""
 
-    def __init__(self, adapter: str, publisher: Callable[[], ResilientPublisher], failed: Counter) -> None:
+    def __init__(self, adapter: str, publisher: Callable[[], ResilientPublisher], failed: Counter, *,
+                 batcher: StatusBatcher | None = None) -> None:
         self.adapter = adapter
         self._publisher = publisher
         self._failed = failed
         self.retrier = EventRetrier(publisher, self._lost)
+        self.batcher = batcher
 
     def event(self, ids: MessageIds, event: str, *, progress: Progress | None = None, reason: str | None = None,
               detail: dict[str, Any] | None = None, transport_message_id: str | None = None,
@@ -252,16 +352,26 @@ class WorkerEvents:
         """Publish an informational event without waiting for its confirm."""
         if not event.message_id:  # nothing to attribute it to (the message is dead-lettered for it)
             return
-        self._publisher().publish_nowait(event.exchange, event.routing_key, event.body(), event.properties(),
-                                         on_failure=lambda error: self._lost(event, error))
+        self._send(event, self._lost)
 
     def publish(self, event: StatusEvent) -> None:
         """Publish an outcome event without waiting; if it is not confirmed, the retrier publishes
         it again (confirmed, off the delivery's path) before it is counted as lost."""
         if not event.message_id:
             return
+        self._send(event, self.retrier.submit)
+
+    def _send(self, event: StatusEvent, on_failure: OnFailure) -> None:
+        if self.batcher is not None:
+            self.batcher.add(event, on_failure)
+            return
         self._publisher().publish_nowait(event.exchange, event.routing_key, event.body(), event.properties(),
-                                         on_failure=lambda error: self.retrier.submit(event, error))
+                                         on_failure=lambda error: on_failure(event, error))
+
+    def flush(self, timeout: float = 15.0) -> None:
+        """At shutdown, once no delivery runs any more: publish the events a batch still holds."""
+        if self.batcher is not None:
+            self.batcher.close(timeout)
 
     def close(self, timeout: float = 30.0) -> None:
         """At shutdown, before the publisher closes: publish the events still waiting for a retry."""

@@ -39,6 +39,7 @@ class Variant:
     name: str
     workers: int        # 0: the bare path
     endpoint: str       # "canned" or "simulator"
+    status_batch: float = 0.0  # [status] batch_window of the workers (0: one message per status event)
 
 
 @dataclass
@@ -53,13 +54,14 @@ FULL_SIZES = [Size("5 KB", 5_000, 200, 10, 30), Size("50 KB", 50_000, 200, 10, 3
               Size("2 MB", 2_000_000, 16, 2, 6), Size("40 MB", 40_000_000, 3, 0, 0)]
 QUICK_SIZES = [Size("5 KB", 5_000, 50, 10, 10)]
 VARIANTS = [Variant("bare", 0, "canned"), Variant("hub 1w canned", 1, "canned"),
-            Variant("hub 2w canned", 2, "canned"), Variant("hub 1w simulator", 1, "simulator"),
+            Variant("hub 1w canned batched", 1, "canned", status_batch=0.05), Variant("hub 2w canned", 2, "canned"), Variant("hub 1w simulator", 1, "simulator"),
             Variant("hub 2w simulator", 2, "simulator")]
 
 
 def plan_for(mode: str) -> Plan:
     if mode == "quick":
-        return Plan(QUICK_SIZES, [VARIANTS[0], VARIANTS[1], VARIANTS[3]], rounds=1)
+        return Plan(QUICK_SIZES, [v for v in VARIANTS if v.name in ("bare", "hub 1w canned", "hub 1w simulator")],
+                    rounds=1)
     if mode == "soak":
         return Plan([], [], rounds=1, soak=int(os.environ.get("BENCH_SOAK_COUNT", "50000")))
     sizes = os.environ.get("BENCH_SIZES")  # e.g. "5 KB,40 MB": a part of the full run
@@ -172,6 +174,8 @@ def _start_consumers(bench: Bench, variant: Variant, amqp: str) -> tuple[list[su
     for index in range(variant.workers):
         port = setup.free_port()
         env = setup.env_for(amqp, f"{base}/xta", ledger)
+        if variant.status_batch:
+            env["HUB_STATUS__BATCH_WINDOW"] = str(variant.status_batch)
         log = bench.log(f"worker-{index}")
         procs.append(setup.hub(bench.config, "worker", "alpha", "--http-port", str(port), env=env, log=log))
         metrics.append(f"http://127.0.0.1:{port}")

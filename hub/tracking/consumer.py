@@ -1,10 +1,14 @@
 """The tracker's feed: status events from the ``hub.tracker`` queue into the tracking store.
 
-One pika ``BlockingConnection`` on the consumer's own thread (pitfall 1). Events are collected
-until ``batch_size`` or 0.2 s, written with one ``store.ingest`` (one transaction), then acked
-together (``multiple=True``). Nothing is acked before it is stored, and nothing is ever dropped:
+One pika ``BlockingConnection`` on the consumer's own thread (pitfall 1). A message carries one
+event, or several of one portal (a status batch, ``BATCH_CONTENT_TYPE``; ``events_from_message``).
+Events are collected until ``batch_size`` (events and messages; a batch message is never split)
+or 0.2 s, written with one ``store.ingest`` (one transaction), then acked together
+(``multiple=True``). Nothing is acked before all of its events are stored, and nothing is ever
+dropped:
 
-- a body that is not a status event (whatever fails while parsing it) is copied (publisher
+- a message that is not a status event or a valid status batch (whatever fails while parsing it;
+  a batch with one bad event is refused whole) is copied (publisher
   confirm, ``mandatory``) to ``hub.dead`` with reason ``invalid_status_event`` and acked right
   after the confirm, on its own: a batch that is not written afterwards (a stop during a store
   outage) brings back only its valid events, never a second dead letter; its error text names
@@ -13,8 +17,9 @@ together (``multiple=True``). Nothing is acked before it is stored, and nothing 
   consumer waits (backoff, I/O keeps flowing) and writes the same batch again;
 - a store that refuses an event for good (a non-transient ``HubError``: ``InvalidStatusEvent`` for
   text it cannot hold, such as a NUL) has the batch written one event at a time and only that
-  event dead-lettered (``invalid_status_event``, else ``tracker_store_rejected``), so one poison
-  event cannot stall the tracker;
+  event's message dead-lettered (``invalid_status_event``, else ``tracker_store_rejected``), so one
+  poison event cannot stall the tracker; the rest of a batch message is skipped then (it travels
+  with the dead-lettered copy, which can be replayed: ingest is idempotent);
 - a lost broker connection is reopened with backoff; the broker redelivers what was not acked,
   and ``ingest`` skips events it already has (by ``event_id``);
 - anything else (a bug) is logged with its traceback and ends ``run`` with ``error`` set, so
@@ -56,7 +61,7 @@ from hub.errors import (
 from hub.failures import clean_headers, epoch_ms, error_reason, safe_error_text
 from hub.health import STALL_AFTER, Heartbeat, OutageRecord
 from hub.metrics import DURATION_BUCKETS
-from hub.status import InvalidStatusEvent, StatusEvent
+from hub.status import InvalidStatusEvent, StatusEvent, events_from_message
 from hub.topology import DEAD_EXCHANGE, TRACKER_QUEUE, apply_topology, plan_topology
 from hub.tracking.model import TrackingStore
 from hub.tracking.sql import CONNECT_TIMEOUT_S, STATEMENT_TIMEOUT_MS
@@ -259,19 +264,9 @@ class StatusConsumer:
         return min(STOP_CHECK, max(0.0, self._first_at + BATCH_WAIT - time.monotonic()))
 
     def _flush(self, connection: pika.BlockingConnection, channel: Any) -> bool:
-        """Write and ack the oldest ``batch_size`` deliveries. False: not written (stopped while the
+        """Write and ack the oldest deliveries (``_take``). False: not written (stopped while the
         store was failing); they stay unacked and come back after the connection closes."""
-        batch = self._inbox[:self.batch_size]
-        del self._inbox[:self.batch_size]
-        if self._inbox:
-            self._first_at = time.monotonic()
-        events: list[tuple[_Delivery, StatusEvent]] = []
-        for delivery in batch:
-            try:
-                events.append((delivery, StatusEvent.from_body(delivery.body)))
-            except InvalidStatusEvent as exc:  # from_body turns every parsing failure into this
-                self._dead_letter(channel, delivery, exc)  # acked on its own once the copy is confirmed
-                self.metrics.invalid.inc()
+        batch, events = self._take(channel)
         if events and not self._write(connection, channel, events):
             return False
         rest = [d.tag for d in batch if d.tag not in self._acked]
@@ -279,6 +274,29 @@ class StatusConsumer:
             channel.basic_ack(max(rest), multiple=True)
         self._acked.difference_update(d.tag for d in batch)
         return True
+
+    def _take(self, channel: Any) -> tuple[list[_Delivery], list[tuple[_Delivery, StatusEvent]]]:
+        """The oldest deliveries, parsed, until ``batch_size`` deliveries or events (batch messages
+        would otherwise make one transaction of up to 500 times ``batch_size`` events); at least
+        one, and never part of a message. An invalid one is dead-lettered (acked alone) here."""
+        batch: list[_Delivery] = []
+        events: list[tuple[_Delivery, StatusEvent]] = []
+        for delivery in self._inbox:
+            if len(batch) >= self.batch_size or len(events) >= self.batch_size:
+                break
+            batch.append(delivery)
+            try:
+                events.extend((delivery, e) for e in events_from_message(delivery.properties.content_type,
+                                                                         delivery.body))
+            except InvalidStatusEvent as exc:  # every parsing failure is this, a batch is refused whole
+                self._dead_letter(channel, delivery, exc)  # acked on its own once the copy is confirmed
+                self.metrics.invalid.inc()
+        del self._inbox[:len(batch)]
+        if self._inbox and len(batch) >= self.batch_size:
+            # the rest of the inbox waits for its own batch; one cut short by the event count is
+            # due as the taken part was (a backlog of batch messages goes on without a pause)
+            self._first_at = time.monotonic()
+        return batch, events
 
     def _write(self, connection: pika.BlockingConnection, channel: Any,
                events: list[tuple[_Delivery, StatusEvent]]) -> bool:
@@ -307,29 +325,37 @@ class StatusConsumer:
             backoff = min(backoff * 2, STORE_BACKOFF[1])
 
     def _write_one_by_one(self, channel: Any, events: list[tuple[_Delivery, StatusEvent]]) -> bool:
-        """Store each event alone; one the store refuses for good is dead-lettered (and acked) and
-        leaves ``events``. False when a transient failure interrupts (the rest of the batch is
-        written again later: ingest is idempotent)."""
-        for item in list(events):
-            delivery, event = item
+        """Store each event alone; one the store refuses for good has its message dead-lettered
+        (and acked), and every event of that message leaves ``events``. False when a transient
+        failure interrupts (the rest of the batch is written again later: ingest is idempotent)."""
+        for delivery, event in list(events):
+            if delivery.tag in self._acked:  # its message is dead-lettered: the rest travels with the copy
+                continue
             self.heartbeat.tick()  # a batch of single writes: each is bounded, their sum is not
             try:
                 self._ingest([event])
             except InvalidStatusEvent as exc:  # text the store cannot hold (e.g. a NUL): invalid
-                self._dead_letter(channel, delivery, exc)
-                events.remove(item)
+                self._refuse(channel, events, delivery, exc)
                 self.metrics.invalid.inc()
             except Exception as exc:  # noqa: BLE001 - sorted below
                 if not isinstance(exc, HubError) or exc.transient:  # an outage: the batch is retried
                     self._store_failed(exc)
                     return False
                 self.metrics.store_errors.inc()
-                log.error("tracking store refused event %s of %s for good (%s); dead-lettered", event.event_id,
-                          event.message_id, safe_error_text(exc))
-                self._dead_letter(channel, delivery, exc, reason=STORE_REJECTED)
-                events.remove(item)
+                log.error("tracking store refused event %s of %s for good (%s); its message dead-lettered",
+                          event.event_id, event.message_id, safe_error_text(exc))
+                self._refuse(channel, events, delivery, exc, reason=STORE_REJECTED)
         self._store_problem = None
         return True
+
+    def _refuse(self, channel: Any, events: list[tuple[_Delivery, StatusEvent]], delivery: _Delivery,
+                error: HubError, reason: str | None = None) -> None:
+        """Dead-letter the message of an event the store refused (once: its tag is in ``_acked``
+        from now on, and a second ack of a tag is a channel error), and take all of its events out
+        of ``events``: a second write of the batch (after a transient failure) must not meet the
+        refused event again."""
+        self._dead_letter(channel, delivery, error, reason=reason)
+        events[:] = [item for item in events if item[0].tag != delivery.tag]
 
     def _store_failed(self, error: BaseException) -> None:
         self.metrics.store_errors.inc()

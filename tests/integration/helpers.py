@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from hub.config import HubConfig, parse_config
 from hub.metrics import WorkerMetrics
-from hub.status import StatusEvent
+from hub.status import StatusEvent, events_from_message
 from hub.topology import STATUS_EXCHANGE
 
 AUTHORITIES = {"azr:000100": "alpha", "azr:000200": "alpha", "azr:000300": "beta"}
@@ -85,6 +85,7 @@ class StatusCollector:
 
     def __init__(self, broker_url: str, binding: str = "#") -> None:
         self.events: list[StatusEvent] = []
+        self.content_types: list[str | None] = []  # one per message: batches carry several events
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -99,9 +100,10 @@ class StatusCollector:
         q = ch.queue_declare("", exclusive=True).method.queue
         ch.queue_bind(q, STATUS_EXCHANGE, binding)
 
-        def on(_ch: Any, method: Any, _p: Any, body: bytes) -> None:
+        def on(_ch: Any, method: Any, props: Any, body: bytes) -> None:
             with self._lock:
-                self.events.append(StatusEvent.from_body(body))
+                self.content_types.append(props.content_type)
+                self.events.extend(events_from_message(props.content_type, body))
 
         ch.basic_consume(q, on, auto_ack=True)
         self._ready.set()
