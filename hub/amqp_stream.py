@@ -27,6 +27,7 @@ This uses internals of the pinned pika (1.4.4): the connection's ``_body_max_len
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -71,13 +72,15 @@ class BodyStream:
         self._channel = channel
         self._publish = publish
         self._properties = properties
-        self._chunks = [memoryview(c).cast("B") for c in chunks]
+        # empty parts carry nothing: a frame for one after the last byte would be a protocol error
+        self._chunks = [view for view in (memoryview(c).cast("B") for c in chunks) if view.nbytes]
         self._length = body_length(self._chunks)
         self._on_done = on_done
         self._high_water = high_water
         self._index = 0  # chunk being sent
         self._offset = 0  # bytes of that chunk already sent
         self.frames_written = 0
+        self._aborted = False
         self.peak_buffer = 0  # largest output buffer seen after a write, for tests and benchmarks
 
     def start(self) -> None:
@@ -88,7 +91,26 @@ class BodyStream:
         self.pump()
 
     def pump(self) -> None:
-        """Write body frames until the buffer is above the high-water mark or the body is sent."""
+        """Write body frames until the buffer is above the high-water mark or the body is sent.
+        Never raises: the method and header frames are out, so a failure half-way leaves the
+        channel in the middle of a message; the connection is closed then (the broker drops the
+        partial message, the publisher fails what was not confirmed)."""
+        try:
+            self._pump()
+        except Exception as exc:  # noqa: BLE001 - a bug or a broken transport: end this stream cleanly
+            self._finish(exc)
+            with contextlib.suppress(Exception):
+                if not (self._connection.is_closed or self._connection.is_closing):
+                    self._connection.close(320, "a message was cut off while being sent")
+
+    def abort(self) -> None:
+        """The channel or connection is gone: drop the parts now (a pending resume may never run)."""
+        self._aborted = True
+        self._chunks = []
+
+    def _pump(self) -> None:
+        if self._aborted:
+            return
         if self._connection.is_closed or self._connection.is_closing or not self._channel.is_open:
             # the broker never saw the whole message; a frame more on a closed channel would be a
             # protocol error that takes the connection down
@@ -138,7 +160,7 @@ class BodyAssembler(ContentFrameAssembler):  # type: ignore[misc]  # pika has no
     def process(self, frame_value: Any) -> Any:
         if isinstance(frame_value, frame.Header) and frame_value.body_size > self._threshold:
             self._header_frame = frame_value
-            self._buffer = bytearray(frame_value.body_size)  # zero pages: resident only as they are written
+            self._buffer = bytearray(frame_value.body_size)  # the one copy (resident at once: CPython zero-fills it)
             return None
         return super().process(frame_value)
 

@@ -68,6 +68,8 @@ class ConfirmingPublisher:
         self._channel: Channel | None = None
         self._stream: BodyStream | None = None  # a large message being written frame by frame
         self._held: deque[Callable[[], None]] = deque()  # publishes waiting for that stream to end
+        self._handed_over = 0  # publishes queued for the I/O thread and not yet taken up by it
+        self._count_lock = threading.Lock()
         self._connection = pika.SelectConnection(
             self._params,
             on_open_callback=self._on_connection_open,
@@ -112,7 +114,7 @@ class ConfirmingPublisher:
 
     def _on_channel_closed(self, _channel: Channel, reason: Exception) -> None:
         self._channel = None
-        self._stream = None
+        self._abort_stream()
         # 403 ACCESS_REFUSED (no write permission) or 406 PRECONDITION_FAILED (e.g. a body above
         # max_message_size): retrying cannot help. A size refusal names the body size, so only the
         # message(s) of that size fail for it; the rest of the window fails as an outage, to be retried.
@@ -127,7 +129,7 @@ class ConfirmingPublisher:
             self._failure = f"{type(reason).__name__}: {reason}"
             self._open_error = reason
             self._ready.set()
-        self._stream = None
+        self._abort_stream()
         self._fail_all(f"connection closed: {reason}")
         self._connection.ioloop.stop()
 
@@ -178,6 +180,12 @@ class ConfirmingPublisher:
                             lambda _error: self._stream_done(stream))
         self._stream = stream
         stream.start()
+
+    def _abort_stream(self) -> None:
+        """The channel is gone: the stream's parts are released now, not when its timer would fire."""
+        if self._stream is not None:
+            self._stream.abort()
+            self._stream = None
 
     def _stream_done(self, stream: BodyStream) -> None:
         # after an error the channel is closed or closing: _fail_all fails the message's future
@@ -235,10 +243,13 @@ class ConfirmingPublisher:
             # a closure, not functools.partial: pika logs the callback's repr at DEBUG, and a
             # partial's repr would carry the body (personal data) into the logs
             def publish_on_io_thread() -> None:
+                self._count(-1)
                 self._do_publish(entry, exchange, chunks, properties, mandatory)
 
+            self._count(+1)
             self._connection.ioloop.add_callback_threadsafe(publish_on_io_thread)
         except OSError as exc:  # loop already stopped: its wake-up socket is closed
+            self._count(-1)
             self._window.release()
             raise BrokerUnavailable(f"publisher connection is gone: {exc}") from None
         return future
@@ -257,14 +268,24 @@ class ConfirmingPublisher:
     def is_open(self) -> bool:
         return self._channel is not None and self._channel.is_open
 
+    def _count(self, change: int) -> None:
+        with self._count_lock:
+            self._handed_over += change
+
+    def _outstanding(self) -> bool:
+        """A message handed over and not yet confirmed, nacked or failed: still queued for the I/O
+        thread, waiting for a stream to end, or sent and waiting for its confirm."""
+        return bool(self._handed_over or self._held or self._stream is not None or self._pending)
+
     def wait_confirms(self, timeout: float) -> bool:
-        """Wait until every published message is confirmed, nacked or failed (at most ``timeout``
-        seconds); True if none is outstanding. Their futures (and callbacks) have run by then."""
+        """Wait until every message published so far is confirmed, nacked or failed (at most
+        ``timeout`` seconds); True if none is outstanding. Their futures (and callbacks) have run by
+        then, so a publish just handed over (not yet on the wire) is waited for too."""
         waited = 0.0
-        while self._pending and waited < timeout and self._thread.is_alive():
+        while self._outstanding() and waited < timeout and self._thread.is_alive():
             threading.Event().wait(0.05)
             waited += 0.05
-        return not self._pending
+        return not self._outstanding()
 
     def close(self, timeout: float = 30.0) -> None:
         """Wait for outstanding confirms (up to ``timeout``), then close the connection."""

@@ -262,7 +262,10 @@ class StatusBatcher:
                 taken, self._pending = self._pending, {}
                 self._due, self._full = None, False
                 closed = self._closed
-            self._publish(taken)
+            try:
+                self._publish(taken)
+            except Exception:  # a bug must not end the thread: later events would wait forever
+                log.exception("publishing status batches failed")
             if closed:
                 return
 

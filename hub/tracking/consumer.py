@@ -16,10 +16,13 @@ dropped:
 - a store that fails (``TrackingStoreUnavailable``, transient) keeps the batch in hand: the
   consumer waits (backoff, I/O keeps flowing) and writes the same batch again;
 - a store that refuses an event for good (a non-transient ``HubError``: ``InvalidStatusEvent`` for
-  text it cannot hold, such as a NUL) has the batch written one event at a time and only that
-  event's message dead-lettered (``invalid_status_event``, else ``tracker_store_rejected``), so one
-  poison event cannot stall the tracker; the rest of a batch message is skipped then (it travels
-  with the dead-lettered copy, which can be replayed: ingest is idempotent);
+  text it cannot hold, such as a NUL) has the batch written one event at a time, and only that
+  event dead-lettered (``invalid_status_event``, else ``tracker_store_rejected``), so one poison
+  event cannot stall the tracker: a single-event message is copied and acked on its own as above;
+  an event of a batch message is copied alone, as a single-event message (its body and properties
+  as if published alone), and the batch's other events are stored and the batch acked with the
+  rest. The process remembers the last ``REMEMBERED_REFUSALS`` such events (by ``event_id``): a
+  batch written again or redelivered (a reconnect) does not copy one twice;
 - a lost broker connection is reopened with backoff; the broker redelivers what was not acked,
   and ``ingest`` skips events it already has (by ``event_id``);
 - anything else (a bug) is logged with its traceback and ends ``run`` with ``error`` set, so
@@ -61,7 +64,7 @@ from hub.errors import (
 from hub.failures import clean_headers, epoch_ms, error_reason, safe_error_text
 from hub.health import STALL_AFTER, Heartbeat, OutageRecord
 from hub.metrics import DURATION_BUCKETS
-from hub.status import InvalidStatusEvent, StatusEvent, events_from_message
+from hub.status import BATCH_CONTENT_TYPE, InvalidStatusEvent, StatusEvent, events_from_message
 from hub.topology import DEAD_EXCHANGE, TRACKER_QUEUE, apply_topology, plan_topology
 from hub.tracking.model import TrackingStore
 from hub.tracking.sql import CONNECT_TIMEOUT_S, STATEMENT_TIMEOUT_MS
@@ -75,6 +78,7 @@ STORE_BACKOFF = (0.5, 30.0)  # first and longest wait between writes of a batch 
 BROKER_BACKOFF = (1.0, 30.0)
 STORE_UNREACHABLE = "tracking store unreachable"  # the /readyz reason (details only in the log)
 STORE_REJECTED = "tracker_store_rejected"
+REMEMBERED_REFUSALS = 1000  # event ids of batch events dead-lettered (not to copy one twice)
 #: the consume loop's liveness limit: the usual one plus the longest one store write may take (a
 #: reconnect and a statement, twice: PostgresDatabase.run retries once on a new connection; more
 #: than SQLite's busy timeout)
@@ -96,8 +100,9 @@ class TrackerMetrics:
                               "(redelivered duplicates included)", ["event"], registry=registry)
         self.duplicates = Counter("hub_tracker_duplicate_events", "Events the store already had (redelivered or "
                                   "published twice); skipped", registry=registry)
-        self.invalid = Counter("hub_tracker_invalid_events", "Messages on hub.tracker that are not status events "
-                               "(dead-lettered with reason invalid_status_event)", registry=registry)
+        self.invalid = Counter("hub_tracker_invalid_events", "Messages on hub.tracker that are not status events or "
+                               "status batches, and events the store cannot hold (dead-lettered with reason "
+                               "invalid_status_event)", registry=registry)
         self.ingest_seconds = Histogram("hub_tracker_ingest_seconds", "Time of one successful store.ingest "
                                         "(one batch, one transaction)", buckets=DURATION_BUCKETS, registry=registry)
         self.store_errors = Counter("hub_tracker_store_errors", "Failed writes to the tracking store (the batch "
@@ -135,6 +140,9 @@ class StatusConsumer:
         self._stop = threading.Event()
         self._inbox: list[_Delivery] = []
         self._acked: set[int] = set()  # tags acked on their own (dead letters) in the batch being written
+        # batch events dead-lettered alone (their message is acked later, or redelivered): kept across
+        # reconnects, oldest dropped first; a dict is an ordered set
+        self._refused_events: dict[str, None] = {}
         self._first_at = 0.0
         self._last_activity = 0.0  # monotonic time of the last delivery or write (idle: lag back to 0)
         self._store_problem: str | None = None
@@ -325,37 +333,48 @@ class StatusConsumer:
             backoff = min(backoff * 2, STORE_BACKOFF[1])
 
     def _write_one_by_one(self, channel: Any, events: list[tuple[_Delivery, StatusEvent]]) -> bool:
-        """Store each event alone; one the store refuses for good has its message dead-lettered
-        (and acked), and every event of that message leaves ``events``. False when a transient
-        failure interrupts (the rest of the batch is written again later: ingest is idempotent)."""
-        for delivery, event in list(events):
-            if delivery.tag in self._acked:  # its message is dead-lettered: the rest travels with the copy
-                continue
+        """Store each event alone; one the store refuses for good is dead-lettered (``_refuse``)
+        and leaves ``events``. False when a transient failure interrupts (the rest of the batch is
+        written again later: ingest is idempotent)."""
+        for item in list(events):
+            event = item[1]
             self.heartbeat.tick()  # a batch of single writes: each is bounded, their sum is not
             try:
                 self._ingest([event])
             except InvalidStatusEvent as exc:  # text the store cannot hold (e.g. a NUL): invalid
-                self._refuse(channel, events, delivery, exc)
+                self._refuse(channel, events, item, exc)
                 self.metrics.invalid.inc()
             except Exception as exc:  # noqa: BLE001 - sorted below
                 if not isinstance(exc, HubError) or exc.transient:  # an outage: the batch is retried
                     self._store_failed(exc)
                     return False
                 self.metrics.store_errors.inc()
-                log.error("tracking store refused event %s of %s for good (%s); its message dead-lettered",
+                log.error("tracking store refused event %s of %s for good (%s); dead-lettered",
                           event.event_id, event.message_id, safe_error_text(exc))
-                self._refuse(channel, events, delivery, exc, reason=STORE_REJECTED)
+                self._refuse(channel, events, item, exc, reason=STORE_REJECTED)
         self._store_problem = None
         return True
 
-    def _refuse(self, channel: Any, events: list[tuple[_Delivery, StatusEvent]], delivery: _Delivery,
-                error: HubError, reason: str | None = None) -> None:
-        """Dead-letter the message of an event the store refused (once: its tag is in ``_acked``
-        from now on, and a second ack of a tag is a channel error), and take all of its events out
-        of ``events``: a second write of the batch (after a transient failure) must not meet the
-        refused event again."""
-        self._dead_letter(channel, delivery, error, reason=reason)
-        events[:] = [item for item in events if item[0].tag != delivery.tag]
+    def _refuse(self, channel: Any, events: list[tuple[_Delivery, StatusEvent]],
+                item: tuple[_Delivery, StatusEvent], error: HubError, reason: str | None = None) -> None:
+        """Dead-letter an event the store refused for good and take it out of ``events`` (a second
+        write of the batch after a transient failure must not meet it again). A single-event
+        message is copied and acked alone (its tag is in ``_acked`` from now on: a second ack of a
+        tag is a channel error). An event of a batch message is copied alone, as a single-event
+        message, and its message is left to the flush's ack: its other events are valid and are
+        stored. Such an event is copied once per process (``_refused_events``), even when its
+        batch comes back after a reconnect."""
+        delivery, event = item
+        if delivery.properties.content_type != BATCH_CONTENT_TYPE:
+            self._dead_letter(channel, delivery, error, reason=reason)
+        elif event.event_id not in self._refused_events:
+            self._dead_letter_event(channel, event, error, reason=reason)
+            self._refused_events[event.event_id] = None
+            if len(self._refused_events) > REMEMBERED_REFUSALS:
+                del self._refused_events[next(iter(self._refused_events))]
+        else:
+            log.info("event %s of a status batch was dead-lettered before; not copied again", event.event_id)
+        events[:] = [other for other in events if other is not item]
 
     def _store_failed(self, error: BaseException) -> None:
         self.metrics.store_errors.inc()
@@ -376,9 +395,27 @@ class StatusConsumer:
                      reason: str | None = None) -> None:
         """Copy the message to hub.dead with its reason (confirmed, mandatory), then ack it alone:
         a later failure of its batch cannot bring it back for a second copy."""
+        slug = self._publish_dead(channel, delivery.body, delivery.properties, error, reason)
+        channel.basic_ack(delivery.tag)
+        self._acked.add(delivery.tag)
+        log.warning("dead-lettered a message of %d bytes from %s: %s (%s)", len(delivery.body), TRACKER_QUEUE, slug,
+                    safe_error_text(error))
+
+    def _dead_letter_event(self, channel: Any, event: StatusEvent, error: HubError,
+                           reason: str | None = None) -> None:
+        """Copy one event of a batch message to hub.dead as a single-event message, not acking its
+        batch: the batch's other events are still to be stored, and the flush acks it after them."""
+        slug = self._publish_dead(channel, event.body(), event.properties(), error, reason)
+        log.warning("dead-lettered event %s of a status batch from %s: %s (%s)", event.event_id, TRACKER_QUEUE,
+                    slug, safe_error_text(error))
+
+    def _publish_dead(self, channel: Any, body: bytes, properties: pika.BasicProperties, error: HubError,
+                      reason: str | None) -> str:
+        """Publish ``body`` to hub.dead (``tracker.<reason>``) with the reason headers and wait for
+        the confirm; a copy the broker does not take raises (nothing is acked then). The reason."""
         slug = reason or error_reason(error)
         headers = {
-            **clean_headers(delivery.properties.headers or {}),
+            **clean_headers(properties.headers or {}),
             "x-hub-reason": slug,
             "x-hub-error-class": type(error).__name__,
             "x-hub-error-message": safe_error_text(error),
@@ -388,14 +425,11 @@ class StatusConsumer:
             "x-hub-last-failure": epoch_ms(),
         }
         try:
-            channel.basic_publish(DEAD_EXCHANGE, f"tracker.{slug}", delivery.body,
-                                  copy_properties(delivery.properties, headers), mandatory=True)
+            channel.basic_publish(DEAD_EXCHANGE, f"tracker.{slug}", body, copy_properties(properties, headers),
+                                  mandatory=True)
         except pika.exceptions.UnroutableError:
             raise BrokerUnavailable("hub.dead did not take a dead letter of the tracker (unroutable); "
                                     "is the topology applied?") from None
         except pika.exceptions.NackError:
             raise PublishNotConfirmed("the broker refused a dead letter of the tracker") from None
-        channel.basic_ack(delivery.tag)
-        self._acked.add(delivery.tag)
-        log.warning("dead-lettered a message of %d bytes from %s: %s (%s)", len(delivery.body), TRACKER_QUEUE, slug,
-                    safe_error_text(error))
+        return slug

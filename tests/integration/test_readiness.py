@@ -22,6 +22,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
+from tests.integration.helpers import wait_for
 from tests.reliability.support import (
     WorkerProcess,
     applications,
@@ -149,11 +150,14 @@ def test_broker_memory_alarm_not_ready_with_the_reason_then_ready_again(node: Ra
     try:
         body = wait_readyz(worker, 503, "the broker blocks this worker's connection")
         assert body.startswith("connected; "), body
-        assert metric_value(_metrics(worker), "hub_broker_blocked", adapter="alpha") == 1
+        # the gauge follows on the worker loop's next turn (readiness reads the state itself)
+        wait_for(lambda: metric_value(_metrics(worker), "hub_broker_blocked", adapter="alpha") == 1, 30,
+                 what="hub_broker_blocked 1")
     finally:
         node.memory_alarm(False)
     wait_readyz(worker, 200, "consuming hub.deliver.alpha")
-    assert metric_value(_metrics(worker), "hub_broker_blocked", adapter="alpha") == 0
+    wait_for(lambda: metric_value(_metrics(worker), "hub_broker_blocked", adapter="alpha") == 0, 30,
+             what="hub_broker_blocked 0")
     assert worker.terminate() == 0
 
 

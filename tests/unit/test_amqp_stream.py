@@ -152,3 +152,39 @@ def test_a_body_longer_than_its_header_says_is_refused() -> None:
         assert assembler.process(f) is None
     with pytest.raises(exceptions.BodyTooLongError):
         assembler.process(frames[-1])
+
+
+def test_empty_parts_add_no_frame_even_after_a_full_last_frame() -> None:
+    """A body of exactly k frames followed by an empty part (a 0-byte attachment): a frame after the
+    last byte would be an unexpected frame to the broker, which closes the connection."""
+    for parts in ([b"x" * 2 * FRAME_MAX_BODY, b""], [b"", b"y" * FRAME_MAX_BODY, b"", b""], [b"", b""]):
+        connection, channel = _Connection(), _Channel()
+        done: list[BaseException | None] = []
+        _stream(connection, channel, list(parts), done).start()
+        connection.drain()
+        assert done == [None]
+        bodies = _decode(b"".join(connection.written))[2:]
+        assert [len(f.fragment) for f in bodies] == [FRAME_MAX_BODY] * (sum(map(len, parts)) // FRAME_MAX_BODY)
+
+
+def test_a_failure_half_way_ends_the_stream_and_closes_the_connection() -> None:
+    class _Breaking(_Connection):
+        closed_with: tuple[int, str] | None = None
+
+        def _output_marshaled_frames(self, frames: list[bytes]) -> None:
+            if len(self.buffered) >= 3:
+                raise OSError("transport broke")
+            super()._output_marshaled_frames(frames)
+
+        def close(self, code: int, text: str) -> None:
+            self.closed_with = (code, text)
+
+    connection, channel = _Breaking(), _Channel()
+    done: list[BaseException | None] = []
+    stream = _stream(connection, channel, [b"z" * 10_000], done)
+    stream.start()  # never raises: the method and header frames are already out
+    assert len(done) == 1 and isinstance(done[0], OSError)
+    assert connection.closed_with is not None and connection.closed_with[0] == 320
+    stream.abort()
+    stream.pump()  # aborted: nothing more happens
+    assert len(done) == 1

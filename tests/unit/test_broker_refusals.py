@@ -6,6 +6,7 @@ password appears nowhere. The texts are pika's own, as the real broker produces 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from concurrent.futures import Future
 from types import SimpleNamespace
 
@@ -116,6 +117,7 @@ def test_a_size_refusal_fails_only_the_message_of_that_size() -> None:
     publisher = ConfirmingPublisher.__new__(ConfirmingPublisher)  # the channel-close path only, no broker
     publisher._config, publisher._window = CONFIG, threading.BoundedSemaphore(2)
     publisher._connection = SimpleNamespace(is_closed=True, is_closing=False)
+    publisher._stream, publisher._held = None, deque()
     big, small = (_Pending(Future(), f"m-{n}", "azr:000100", body_size=n) for n in (17825792, 1000))
     publisher._pending = {1: big, 2: small}
     publisher._window.acquire()

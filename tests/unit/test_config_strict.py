@@ -29,6 +29,7 @@ from hub.config import (
     MessageTypeConfig,
     PartyConfig,
     SimulatorConfigModel,
+    StatusConfig,
     TrackerConfig,
     parse_config,
 )
@@ -56,6 +57,7 @@ SECTIONS: list[tuple[tuple[str | int, ...], type[BaseModel], str]] = [
     (("ledger",), LedgerConfig, "ledger."),
     (("limits",), LimitsConfig, "limits."),
     (("simulator",), SimulatorConfigModel, "simulator."),
+    (("status",), StatusConfig, "status."),
     (("tracker",), TrackerConfig, "tracker."),
     (("mailboxes", "portal-a"), MailboxConfig, "mailboxes.portal-a."),
     (("mailboxes", "portal-a", "account"), PartyConfig, "mailboxes.portal-a.account."),

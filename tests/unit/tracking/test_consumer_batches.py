@@ -1,7 +1,8 @@
 """Status batch messages in the consumer, without a broker (the broker's side: tests/integration/
 test_tracker_batches.py): a batch is stored and acked as one delivery, refused whole when one of
-its events breaks the contract, and dead-lettered exactly once, its other events skipped, when the
-store refuses one of them for good."""
+its events breaks the contract; when the store refuses one of its events for good, that event alone
+is dead-lettered (once, as a single-event message) and the batch's other events are stored and the
+batch acked once by its flush."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pika
+import pika.exceptions
+import pytest
 from prometheus_client import CollectorRegistry
 
 from hub.config import parse_config
@@ -23,7 +26,10 @@ from hub.status import (
     InvalidStatusEvent,
     StatusEvent,
     batch_message,
+    events_from_message,
 )
+from hub.topology import DEAD_EXCHANGE
+from hub.tracking import consumer as consumer_module
 from hub.tracking.consumer import StatusConsumer, TrackerMetrics, _Delivery
 from hub.tracking.sql import TrackingStoreRejected
 
@@ -32,22 +38,33 @@ T0 = 1_790_000_000.0
 
 @dataclass
 class Channel:
-    """Records dead letters (body and headers) and acks, in the order they happen."""
+    """Records dead letters and acks, in the order they happen; ``lose_acks`` acks fail as on a
+    lost connection."""
 
     calls: list[tuple[str, Any]] = field(default_factory=list)
+    lose_acks: int = 0
 
     def basic_publish(self, exchange: str, routing_key: str, body: bytes, properties: Any,
                       mandatory: bool = False) -> None:
-        self.calls.append(("dead", (body, properties.headers)))
+        self.calls.append(("dead", (body, properties, exchange, routing_key, mandatory)))
 
     def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
+        if self.lose_acks:
+            self.lose_acks -= 1
+            raise pika.exceptions.StreamLostError("connection lost")
         self.calls.append(("ack", (delivery_tag, multiple)))
 
     def dead(self) -> list[bytes]:
         return [value[0] for kind, value in self.calls if kind == "dead"]
 
-    def dead_headers(self) -> list[dict[str, Any]]:
+    def dead_properties(self) -> list[pika.BasicProperties]:
         return [value[1] for kind, value in self.calls if kind == "dead"]
+
+    def dead_headers(self) -> list[dict[str, Any]]:
+        return [p.headers for p in self.dead_properties()]
+
+    def dead_routes(self) -> list[tuple[str, str, bool]]:
+        return [value[2:] for kind, value in self.calls if kind == "dead"]
 
     def acks(self) -> list[tuple[int, bool]]:
         return [value for kind, value in self.calls if kind == "ack"]
@@ -180,27 +197,44 @@ def test_an_invalid_batch_is_dead_lettered_whole_naming_the_position() -> None:
     assert _metric(consumer, "hub_tracker_invalid_events_total") == 1
 
 
-def test_one_by_one_dead_letters_a_batch_once_and_skips_its_other_events() -> None:
+def _assert_dead_event(channel: Channel, index: int, event: StatusEvent, reason: str, error_class: str) -> None:
+    """Dead letter ``index`` is ``event`` alone, as if published on its own, with the reason headers."""
+    body, properties = channel.dead()[index], channel.dead_properties()[index]
+    assert body == event.body()
+    assert events_from_message(properties.content_type, body, now=T0) == [event]
+    assert properties.message_id == event.event_id and properties.type == f"hub.status.{event.event}"
+    assert properties.delivery_mode == 2
+    headers = properties.headers
+    assert headers["x-hub-reason"] == reason
+    assert headers["x-hub-error-class"] == error_class
+    assert headers["x-hub-adapter"] == "tracker" and headers["x-hub-attempts"] == 1
+    assert "x-hub-first-failure" in headers and "x-hub-last-failure" in headers
+    assert channel.dead_routes()[index] == (DEAD_EXCHANGE, f"tracker.{reason}", True)
+
+
+def test_one_by_one_dead_letters_only_the_refused_event_of_a_batch_and_stores_the_rest() -> None:
     """The store refuses the batch's second event for good; then a transient failure interrupts
-    the single writes and the batch is written again: without the refused message."""
+    the single writes and the batch is written again: without the refused event, which is
+    dead-lettered once, alone; the batch message is acked once, by the flush."""
     store = Store(hiccup_on=["a"])
     consumer = _consumer(store)
     channel = Channel()
-    refused = _batch(1, _event("b0"), _event("poison"), _event("b2"), _event("b3"))
+    poison = _event("poison")
+    refused = _batch(1, _event("b0"), poison, _event("b2"), _event("b3"))
     consumer._inbox = [refused, _single(2, "a"), _batch(3, _event("c0"), _event("c1"))]
     assert consumer._flush(Connection(), channel)
-    assert channel.dead() == [refused.body]  # the whole message, once
-    assert channel.dead_headers()[0]["x-hub-reason"] == "tracker_store_rejected"
-    assert channel.acks() == [(1, False), (3, True)]  # no tag twice
-    assert store.ids() == {"b0", "a", "c0", "c1"}  # b2, b3 travel with the dead letter
+    assert len(channel.dead()) == 1  # the refused event, once; not the batch
+    _assert_dead_event(channel, 0, poison, "tracker_store_rejected", "TrackingStoreRejected")
+    assert channel.acks() == [(3, True)]  # the batch is acked by the flush, no tag alone or twice
+    assert store.ids() == {"b0", "b2", "b3", "a", "c0", "c1"}  # the batch's other events are stored
     all_ids = ["b0", "poison", "b2", "b3", "a", "c0", "c1"]
-    assert store.writes == [all_ids, ["b0"], ["poison"], ["a"], ["a", "c0", "c1"]]
+    assert store.writes == [all_ids, ["b0"], ["poison"], ["b2"], ["b3"], ["a"], ["b0", "b2", "b3", "a", "c0", "c1"]]
     assert _metric(consumer, "hub_tracker_store_errors_total") == 2  # the refusal and the hiccup
-    assert _metric(consumer, "hub_tracker_events_total", {"event": ACCEPTED}) == 4
-    assert consumer._acked == set()
+    assert _metric(consumer, "hub_tracker_invalid_events_total") == 0
+    assert consumer._acked == set() and consumer._inbox == []
 
 
-def test_a_batch_event_the_store_cannot_hold_is_invalid_and_dead_letters_its_message_once() -> None:
+def test_a_batch_event_the_store_cannot_hold_is_invalid_and_dead_lettered_alone() -> None:
     class NulStore(Store):
         def ingest(self, events: Sequence[StatusEvent]) -> int:
             if any(e.message_id == "nul" for e in events):
@@ -211,14 +245,60 @@ def test_a_batch_event_the_store_cannot_hold_is_invalid_and_dead_letters_its_mes
     store = NulStore()
     consumer = _consumer(store)
     channel = Channel()
-    refused = _batch(1, _event("nul"), _event("n1"))
-    consumer._inbox = [refused, _single(2, "a")]
+    nul = _event("nul")
+    consumer._inbox = [_batch(1, nul, _event("n1")), _single(2, "a")]
     assert consumer._flush(Connection(), channel)
-    assert channel.dead() == [refused.body]
-    assert channel.dead_headers()[0]["x-hub-reason"] == "invalid_status_event"
-    assert channel.acks() == [(1, False), (2, True)]
-    assert store.ids() == {"a"}
+    assert len(channel.dead()) == 1
+    _assert_dead_event(channel, 0, nul, "invalid_status_event", "InvalidStatusEvent")
+    assert channel.acks() == [(2, True)]
+    assert store.ids() == {"n1", "a"}
     assert _metric(consumer, "hub_tracker_invalid_events_total") == 1
+    assert _metric(consumer, "hub_tracker_store_errors_total") == 0
+
+
+def test_a_refused_single_event_message_is_still_dead_lettered_and_acked_alone() -> None:
+    store = Store()
+    consumer = _consumer(store)
+    channel = Channel()
+    single = _single(1, "poison")
+    consumer._inbox = [single, _batch(2, _event("b0"), _event("b1"))]
+    assert consumer._flush(Connection(), channel)
+    assert channel.dead() == [single.body]
+    assert channel.dead_headers()[0]["x-hub-reason"] == "tracker_store_rejected"
+    assert channel.calls[1] == ("ack", (1, False))  # right after its copy
+    assert channel.acks() == [(1, False), (2, True)]
+    assert store.ids() == {"b0", "b1"}
+
+
+def test_a_refused_batch_event_is_not_dead_lettered_again_when_its_batch_comes_back() -> None:
+    """The flush's ack is lost with the connection after the refused event was copied: the batch
+    is redelivered on the next connection; its other events are stored (again: duplicates), the
+    refused one is not copied a second time. A refused event twice in one batch: one copy."""
+    store = Store()
+    consumer = _consumer(store)
+    channel = Channel(lose_acks=1)
+    poison = _event("poison")
+    batch = _batch(1, _event("b0"), poison, _event("b1"), poison)
+    consumer._inbox = [batch]
+    with pytest.raises(pika.exceptions.StreamLostError):
+        consumer._flush(Connection(), channel)
+    consumer._inbox, consumer._acked = [_Delivery(1, batch.properties, batch.body)], set()  # as a reconnect does
+    assert consumer._flush(Connection(), channel)
+    assert channel.dead() == [poison.body()]
+    assert channel.acks() == [(1, True)]
+    assert store.ids() == {"b0", "b1"}
+    assert _metric(consumer, "hub_tracker_store_errors_total") == 4  # each time the store refused it
+
+
+def test_the_memory_of_refused_batch_events_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(consumer_module, "REMEMBERED_REFUSALS", 2)
+    store = Store()
+    consumer = _consumer(store)
+    poisons = [StatusEvent("poison", ACCEPTED, "portal-a", "azr:000100", "alpha", at=T0, attempt=n)
+               for n in range(1, 4)]
+    consumer._inbox = [_batch(n, _event(f"g{n}"), poison) for n, poison in enumerate(poisons, start=1)]
+    assert consumer._flush(Connection(), Channel())
+    assert list(consumer._refused_events) == [poisons[1].event_id, poisons[2].event_id]  # the oldest dropped
 
 
 def test_batch_events_keep_their_fields() -> None:
