@@ -7,6 +7,7 @@ from a worker thread and acks, retries or dead-letters according to the outcome.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -69,10 +70,14 @@ class Adapter(Protocol):
         """Allocate the transport's message id (XTA createMessageId); the hub records it before
         ``deliver`` so that every later attempt re-uses it."""
 
-    def deliver(self, delivery: Delivery, transport_message_id: str, *, resend: bool = False) -> DeliveryReceipt:
+    def deliver(self, delivery: Delivery, transport_message_id: str, *, resend: bool = False,
+                ready: Callable[[], None] | None = None) -> DeliveryReceipt:
         """Deliver under ``transport_message_id`` or raise a ``HubError`` whose ``transient`` flag
         says whether to retry. ``resend``: the id was used in an earlier attempt that may have
-        been accepted; an endpoint's "id already used" then means success (``accepted_on_resend``)."""
+        been accepted; an endpoint's "id already used" then means success (``accepted_on_resend``).
+        ``ready``: called once the content is sealed (signed, encrypted) and before anything is
+        sent; if it raises, nothing is sent and the error propagates (the hub waits there for the
+        id's record to be durable, which it writes while the adapter seals)."""
 
     def close(self) -> None:
         """Release connections."""

@@ -17,7 +17,7 @@ import datetime as _dt
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
@@ -354,10 +354,13 @@ class Xta2Adapter:
             business_scenario=scenario, message_type=message_type, size=size or None,
             test=delivery.test if o.test_message is None else o.test_message, delivery_attributes=attributes)
 
-    def deliver(self, delivery: Delivery, transport_message_id: str, *, resend: bool = False) -> DeliveryReceipt:
+    def deliver(self, delivery: Delivery, transport_message_id: str, *, resend: bool = False,
+                ready: Callable[[], None] | None = None) -> DeliveryReceipt:
         self.check_size(delivery.content)  # before lookupService may call out; not again below
         certificate = self.lookup(delivery)
         with self._container(delivery, certificate) as container:
+            if ready is not None:
+                ready()  # e.g. the id's ledger record is durable; nothing is sent before it returns
             metadata = self.metadata(delivery, transport_message_id, container.content_size)
             tokens = [self._identity.get().certificate, certificate] if self._options.x509_token_container else []
             try:

@@ -1,6 +1,6 @@
 """Worker CPU per application, by stage, and where it goes (a script, not a test).
 
-    .venv/bin/python bench/profile_delivery.py [--apps 200] [--rounds 5] [--compare OTHER_TREE] [--profile FILE]
+    .venv/bin/python bench/profile_delivery.py [--apps 200] [--rounds 5] [--compare OTHER_TREE] [--profile FILE] [--wall]
 
 Drives ``DeliveryPipeline`` (envelope decode + process: ledger, parse, validate, lookupService,
 createMessageId, sign, encrypt, sendMessage, ledger) over ``--apps`` new 50 KB applications per round
@@ -8,6 +8,10 @@ against the XTA simulator running in its own process (so its CPU is not the work
 in the temporary folder. Per round it reports the worker thread's CPU per application, in total and
 per stage (the ``timed`` stages of hub/stages.py, measured in thread CPU time instead of wall time;
 "other" is what no stage covers: directory, envelope bookkeeping, metadata...). Medians over rounds.
+
+``--wall``: wall-clock time instead of CPU time, in total and per stage: one application after the
+other, so the total is the worker's share of the latency at a low rate (stages that overlap, like
+the ledger record written while the content is sealed, then add up to more than the total).
 
 ``--compare TREE`` runs the same rounds against another checkout of the project (e.g. a copy taken
 before a change), interleaved round by round (A B, B A, ...), and prints both side by side. ``--profile FILE`` also
@@ -49,8 +53,9 @@ def _round(args: argparse.Namespace) -> None:
     from transport.content import ContentPart
     from transport.xta.metadata import Party
 
-    # stages time themselves with perf_counter: thread CPU time instead, for this script only
-    stages.time = types.SimpleNamespace(perf_counter=time.thread_time)  # type: ignore[attr-defined,assignment]
+    clock = time.perf_counter if args.wall else time.thread_time
+    if not args.wall:  # stages time themselves with perf_counter: thread CPU time instead, for this script only
+        stages.time = types.SimpleNamespace(perf_counter=time.thread_time)  # type: ignore[attr-defined,assignment]
     pki = json.loads(args.pki)
     raw = {
         "ledger": {"url": f"sqlite:///{tempfile.mkdtemp(prefix='profile-ledger-')}/ledger.db"},
@@ -83,7 +88,7 @@ def _round(args: argparse.Namespace) -> None:
         spent[stage] += seconds
 
     profiler = cProfile.Profile(time.thread_time) if args.profile else None  # CPU, not waiting
-    started = time.thread_time()
+    started = clock()
     with stages.observing(observe):
         if profiler is not None:
             profiler.enable()
@@ -91,7 +96,7 @@ def _round(args: argparse.Namespace) -> None:
             pipeline.process(pipeline.decode(props, body))
         if profiler is not None:
             profiler.disable()
-    total = time.thread_time() - started
+    total = clock() - started
     spent["other"] = total - sum(spent.values())
     if profiler is not None:
         with open(args.profile, "w") as out:
@@ -113,9 +118,11 @@ def _start_simulator(pki: dict[str, list[str]]) -> tuple[subprocess.Popen[str], 
     return sim, f"http://127.0.0.1:{port}/xta"
 
 
-def _run(tree: Path, url: str, pki: str, apps: int, seed: int, profile: str | None) -> dict[str, float]:
+def _run(tree: Path, url: str, pki: str, apps: int, seed: int, profile: str | None,
+         wall: bool = False) -> dict[str, float]:
     out = subprocess.run([sys.executable, __file__, "--child", "--root", str(tree), "--url", url, "--pki", pki,
-                          "--apps", str(apps), "--seed", str(seed), *(["--profile", profile] if profile else [])],
+                          "--apps", str(apps), "--seed", str(seed), *(["--profile", profile] if profile else []),
+                          *(["--wall"] if wall else [])],
                          check=False, cwd=tree, capture_output=True, text=True, timeout=900)
     if out.returncode != 0:
         raise SystemExit(f"round failed in {tree}:\n{out.stderr[-3000:]}")
@@ -128,6 +135,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--compare", help="another checkout to run interleaved with this one")
     parser.add_argument("--profile", help="write cProfile statistics of one extra round here")
+    parser.add_argument("--wall", action="store_true", help="wall-clock time (latency) instead of CPU time")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -151,13 +159,13 @@ def main() -> None:
             order = list(trees.items())
             for name, tree in order if index % 2 == 0 else reversed(order):  # A B, B A, ...: no order bias
                 seed += args.apps + 20  # new applications each round: the ledger would call them duplicates
-                results[name].append(_run(tree, url, json.dumps(pki), args.apps, seed, None))
+                results[name].append(_run(tree, url, json.dumps(pki), args.apps, seed, None, args.wall))
         if args.profile:
             _run(ROOT, url, json.dumps(pki), args.apps, seed + args.apps + 20, args.profile)
     finally:
         sim.terminate()
         sim.wait(10)
-    print(f"worker thread CPU ms per 50 KB application, median over {args.rounds} rounds of {args.apps} "
+    print(f"worker thread {'wall-clock' if args.wall else 'CPU'} ms per 50 KB application, median over {args.rounds} rounds of {args.apps} "
           f"(rounds interleaved, order alternating); {os.cpu_count()} CPUs, Python {sys.version.split()[0]}\n")
     names = list(trees)
     print("| stage | " + " | ".join(f"{n} ({trees[n]})" for n in names) + (" | ratio |" if len(names) == 2 else " |"))

@@ -3,7 +3,10 @@
 decode envelope (sizes checked before anything is decoded) -> ledger check -> directory lookup ->
 hardened parse (nodes counted: bounded memory; text and depth bounded by our limits) -> schema validation ->
 adapter.prepare (size limit, lookupService) -> transport id (created once, recorded in the ledger)
--> adapter.deliver (sign, encrypt, XTA) -> ledger: delivered. Every failure surfaces as a ``HubError`` whose ``transient`` flag decides
+-> adapter.deliver (sign, encrypt, XTA) -> ledger: delivered. The new id's record is written (its
+fsync, ~3 ms on a plain disk) on a helper thread while the adapter signs and encrypts; the adapter
+waits for it (``ready``) before it sends anything, so the record is still durable before the id is
+used. Every failure surfaces as a ``HubError`` whose ``transient`` flag decides
 retry vs dead letter; the pipeline itself never acks or publishes. Each step is a ``timed`` stage
 (hub/stages.py: decode, ledger, parse, validate, lookup, send for createMessageId; the adapter times
 sign, encrypt, send).
@@ -11,7 +14,10 @@ sign, encrypt, send).
 
 from __future__ import annotations
 
+import contextvars
+import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import pika
@@ -50,6 +56,8 @@ class DeliveryPipeline:
         self.directory = directory
         self.registry = registry
         self.message_types = dict(message_types)
+        self._recorders: ThreadPoolExecutor | None = None  # writes new ids' records (see the docstring)
+        self._recorders_lock = threading.Lock()
 
     def decode(self, properties: pika.BasicProperties, body: bytes | bytearray) -> Envelope:
         with timed("decode"):
@@ -95,25 +103,31 @@ class DeliveryPipeline:
         )
         with timed("lookup"):
             self.adapter.prepare(delivery)  # size limit, service availability: refuse before an id is spent
+        ref = application_ref(document)
+        recording: Future[str] | None = None
         if entry is not None and entry.adapter == s.adapter_name:
             transport_id = entry.transport_message_id
         else:
-            # the candidate id is an XTA call (createMessageId): timed as "send", not as ledger time;
-            # the ledger keeps whichever id was recorded first (another process may race us)
+            # the candidate id is an XTA call (createMessageId): timed as "send", not as ledger time
             with timed("send"):
-                candidate = self.adapter.new_transport_id()
-            with timed("ledger"):
-                transport_id = self.ledger.allocate(envelope.message_id, s.adapter_name, envelope.destination,
-                                                    candidate)
-        if on_delivering is not None:
-            on_delivering(transport_id, application_ref(document))
+                transport_id = self.adapter.new_transport_id()
+            recording = self._record(envelope, transport_id)
         try:
-            # every id we send was recorded for this message alone: "already used" means accepted
-            receipt = self.adapter.deliver(delivery, transport_id, resend=True)
+            try:
+                # every id we send was recorded for this message alone: "already used" means accepted
+                receipt = self.adapter.deliver(delivery, transport_id, resend=True,
+                                               ready=self._ready(recording, transport_id, ref, on_delivering))
+            except _RecordedOther as other:  # another process recorded its id first: deliver under that one
+                transport_id, recording = other.transport_id, None
+                receipt = self.adapter.deliver(delivery, transport_id, resend=True,
+                                               ready=self._ready(None, transport_id, ref, on_delivering))
         except XtaFault as error:
             if not error.transient:  # an explicit refusal: the id was not used, a replay needs a new one
                 self._forget(envelope.message_id)
             raise
+        finally:
+            if recording is not None and not recording.done():  # the adapter failed before ``ready``
+                recording.exception()  # let the record settle before this message is retried
         if receipt.accepted_on_resend:
             # "already used": our own earlier attempt was accepted, unless another worker racing on the
             # same application has confirmed (and followed up) that acceptance in the meantime
@@ -128,6 +142,35 @@ class DeliveryPipeline:
                 self.ledger.mark_delivered(envelope.message_id, report)
         return receipt
 
+    def _record(self, envelope: Envelope, candidate: str) -> Future[str]:
+        """Record ``candidate`` for the message on a helper thread (the ledger keeps whichever id was
+        recorded first: another process may race us); the stage timings go to this message's observer."""
+        with self._recorders_lock:
+            if self._recorders is None:
+                self._recorders = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ledger-record")
+            recorders = self._recorders
+        context = contextvars.copy_context()  # the stage observer and the log context of this message
+
+        def record() -> str:
+            with timed("ledger"):
+                return self.ledger.allocate(envelope.message_id, self.settings.adapter_name, envelope.destination,
+                                            candidate)
+        return recorders.submit(context.run, record)
+
+    @staticmethod
+    def _ready(recording: Future[str] | None, transport_id: str, ref: str | None,
+               on_delivering: Callable[[str, str | None], None] | None) -> Callable[[], None]:
+        """What the adapter calls between sealing and sending: the record is durable (a ledger
+        failure raises here, before anything is sent), then the ``delivering`` event."""
+        def ready() -> None:
+            if recording is not None:
+                recorded = recording.result()
+                if recorded != transport_id:
+                    raise _RecordedOther(recorded)
+            if on_delivering is not None:
+                on_delivering(transport_id, ref)
+        return ready
+
     def _forget(self, message_id: str) -> None:
         """Drop a refused allocation; if the ledger is down, keep the id (a resend with it is safe)."""
         try:
@@ -136,12 +179,28 @@ class DeliveryPipeline:
             pass
 
     def close(self) -> None:
+        with self._recorders_lock:
+            recorders, self._recorders = self._recorders, None
+        if recorders is not None:
+            recorders.shutdown(wait=True)
         self.adapter.close()
         self.ledger.close()
 
 
 APPLICATION_REF = "antragsidentifikation"
 _MAX_REF = 200
+
+
+class _RecordedOther(HubError):
+    """The ledger holds another id for the message (recorded first by another process); the
+    pipeline delivers under that one (never seen outside it)."""
+
+    transient = True
+    reason = "transport_id_raced"
+
+    def __init__(self, transport_id: str) -> None:
+        super().__init__("another transport id is recorded for this message")
+        self.transport_id = transport_id
 
 
 def application_ref(document: etree._Element) -> str | None:
