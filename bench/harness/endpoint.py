@@ -9,6 +9,8 @@ checkAccountActive, lookupService, createMessageId, sendMessage and getTransport
 work per call is reading the body, finding the wsa:Action and, for createMessageId and
 getTransportReport, swapping in a fresh or the asked-for XTA MessageID, so its own CPU cost stays
 small. ``POST /bare`` answers a fixed empty SOAP body (the baseline's endpoint, same server kind).
+Both modes serve with keep-alive connections (bench/harness/keepalive.py), as a production XTA
+server does.
 Control: ``GET /_bench/arrivals`` (arrival times, epoch seconds, of sendMessage / bare POSTs) and
 ``POST /_bench/reset``.
 """
@@ -211,7 +213,7 @@ def main() -> None:
     parser.add_argument("--record", type=Path, help="simulator mode: write the canned answers here")
     parser.add_argument("--answers", type=Path, help="canned mode: the recorded answers")
     args = parser.parse_args()
-    from transport.xta.http_server import NoDelayWSGIServer
+    from bench.harness.keepalive import KeepAliveWSGIServer
     from transport.xta.ns import ACTIONS
 
     arrivals = Arrivals()
@@ -219,7 +221,7 @@ def main() -> None:
         app: Any = Canned(json.loads(args.answers.read_text()), arrivals, dict(ACTIONS))
     else:
         app = _simulator_app(args.config, args.record, arrivals)
-    server = NoDelayWSGIServer("127.0.0.1", args.port, app)
+    server = KeepAliveWSGIServer("127.0.0.1", args.port, app)  # HTTP/1.1 keep-alive, as an XTA server
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     print(f"listening on http://127.0.0.1:{args.port}", flush=True)
     server.serve_forever(poll_interval=0.1)
