@@ -190,4 +190,5 @@ def assemble_into_one_buffer(channel: Any, threshold: int = STREAM_THRESHOLD) ->
     """Make ``channel`` (a ``BlockingChannel`` or a pika ``Channel``) deliver bodies above
     ``threshold`` bytes as one ``bytearray`` filled frame by frame (see ``BodyAssembler``)."""
     impl = getattr(channel, "_impl", channel)
-    impl._content_assembler = BodyAssembler(threshold)
+    if not isinstance(impl._content_assembler, BodyAssembler):  # never replace one holding half a message
+        impl._content_assembler = BodyAssembler(threshold)

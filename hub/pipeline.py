@@ -123,11 +123,11 @@ class DeliveryPipeline:
                                                ready=self._ready(None, transport_id, ref, on_delivering))
         except XtaFault as error:
             if not error.transient:  # an explicit refusal: the id was not used, a replay needs a new one
+                _settle(recording)  # (a refusal before ``ready``: the record must not land after the forget)
                 self._forget(envelope.message_id)
             raise
         finally:
-            if recording is not None and not recording.done():  # the adapter failed before ``ready``
-                recording.exception()  # let the record settle before this message is retried
+            _settle(recording)  # the adapter failed before ``ready``: the record lands before a retry
         if receipt.accepted_on_resend:
             # "already used": our own earlier attempt was accepted, unless another worker racing on the
             # same application has confirmed (and followed up) that acceptance in the meantime
@@ -189,6 +189,12 @@ class DeliveryPipeline:
 
 APPLICATION_REF = "antragsidentifikation"
 _MAX_REF = 200
+
+
+def _settle(recording: Future[str] | None) -> None:
+    """Wait until a ledger record being written has landed or failed (its error is not ours here)."""
+    if recording is not None:
+        recording.exception()
 
 
 class _RecordedOther(HubError):

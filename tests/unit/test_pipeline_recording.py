@@ -5,13 +5,14 @@ adapter stand-in that seals slowly and records what it sends and when."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from adapters.base import Delivery, DeliveryReceipt
-from hub.errors import LedgerUnavailable
+from hub.errors import LedgerUnavailable, XtaFault
 from hub.runtime import build_pipeline
 from tests.integration.helpers import make_config
 from tests.integration.test_xta_support import application
@@ -25,6 +26,7 @@ class _Adapter:
 
     def __init__(self, allocating: threading.Event, sealing: threading.Event) -> None:
         self.allocating, self.sealing = allocating, sealing
+        self.refuse = False  # answer an explicit refusal before ``ready`` (e.g. lookupService inside deliver)
         self.sent: list[str] = []
         self.offered: list[str] = []
 
@@ -41,6 +43,8 @@ class _Adapter:
                 ready: Any = None) -> DeliveryReceipt:
         self.offered.append(transport_message_id)
         self.sealing.set()
+        if self.refuse:
+            raise XtaFault("refused (test)", exception_type="ParameterIsNotValidException", code="9012")
         self.allocating.wait(5)
         if ready is not None:
             ready()
@@ -56,14 +60,15 @@ class _Ledger:
     another process's id."""
 
     def __init__(self, real: Any, allocating: threading.Event, sealing: threading.Event, *,
-                 fail: bool = False, other: str | None = None) -> None:
+                 fail: bool = False, other: str | None = None, delay: float = 0.0) -> None:
         self.real, self.allocating, self.sealing = real, allocating, sealing
-        self.fail, self.other = fail, other
+        self.fail, self.other, self.delay = fail, other, delay
         self.overlapped: bool | None = None
 
     def allocate(self, message_id: str, adapter: str, destination: str, transport_message_id: str) -> str:
         self.allocating.set()
         self.overlapped = self.sealing.wait(5)  # the adapter seals while this write runs
+        time.sleep(self.delay)
         if self.fail:
             raise LedgerUnavailable("ledger down (test)")
         recorded: str = self.real.allocate(message_id, adapter, destination, self.other or transport_message_id)
@@ -117,5 +122,20 @@ def test_an_id_recorded_first_by_another_process_is_the_one_sent(pki: Any, tmp_p
         assert adapter.offered == ["candidate-1", "raced-9"]
         assert adapter.sent == ["raced-9"] and delivering == ["raced-9"]
         assert receipt.transport_message_id == "raced-9"
+    finally:
+        pipeline.close()
+
+
+def test_a_refusal_before_ready_forgets_the_id_after_its_record_has_landed(pki: Any, tmp_path: Path) -> None:
+    """The record is still being written when the adapter's refusal comes: forgetting the id first
+    would let the record land afterwards, and a replay would re-use the refused id."""
+    pipeline, adapter, ledger = _pipeline(pki, tmp_path, delay=0.5)
+    adapter.refuse = True
+    try:
+        envelope = application("azr:000100", 7104)
+        with pytest.raises(XtaFault):
+            pipeline.process(envelope)
+        assert adapter.sent == []
+        assert ledger.real.lookup(envelope.message_id) is None, "the refused id is still recorded"
     finally:
         pipeline.close()
