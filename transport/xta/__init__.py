@@ -7,11 +7,12 @@
 - ``mtom``       MTOM/XOP: multipart/related packaging (streamed) and parsing
 - ``e2e``        end-to-end encrypted container with the ciphertext as an XOP part (streamed)
 - ``faults``     THE error-code table; SOAP faults -> ``XtaFault`` (and rendering for the simulator)
-- ``tls``        mutual TLS: client identity, CA bundle, server contexts; ``testtls``: a test PKI
+- ``tls``        mutual TLS: client identity, CA bundle, server contexts (test PKI: tests/support/testtls.py)
 - ``client``     ``XtaClient`` (ManagementPort + SendXtaPort, one per endpoint, thread-safe)
 - ``msgbox``     ``MsgBoxClient`` (MsgBoxPort: status lists, fetch, close)
-- ``simulator``  ``serve(SimulatorConfig)`` -> a running XTA server (all three ports, fault injection,
-  inspection API); ``simulator_*`` its parts; ``simulator_cli`` the command line
+- ``simulator/`` subpackage: ``serve(SimulatorConfig)`` -> a running XTA server (all three ports, fault
+  injection, inspection API); ``simulator.cli`` the command line. Nothing outside it imports it but
+  tests, benchmarks and ``hub simulator``
 
 Nothing is imported here, so importing the metadata does not load zeep or werkzeug.
 """

@@ -5,7 +5,8 @@ An XTA fault is ``soap-env:Fault`` with Code/Reason and, in Detail, one xta exce
 (``PermissionDeniedException`` ...) whose ``errorCode`` carries a code of the list
 ``urn:de:xta:webservice:codeliste:fehlernummer`` (version 1.0). Parsing turns it into
 ``hub.errors.XtaFault``. ``FAULT_TABLE`` is the one table of every code with its exception type and
-whether it is transient (9030/9031/9032 only); ``TRANSPORT_CONDITIONS`` lists the failures below
+whether it is transient (9030/9031/9032 only); ``XtaFault`` has no table of its own and takes its
+transient flag from here (``error_from_fault``). ``TRANSPORT_CONDITIONS`` lists the failures below
 SOAP (connection errors, timeouts, HTTP 5xx/408/429 -> ``EndpointUnavailable``, transient). An
 answer that is not what XTA promises (not SOAP 1.2, an empty or unexpected body, a SOAP fault
 without an XTA detail other than ``Receiver``) is ``MalformedAnswer``: the endpoint's fault, so
@@ -222,7 +223,8 @@ def error_from_fault(fault: etree._Element, *, http_status: int | None = None) -
             code = (error_code.findtext("code") or "").strip() or None
             name = _short(error_code.findtext("name")) or None
         label = " ".join(p for p in (exception_type, code, f"({name})" if name else None) if p)
-        return XtaFault(f"{label}: {reason}" if reason else label, exception_type=exception_type, code=code)
+        return XtaFault(f"{label}: {reason}" if reason else label, exception_type=exception_type, code=code,
+                        transient=is_transient(code))
     subcodes = [_local(v.text) for v in fault.iterfind(f"{{{SOAP12}}}Code//{{{SOAP12}}}Subcode/{{{SOAP12}}}Value")]
     return _fault_without_detail(soap_code, subcodes, fault.findtext(f"{{{SOAP12}}}Reason/{{{SOAP12}}}Text"),
                                  http_status)

@@ -33,10 +33,10 @@ from transport.xta.metadata import Party
 from transport.xta.mmd import render_message_metadata
 from transport.xta.mtom import Attachments
 from transport.xta.ns import OSCI, WSA, XENC, q
-from transport.xta.simulator_config import SimulatorConfig
-from transport.xta.simulator_ops import Answer, Request, SimulatedFault, XtaOperations
-from transport.xta.simulator_reports import in_mailbox
-from transport.xta.simulator_store import MessageStore, StoredMessage, WireContent
+from transport.xta.simulator.config import SimulatorConfig
+from transport.xta.simulator.ops import Answer, Request, SimulatedFault, XtaOperations
+from transport.xta.simulator.reports import in_mailbox
+from transport.xta.simulator.store import MessageStore, StoredMessage, WireContent
 
 MSG_ATTRIBUTES_FORM = "MsgAtrributes"  # sic, OSCI2_02.xsd
 
@@ -215,7 +215,7 @@ class MsgBoxOperations:
 
 def _attribute_list(messages: list[StoredMessage], store: MessageStore) -> etree._Element:
     """osci:MsgStatusList in the MsgAttributes form (OSCI's short form)."""
-    from transport.xta.simulator_reports import _iso
+    from transport.xta.simulator.reports import _iso
 
     root = etree.Element(wire.MSG_STATUS_LIST, nsmap={"osci": OSCI, "wsa": WSA})
     for message in messages:
@@ -241,7 +241,7 @@ def wire_container(content: WireContent, attachments: Attachments | None) -> etr
     if content.encrypted:
         encrypted = parse_xml(content.encrypted_template or b"")
         value = encrypted.find(f"{{{XENC}}}CipherData/{{{XENC}}}CipherValue")
-        assert value is not None  # the store's template always has one (simulator_ops._template)
+        assert value is not None  # the store's template always has one (ops._template)
         if attachments is not None:
             attachments.include(value, content.cipher or b"")
         else:

@@ -7,9 +7,9 @@
 SOAP 1.2 + WS-Addressing requests go to ``POST /xta`` (plain or MTOM/XOP ``multipart/related``); the
 operation is chosen by wsa:Action and cross-checked with the body. Answers and faults validate against
 the official schemas; content-bearing answers go out as MTOM (``mtom_responses``). Anything malformed
-gets a SOAP 1.2 Sender fault, never an HTTP 500 traceback. Operations: ``simulator_ops`` (management,
-send), ``simulator_msgbox`` (mailboxes), ``simulator_reports`` (transport reports), ``simulator_chaos``
-(fault injection), ``simulator_garbage`` (answers that make no sense). A JSON inspection/control
+gets a SOAP 1.2 Sender fault, never an HTTP 500 traceback. Operations: ``ops`` (management,
+send), ``msgbox`` (mailboxes), ``reports`` (transport reports), ``chaos``
+(fault injection), ``garbage`` (answers that make no sense). A JSON inspection/control
 API lives under ``/_sim/``:
 
     GET  /_sim/messages[?reader=ID]               summaries (no payload bytes)
@@ -47,26 +47,23 @@ from hub.errors import ProtocolError, XmlRejected
 from transport.xta import faults, mtom
 from transport.xta.http_server import NoDelayWSGIServer
 from transport.xta.ns import ACTION_WSA_FAULT, ACTIONS, SOAP11, SOAP12_CONTENT_TYPE, WSA
-from transport.xta.simulator_api import InspectionApi, json_response
-from transport.xta.simulator_chaos import Chaos, Disruption
-from transport.xta.simulator_config import (
+from transport.xta.simulator.api import InspectionApi, json_response
+from transport.xta.simulator.chaos import Chaos, Disruption
+from transport.xta.simulator.config import (
     ChaosConfig,
-    FaultRate,
     InjectedFault,
-    Outage,
-    ServerTls,
     SimulatorConfig,
 )
-from transport.xta.simulator_garbage import processed_answer, processes, unprocessed_answer
-from transport.xta.simulator_msgbox import MsgBoxOperations
-from transport.xta.simulator_ops import (
+from transport.xta.simulator.garbage import processed_answer, processes, unprocessed_answer
+from transport.xta.simulator.msgbox import MsgBoxOperations
+from transport.xta.simulator.ops import (
     Answer,
     Request,
     SimulatedFault,
     XtaOperations,
     parse_request_xml,
 )
-from transport.xta.simulator_store import MessageIdRegistry, MessageStore
+from transport.xta.simulator.store import MessageIdRegistry, MessageStore
 from transport.xta.soap import (
     addressing_headers,
     body_children,
@@ -410,5 +407,4 @@ def serve(config: SimulatorConfig, host: str = "127.0.0.1", port: int = 0, *,
     return RunningSimulator(simulator, server, thread)
 
 
-__all__ = ["ChaosConfig", "Exchange", "FaultRate", "InjectedFault", "Outage", "RunningSimulator", "ServerTls",
-           "SimulatorConfig", "XtaSimulator", "serve"]
+__all__ = ["SOAP_PATH", "Exchange", "RunningSimulator", "XtaSimulator", "serve"]

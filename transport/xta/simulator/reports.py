@@ -27,8 +27,8 @@ from transport.xta.metadata import (
     TransportReport,
 )
 from transport.xta.ns import ERROR_CODE_LIST_URI, ERROR_CODE_LIST_VERSION
-from transport.xta.simulator_config import SimulatorConfig
-from transport.xta.simulator_store import StoredMessage, TransportState
+from transport.xta.simulator.config import SimulatorConfig
+from transport.xta.simulator.store import StoredMessage, TransportState
 
 RECORD_LIST_URI = "urn:xoev-hub:xta-simulator:codeliste:record"
 RECORD_LIST_VERSION = "1"

@@ -67,13 +67,13 @@ from transport.xta.mmd import (
 )
 from transport.xta.mtom import Attachments
 from transport.xta.ns import XENC, q
-from transport.xta.simulator_config import (
+from transport.xta.simulator.config import (
     ACCOUNT_EXPIRED,
     ACCOUNT_LOCKED,
     SimulatorConfig,
 )
-from transport.xta.simulator_reports import build_report, current_status, initial_state
-from transport.xta.simulator_store import (
+from transport.xta.simulator.reports import build_report, current_status, initial_state
+from transport.xta.simulator.store import (
     IN_FLIGHT,
     USED,
     MessageIdRegistry,

@@ -11,10 +11,10 @@ from typing import Any
 from werkzeug.wrappers import Request as HttpRequest
 from werkzeug.wrappers import Response
 
-from transport.xta.simulator_chaos import Chaos
-from transport.xta.simulator_config import ChaosConfig, InjectedFault, SimulatorConfig
-from transport.xta.simulator_reports import build_report
-from transport.xta.simulator_store import MessageStore
+from transport.xta.simulator.chaos import Chaos
+from transport.xta.simulator.config import ChaosConfig, InjectedFault, SimulatorConfig
+from transport.xta.simulator.reports import build_report
+from transport.xta.simulator.store import MessageStore
 
 
 def json_response(value: Any, status: int = 200) -> Response:

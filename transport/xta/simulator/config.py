@@ -17,7 +17,7 @@ from typing import Any
 from cryptography import x509
 
 ACCOUNT_LOCKED, ACCOUNT_EXPIRED = "locked", "expired"
-# answers that make no sense (transport.xta.simulator_garbage): a broken deploy or a gateway in front
+# answers that make no sense (transport.xta.simulator.garbage): a broken deploy or a gateway in front
 GARBAGE_KINDS = ("empty-body", "wrong-body", "html", "text", "empty", "soap11", "truncated-mtom")
 OUTAGE_MODES = ("503", "drop", *GARBAGE_KINDS)  # plus any XTA error code, e.g. "9030"
 

@@ -1,6 +1,6 @@
 """Run the XTA simulator as a stand-alone server (demo, compose, manual tests, vendors).
 
-    python -m transport.xta.simulator_cli --port 8089 --store-dir var/xta \\
+    python -m transport.xta.simulator.cli --port 8089 --store-dir var/xta \\
         --reader-key azr:000100=keys/abh.key.pem --trusted-signer keys/ca.cert.pem --accounts alp:portal-1 \\
         --accept-unverified \\
         --fault-rate 9030:0.1:sendMessage --drop-rate 0.02 --outage 60:30 --latency 0.05 --seed 1 \\
@@ -18,14 +18,14 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from transport.xta.simulator import (
+from transport.xta.simulator.config import (
     ChaosConfig,
     FaultRate,
     Outage,
     ServerTls,
     SimulatorConfig,
-    serve,
 )
+from transport.xta.simulator.server import serve
 
 
 def parse_fault_rate(text: str) -> FaultRate:

@@ -1,4 +1,5 @@
-"""Throwaway TLS PKI for tests and demos of mutual TLS: never use these keys in production.
+"""Throwaway TLS PKI for the mutual-TLS tests; it lives under tests/ so the installed package does not
+ship it. Never use these keys in production.
 
 ``make_tls_pki(directory)`` writes a CA, a server certificate for ``localhost``/``127.0.0.1`` (the
 simulator's), client certificates issued by that CA (PEM pair and a password-protected PKCS#12), a

@@ -13,13 +13,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from transport.xta.simulator_config import GARBAGE_KINDS, ChaosConfig, InjectedFault
+from transport.xta.simulator.config import GARBAGE_KINDS, ChaosConfig, InjectedFault
 
 
 @dataclass(frozen=True)
 class Disruption:
     """What to do instead of (or on top of) answering: ``kind`` drop/http/fault/garbage/None;
-    ``garbage`` names the kind of nonsense (``simulator_config.GARBAGE_KINDS``)."""
+    ``garbage`` names the kind of nonsense (``config.GARBAGE_KINDS``)."""
 
     kind: str | None = None
     http_status: int | None = None

@@ -1,7 +1,10 @@
-"""Throwaway PKI for tests and the demo: one CA and one key/certificate pair per name.
+"""The demo PKI: one throwaway CA and one key/certificate pair per name.
 
-Never use these keys in production: they are unencrypted on disk. Files are reused when they are
-still valid (idempotent), so test sessions and demo runs do not pay for RSA key generation twice.
+Shipped in the package on purpose, for ``hub demo``, ``scripts/stack-secrets.py`` (the compose
+stack) and the benchmarks, which need keys on a machine without a PKI; the tests use it as well.
+Never use these keys in production: they are throwaway, unencrypted on disk and issued by a CA that
+nobody else trusts. Files are reused when they are still valid (idempotent), so test sessions and
+demo runs do not pay for RSA key generation twice.
 """
 
 from __future__ import annotations
