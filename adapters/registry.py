@@ -4,15 +4,16 @@ of a profile (``mailbox_class``; entry points ``hub.mailboxes``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol
 
 from adapters.base import Adapter, ReplyMailbox
+from adapters.settings import parse_settings
 from hub.errors import ConfigError
 
-BUILTIN_PROFILES = {"xta2": "adapters.xta2:Xta2Adapter"}
+BUILTIN_PROFILES = {"xta2": "adapters.xta2:Xta2Adapter", "fit-connect": "adapters.fitconnect:FitConnectAdapter"}
 BUILTIN_MAILBOXES = {"xta2": "adapters.xta2_mailbox:Xta2Mailbox"}
 
 
@@ -83,13 +84,38 @@ def _load(profile: str, group: str, builtins: Mapping[str, str], what: str) -> A
         raise ConfigError(f"{what} profile '{profile}' cannot be loaded: {exc}") from None
 
 
-def profile_class(profile: str) -> Callable[..., Adapter]:
+def profile_class(profile: str) -> type[Adapter]:
     """Return the adapter class registered for ``profile`` or raise ConfigError listing the known ones.
 
     ``profile`` may also be an import path ``package.module:Class`` for a local profile that is not
     packaged (e.g. a vendor variant under test)."""
-    factory: Callable[..., Adapter] = _load(profile, "hub.adapters", BUILTIN_PROFILES, "adapter")
+    factory: type[Adapter] = _load(profile, "hub.adapters", BUILTIN_PROFILES, "adapter")
+    for attribute in ("from_config", "settings_model", "addressing_model"):
+        if not hasattr(factory, attribute):
+            raise ConfigError(f"adapter profile '{profile}' is not an adapter profile: it has no {attribute} "
+                              "(adapters/base.py Adapter)")
     return factory
+
+
+def check_sections(adapters: Mapping[str, tuple[str, Mapping[str, Any], bool]],
+                   authorities: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+    """Validate every adapter's own keys and every authority's addressing by their profile's models;
+    ``adapters``: name -> (profile, section, whether ``author`` is set); ``authorities``: (adapter
+    name, addressing) in config order. Raises ``ConfigError`` naming the first bad key
+    (``adapters.<name>.<key>``, ``authorities[<i>].<key>``). A profile that names the sender on the
+    wire declares ``requires_sender = True`` (a class attribute): then ``author`` is required."""
+    classes: dict[str, type[Adapter]] = {}
+    for name, (profile, section, has_author) in adapters.items():
+        try:
+            classes[name] = profile_class(profile)
+        except ConfigError as exc:
+            raise ConfigError(f"invalid configuration: adapters.{name}.profile: {exc}") from None
+        if getattr(classes[name], "requires_sender", False) and not has_author:
+            raise ConfigError(f"invalid configuration: adapters.{name}.author: Field required "
+                              f"(profile {profile} names the sender of every message)")
+        parse_settings(classes[name].settings_model, section, f"adapters.{name}")
+    for index, (adapter, addressing) in enumerate(authorities):
+        parse_settings(classes[adapter].addressing_model, addressing, f"authorities[{index}]")
 
 
 def mailbox_class(profile: str) -> MailboxFactory:

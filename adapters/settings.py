@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import tomllib
 import types
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -78,6 +79,9 @@ def toml_shapes(annotation: Any, value: Any) -> Any:
     return value
 
 
+S = TypeVar("S", bound=BaseModel)
+
+
 class StrictSettings(BaseModel):
     """Frozen, unknown keys refused, strict types (see the module docstring)."""
 
@@ -99,3 +103,25 @@ class StrictSettings(BaseModel):
         if isinstance(value, EnvText):
             return env_value(field, value)
         return value
+
+
+def settings_problems(exc: ValidationError, key: str) -> str:
+    """The errors of a validation as one line, each naming its key below ``key`` (``a.b[0].c: msg``)."""
+    problems = []
+    for error in exc.errors():
+        where = key
+        for part in error["loc"]:
+            where += f"[{part}]" if isinstance(part, int) else f".{part}"
+        problems.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
+    return "; ".join(problems)
+
+
+def parse_settings(model: type[S], values: Mapping[str, Any], key: str) -> S:
+    """``values`` validated by ``model``; a ``ConfigError`` naming every bad key below ``key``
+    (e.g. ``adapters.advis.endpoint``) in one line."""
+    from hub.errors import ConfigError  # imports nothing of the project: no cycle
+
+    try:
+        return model.model_validate(dict(values))
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {settings_problems(exc, key)}") from None

@@ -20,17 +20,18 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from cryptography import x509
-from pydantic import Field, ValidationError, field_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator
 
-from adapters.base import Delivery, DeliveryReceipt, IdentitySource
-from adapters.settings import StrictSettings
+from adapters.base import AdapterContext, Delivery, DeliveryReceipt, IdentitySource, Loaded
+from adapters.settings import StrictSettings, parse_settings
 from hub.errors import (
     ConfigError,
     ContentTooLarge,
     DirectoryError,
+    HubError,
     SecurityError,
     XtaFault,
 )
@@ -144,6 +145,85 @@ class Xta2Options(XtaConnectionOptions):
         return value
 
 
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+class Xta2Settings(StrictSettings):
+    """The profile's keys of ``[adapters.<name>]`` (besides the hub's own: profile, timeout,
+    concurrency, author, service, retries, breaker, report polling); see docs/xta.md."""
+
+    endpoint: Annotated[str, AfterValidator(_http_url)]
+    signing_key: Path
+    signing_cert: Path | None = None
+    signing_key_password_env: str | None = None
+    signing_key_password_file: Path | None = None
+    business_scenario: str = "XAUSLAENDER_DATA"
+    business_scenario_list_uri: str = "urn:de:dataport:codeliste:business.scenario"
+    business_scenario_list_version: str = "1"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class Xta2Addressing(StrictSettings):
+    """An authority's xta2 keys in ``[[authorities]]``: its encryption certificate (PEM) and how it is
+    named as the XTA Reader (identifier: the authority's id)."""
+
+    certificate: Path
+    reader_name: str | None = None
+    reader_category: str = "Ausländerbehörde"
+
+
+@dataclass(frozen=True)
+class XtaReader:
+    """``Recipient.addressing`` of an xta2 authority: the Reader party and its encryption
+    certificate, read through a key-store handle so a renewed file is picked up."""
+
+    party: Party
+    certificate_handle: Loaded
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        first: x509.Certificate = self.certificate_handle.get()[0]
+        return first
+
+
+@dataclass(frozen=True)
+class _Certificate:
+    """A certificate that never changes (tests, tools)."""
+
+    value: x509.Certificate
+
+    def get(self) -> list[x509.Certificate]:
+        return [self.value]
+
+
+def xta_reader(party: Party, certificate: x509.Certificate) -> XtaReader:
+    """Addressing for a fixed certificate (tests, tools); the hub loads it from the directory."""
+    return XtaReader(party, _Certificate(certificate))
+
+
+def _resolve(base: Path | None, path: Path | None) -> Path | None:
+    if path is None or base is None or path.is_absolute():
+        return path
+    return (base / path).resolve()
+
+
+def xta2_settings(section: Mapping[str, Any], base_dir: Path | None, key: str) -> Xta2Settings:
+    """An adapter section's xta2 keys, validated (errors name ``key``.<key>), paths made absolute
+    against ``base_dir``; for tools that read the config without building the adapter (demo, simulator)."""
+    settings = parse_settings(Xta2Settings, section, key)
+    return settings.model_copy(update={k: _resolve(base_dir, getattr(settings, k))
+                                       for k in ("signing_key", "signing_cert", "signing_key_password_file")})
+
+
+def xta2_addressing(section: Mapping[str, Any], base_dir: Path | None, key: str) -> Xta2Addressing:
+    """An authority's xta2 keys, validated, the certificate path made absolute (see ``xta2_settings``)."""
+    addressing = parse_settings(Xta2Addressing, section, key)
+    return addressing.model_copy(update={"certificate": _resolve(base_dir, addressing.certificate)})
+
+
 @dataclass(frozen=True)
 class _Fixed:
     """An identity that never changes (tests, tools); the hub passes a reloading key-store handle."""
@@ -203,9 +283,18 @@ class _Lookup:
 class Xta2Adapter:
     """Delivers through one XTA 2 endpoint; thread-safe (the client keeps a session per thread)."""
 
+    settings_model: ClassVar[type[Xta2Settings]] = Xta2Settings
+    addressing_model: ClassVar[type[Xta2Addressing]] = Xta2Addressing
+    requires_sender: ClassVar[bool] = True  # every message names its XTA Author (the configured author)
+
     def __init__(self, name: str, *, endpoint: XtaEndpoint, author: Party, identity: SigningIdentity | IdentitySource,
-                 options: Mapping[str, Any] | None = None, base_dir: Path | None = None) -> None:
+                 options: Mapping[str, Any] | None = None, base_dir: Path | None = None,
+                 business_scenario: BusinessScenario | None = None, keys: Any = None) -> None:
         self.name = name
+        self._scenario = business_scenario or BusinessScenario("XAUSLAENDER_DATA",
+                                                               "urn:de:dataport:codeliste:business.scenario", "1")
+        self._keys = keys
+        self._base_dir = base_dir
         self._author = author
         self._identity: IdentitySource = identity if hasattr(identity, "get") else _Fixed(identity)
         self._options = Xta2Options.from_mapping(options or {}, base_dir, key=f"adapters.{name}.options")
@@ -215,6 +304,55 @@ class Xta2Adapter:
         self._client = XtaClient(endpoint, wsdl=self._options.wsdl)
         self._lookups: dict[tuple[str, str], _Lookup] = {}
         self._lookups_lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, name: str, section: Mapping[str, Any], context: AdapterContext) -> Self:
+        """The profile from its ``[adapters.<name>]`` keys (``Xta2Settings``) and the hub's context;
+        the signing identity is a key-store handle (renewed files are picked up without a restart)."""
+        settings = parse_settings(Xta2Settings, section, f"adapters.{name}")
+        if context.sender is None:
+            raise ConfigError(f"invalid configuration: adapters.{name}.author: required by profile xta2 "
+                              "(the XTA Author of every message)")
+        base = context.base_dir
+        try:
+            identity = context.keys.identity_handle(
+                _resolve(base, settings.signing_key) or settings.signing_key,
+                _resolve(base, settings.signing_cert), settings.signing_key_password_env,
+                password_file=_resolve(base, settings.signing_key_password_file))
+        except ConfigError:
+            raise
+        except HubError as exc:  # KeyStoreError and friends: name the config key
+            raise ConfigError(f"adapters.{name}.signing_key: {exc}") from None
+        sender = context.sender
+        return cls(
+            name,
+            # keep-alive pool: one connection per delivery/poll thread, plus the readiness check
+            endpoint=XtaEndpoint(settings.endpoint, timeout=context.timeout, pool_size=context.concurrency + 1),
+            author=Party(identifier=sender.identifier, name=sender.name, category=sender.category),
+            identity=identity,
+            options=settings.options,
+            base_dir=base,
+            business_scenario=BusinessScenario(settings.business_scenario, settings.business_scenario_list_uri,
+                                               settings.business_scenario_list_version),
+            keys=context.keys,
+        )
+
+    def addressing(self, authority_id: str, name: str, section: Mapping[str, Any]) -> XtaReader:
+        """The Reader and its encryption certificate (loaded now, reloaded when the file is renewed)."""
+        values = parse_settings(Xta2Addressing, section, f"authorities[{authority_id}]")
+        if self._keys is None:
+            raise ConfigError(f"adapter '{self.name}' was built without a key source; cannot load "
+                              f"authorities[{authority_id}].certificate")
+        path = _resolve(self._base_dir, values.certificate) or values.certificate
+        try:
+            handle = self._keys.certificates_handle(path)
+            handle.get()
+        except ConfigError:
+            raise
+        except HubError as exc:
+            raise ConfigError(f"authorities[{authority_id}].certificate: {exc}") from None
+        party = Party(identifier=authority_id, name=values.reader_name or name, category=values.reader_category)
+        return XtaReader(party, handle)
 
     @property
     def options(self) -> Xta2Options:
@@ -238,7 +376,8 @@ class Xta2Adapter:
         self.check_size(delivery.content)
         self.lookup(delivery)
 
-    def new_transport_id(self) -> str:
+    def new_transport_id(self, delivery: Delivery | None = None) -> str:
+        """createMessageId (the delivery is not needed for XTA)."""
         return self._client.create_message_id(self._author)
 
     def lookup(self, delivery: Delivery) -> x509.Certificate:
@@ -249,14 +388,15 @@ class Xta2Adapter:
         encryption certificate than the directory holds.
         """
         opts = self._options
+        reader = _reader(delivery)
         if not opts.lookup_service:
-            return delivery.reader_certificate
-        key = (delivery.reader.identifier, delivery.service)
+            return reader.certificate
+        key = (reader.party.identifier, delivery.service)
         now = time.monotonic()
         with self._lookups_lock:
             cached = self._lookups.get(key)
         if cached is None or cached.expires <= now:
-            results = self._client.lookup_service(self._author, [(delivery.reader, delivery.service)])
+            results = self._client.lookup_service(self._author, [(reader.party, delivery.service)])
             result = results[0] if results else None  # lookup_service returns at most one per query
             cert = wire.certificate_parameter(result, opts.lookup_certificate_codes) if result else None
             ttl = opts.lookup_negative_ttl if result is not None and result.available is False else opts.lookup_ttl
@@ -264,18 +404,19 @@ class Xta2Adapter:
             with self._lookups_lock:
                 self._lookups[key] = cached
         if cached.result is not None and cached.result.available is False:
-            raise DirectoryError(f"XTA lookupService: reader {delivery.reader.identifier} does not offer service "
+            raise DirectoryError(f"XTA lookupService: reader {reader.party.identifier} does not offer service "
                                  f"{delivery.service}", reason="xta_service_unavailable")
-        if cached.certificate is None or cached.certificate == delivery.reader_certificate:
-            return delivery.reader_certificate
+        directory_certificate = reader.certificate
+        if cached.certificate is None or cached.certificate == directory_certificate:
+            return directory_certificate
         if opts.reader_certificate == "match":
             raise SecurityError(f"XTA lookupService returned another encryption certificate for "
-                                f"{delivery.reader.identifier} than the directory holds", reason="reader_certificate_mismatch")
+                                f"{reader.party.identifier} than the directory holds", reason="reader_certificate_mismatch")
         if opts.reader_certificate == "lookup":
             return cached.certificate
         log.warning("XTA lookupService returned another encryption certificate for %s than the directory; "
-                    "using the directory's (option reader_certificate)", delivery.reader.identifier)
-        return delivery.reader_certificate
+                    "using the directory's (option reader_certificate)", reader.party.identifier)
+        return directory_certificate
 
     def transport_report(self, transport_message_id: str) -> TransportReportResult:
         """The XTA transport report of a sent message (poll until ``final``)."""
@@ -323,7 +464,7 @@ class Xta2Adapter:
             with timed("sign"):
                 content = sign_content(content, self._identity.get(), method=opts.signature_method)
             self.check_size(content)  # the signature part counts too
-        recipient = certificate or delivery.reader_certificate
+        recipient = certificate or _reader(delivery).certificate
         attachments = Attachments() if opts.mtom else None
         if opts.encrypt and attachments is not None:
             with timed("encrypt"):
@@ -339,18 +480,20 @@ class Xta2Adapter:
     def metadata(self, delivery: Delivery, message_id: str, size: int) -> MessageMetaData:
         """The MessageMetaData header with the profile's send options applied."""
         o = self._options
-        bs = delivery.business_scenario
-        scenario = BusinessScenario(bs.code, o.business_scenario_list_uri or bs.list_uri,
+        bs = self._scenario
+        code = delivery.business_scenario or bs.code  # the portal may name another scenario of the same list
+        scenario = BusinessScenario(code, o.business_scenario_list_uri or bs.list_uri,
                                     o.business_scenario_list_version or bs.list_version,
                                     defined=bs.defined and not o.business_scenario_undefined)
         mt = delivery.message_type
-        message_type = MessageType(mt.code, o.message_type_list_uri or mt.list_uri,
-                                   o.message_type_list_version or mt.list_version, o.payload_schema or mt.payload_schema)
+        message_type = MessageType(mt.code, o.message_type_list_uri or mt.list_uri or "",
+                                   o.message_type_list_version or mt.list_version or "",
+                                   o.payload_schema or mt.payload_schema or "")
         obsolete = (_dt.date.today() + _dt.timedelta(days=o.obsolete_after_days)) if o.obsolete_after_days else None
         attributes = DeliveryAttributes(obsolete_after=obsolete, service_quality=o.service_quality,
                                         receipt_requests=o.receipt_requests, receipt_to=o.receipt_to)
         return MessageMetaData(
-            author=self._author, reader=delivery.reader, message_id=message_id, service=delivery.service,
+            author=self._author, reader=_reader(delivery).party, message_id=message_id, service=delivery.service,
             business_scenario=scenario, message_type=message_type, size=size or None,
             test=delivery.test if o.test_message is None else o.test_message, delivery_attributes=attributes)
 
@@ -392,3 +535,11 @@ class Xta2Adapter:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _reader(delivery: Delivery) -> XtaReader:
+    """The delivery's xta2 addressing; anything else is the hub's mistake (the directory routes by adapter)."""
+    addressing = delivery.recipient.addressing
+    if not isinstance(addressing, XtaReader):
+        raise ConfigError(f"authority {delivery.recipient.id} has no xta2 addressing (routed to the wrong adapter?)")
+    return addressing

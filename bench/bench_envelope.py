@@ -166,12 +166,12 @@ def _worker_path(repeat: int, folder: Path) -> dict[int, list[float]]:
 
     from hub.envelope import new_envelope
     from transport.content import ContentPart
-    from transport.security.testpki import make_test_pki
+    from transport.security.demopki import make_test_pki
 
     pki = {k: [str(p) for p in v] for k, v in make_test_pki(folder / "pki", ["portal", "azr-000100"]).items()}
     port = 18500 + os.getpid() % 400
     sim = subprocess.Popen(
-        [sys.executable, "-m", "transport.xta.simulator_cli", "--port", str(port), "--max-container-bytes",
+        [sys.executable, "-m", "transport.xta.simulator.cli", "--port", str(port), "--max-container-bytes",
          str(64 * bench_memory.MIB), "--reader-key", f"azr:000100={pki['azr-000100'][0]}", "--trusted-signer",
          pki["ca"][1]], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

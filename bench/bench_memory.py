@@ -177,13 +177,13 @@ def main() -> None:
     if args.child:
         _child(args)
         return
-    from transport.security.testpki import make_test_pki
+    from transport.security.demopki import make_test_pki
 
     folder = Path(tempfile.mkdtemp(prefix="bench-memory-"))
     pki = {k: [str(p) for p in v] for k, v in make_test_pki(folder / "pki", ["portal", "azr-000100"]).items()}
     port = 18000 + os.getpid() % 1000
     sim = subprocess.Popen(
-        [sys.executable, "-m", "transport.xta.simulator_cli", "--port", str(port), "--max-container-bytes",
+        [sys.executable, "-m", "transport.xta.simulator.cli", "--port", str(port), "--max-container-bytes",
          str(64 * MIB), "--reader-key", f"{READER}={pki['azr-000100'][0]}", "--trusted-signer", pki["ca"][1]],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     names = [n for n in CASES if not args.only or any(o.lower() in n.lower() for o in args.only)]

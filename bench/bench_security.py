@@ -32,19 +32,20 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 from timing import MIN_RUNS, Spread, interleaved, load_note, sample, timed
 
-from adapters.base import Delivery
-from adapters.xta2 import Xta2Adapter, Xta2Options
+from adapters.base import Delivery, MessageKind, Recipient
+from adapters.base import Party as NeutralParty
+from adapters.xta2 import Xta2Adapter, Xta2Options, xta_reader
 from hub.keystore import KeyStore
 from transport.content import Content, ContentPart
+from transport.security.demopki import make_test_pki
 from transport.security.encryption import decrypt_xml, encrypt_xml
 from transport.security.keys import SigningIdentity, load_signing_identity
 from transport.security.signature import sign_content, verify_content
-from transport.security.testpki import make_test_pki
 from transport.security.xml import parse_xml, serialize
 from transport.xta.client import XtaEndpoint
 from transport.xta.container import OutgoingContainer, build_content_container, container_payload
 from transport.xta.e2e import cipher_octets, decrypt_octets_for, encrypt_container
-from transport.xta.metadata import BusinessScenario, MessageType, Party
+from transport.xta.metadata import Party
 from transport.xta.mtom import Attachments, xop_cid
 
 TARGET_MS = 3.0
@@ -66,10 +67,11 @@ DEFAULT_PATH = "prepare_container, default options (sign + encrypt_container, MT
 
 
 def _delivery(content: Content, reader: x509.Certificate) -> Delivery:
-    return Delivery(message_id="bench", content=content, author=Party("alp:000001"), reader=Party("azr:000100"),
-                    reader_certificate=reader, service="xauslaender1211OZGPORTALABH",
-                    message_type=MessageType("OZG.Antrag.130101", "urn:l", "1", "urn:p"),
-                    business_scenario=BusinessScenario("XAUSLAENDER_DATA"))
+    recipient = Recipient("azr:000100", "azr:000100", xta_reader(Party("azr:000100"), reader))
+    return Delivery(message_id="bench", content=content, sender=NeutralParty("alp:000001"), recipient=recipient,
+                    service="xauslaender1211OZGPORTALABH",
+                    message_type=MessageKind("OZG.Antrag.130101", "urn:l", "1", "urn:p"),
+                    business_scenario="XAUSLAENDER_DATA")
 
 
 def _adapter(identity: SigningIdentity, options: dict[str, object]) -> Xta2Adapter:

@@ -159,13 +159,13 @@ def _heap_peak(step: Callable[[], T]) -> tuple[T, int]:
 
 
 def _worker_path(quick: bool, runs: int) -> list[dict[str, Any]]:
-    from transport.security.testpki import make_test_pki
+    from transport.security.demopki import make_test_pki
 
     pki_dir = Path(tempfile.mkdtemp(prefix="bench-xta-pki-"))
     pki = {k: [str(p) for p in v] for k, v in make_test_pki(pki_dir, ["portal", "azr-000100"]).items()}
     port = 18000 + os.getpid() % 1000
     sim = subprocess.Popen(
-        [sys.executable, "-m", "transport.xta.simulator_cli", "--port", str(port), "--max-container-bytes",
+        [sys.executable, "-m", "transport.xta.simulator.cli", "--port", str(port), "--max-container-bytes",
          str(48 * 1024 * 1024), "--reader-key", f"{READER}={pki['azr-000100'][0]}", "--trusted-signer",
          pki["ca"][1]], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -110,7 +110,7 @@ def _round(args: argparse.Namespace) -> None:
 def _start_simulator(pki: dict[str, list[str]]) -> tuple[subprocess.Popen[str], str]:
     port = 19000 + os.getpid() % 1000
     sim = subprocess.Popen(
-        [sys.executable, "-m", "transport.xta.simulator_cli", "--port", str(port), "--reader-key",
+        [sys.executable, "-m", "transport.xta.simulator.cli", "--port", str(port), "--reader-key",
          f"{READER}={pki['azr-000100'][0]}", "--trusted-signer", pki["ca"][1]],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert sim.stdout is not None
@@ -146,7 +146,7 @@ def main() -> None:
         _round(args)
         return
     sys.path.insert(0, str(ROOT))
-    from transport.security.testpki import make_test_pki
+    from transport.security.demopki import make_test_pki
 
     pki_dir = Path(tempfile.mkdtemp(prefix="profile-pki-"))
     pki = {k: [str(p) for p in v] for k, v in make_test_pki(pki_dir, ["portal", "azr-000100"]).items()}

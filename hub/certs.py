@@ -10,6 +10,12 @@ The metric ``hub_certificate_expiry_seconds{use, name}`` (use = signing | reader
 name = adapter name, authority id or "simulator") is computed at scrape time; when a label set
 occurs twice (e.g. several trust anchors) the soonest expiry is exposed, which is what an alert
 needs. No subject, serial or person data goes into labels.
+
+Which keys name certificates is a convention every profile follows, so the report needs no
+profile's code: an adapter section's ``signing_key`` / ``signing_cert`` (with
+``signing_key_password_env`` / ``signing_key_password_file``) and ``options.tls_client_cert`` (with
+``options.tls_password_env``), an authority's ``certificate``. A profile without them (fit-connect:
+no signing identity, its keys come from the destination) simply contributes nothing.
 """
 
 from __future__ import annotations
@@ -101,6 +107,14 @@ def _reader_certificate(keys: KeyStore, path: Path) -> list[x509.Certificate]:
     return [keys.certificate(path)]
 
 
+def _path(value: Any, base: Path | None) -> Path | None:
+    """A path key of a profile's section (text as written), absolute against the config's folder."""
+    if value is None or value == "":
+        return None
+    path = Path(str(value))
+    return path if path.is_absolute() or base is None else (base / path).resolve()
+
+
 def worker_view(config: HubConfig, adapter: str) -> HubConfig:
     """The part of the configuration one adapter worker uses: its adapter, its authorities."""
     return config.model_copy(update={
@@ -123,28 +137,33 @@ def certificate_report(config: HubConfig, keys: KeyStore, *, now: _dt.datetime |
         config = worker_view(config, adapter)
     wanted = set(uses) if uses is not None else {"signing", "reader", "trust", "tls"}
     report: list[CertificateInUse] = []
+    base = config.source.parent if config.source is not None else None
     for name, ac in (config.adapters.items() if "signing" in wanted else ()):
-        where = f"adapters.{name}.signing_cert" if ac.signing_cert else f"adapters.{name}.signing_key"
-        path = ac.signing_cert or ac.signing_key
-        password_file = ac.signing_key_password_file
+        section = ac.section
+        key, cert = _path(section.get("signing_key"), base), _path(section.get("signing_cert"), base)
+        if key is None:
+            continue
+        where = f"adapters.{name}.signing_cert" if cert else f"adapters.{name}.signing_key"
+        password_env = section.get("signing_key_password_env")
+        password_file = _path(section.get("signing_key_password_file"), base)
 
-        def identity(a: Any = ac, pf: Any = password_file) -> list[x509.Certificate]:
-            return [keys.signing_identity(a.signing_key, a.signing_cert, a.signing_key_password_env,
-                                          password_file=pf).certificate]
+        def identity(k: Path = key, c: Path | None = cert, pe: Any = password_env,
+                     pf: Path | None = password_file) -> list[x509.Certificate]:
+            return [keys.signing_identity(k, c, pe, password_file=pf).certificate]
 
-        report.extend(_collect("signing", name, where, path, identity, now))
+        report.extend(_collect("signing", name, where, cert or key, identity, now))
     for name, ac in (config.adapters.items() if "tls" in wanted else ()):
-        tls_cert = ac.options.get("tls_client_cert")
-        if tls_cert:  # mutual TLS client certificate (PEM, or PKCS#12 with tls_password_env)
-            path = Path(tls_cert)
-            if not path.is_absolute() and config.source is not None:
-                path = config.source.parent / path
-            password_env = ac.options.get("tls_password_env")
-            report.extend(_collect("tls", name, f"adapters.{name}.options.tls_client_cert", path,
-                                   partial(_client_certificate, keys, path, password_env), now))
+        options = ac.section.get("options") or {}
+        tls_cert = _path(options.get("tls_client_cert"), base) if isinstance(options, dict) else None
+        if tls_cert is not None:  # mutual TLS client certificate (PEM, or PKCS#12 with tls_password_env)
+            password_env = options.get("tls_password_env")
+            report.extend(_collect("tls", name, f"adapters.{name}.options.tls_client_cert", tls_cert,
+                                   partial(_client_certificate, keys, tls_cert, password_env), now))
     for authority in (config.authorities if "reader" in wanted else ()):
-        report.extend(_collect("reader", authority.id, f"authorities[{authority.id}].certificate",
-                               authority.certificate, partial(_reader_certificate, keys, authority.certificate), now))
+        certificate = _path(authority.addressing.get("certificate"), base)
+        if certificate is not None:
+            report.extend(_collect("reader", authority.id, f"authorities[{authority.id}].certificate",
+                                   certificate, partial(_reader_certificate, keys, certificate), now))
     for index, path in enumerate(config.simulator.trusted_signers if "trust" in wanted else ()):
         report.extend(_collect("trust", "simulator", f"simulator.trusted_signers[{index}]", path,
                                partial(keys.certificates, path), now))

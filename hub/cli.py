@@ -197,19 +197,32 @@ def worker(ctx: click.Context, adapter: str, http_port: int | None) -> None:
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--port", type=int, help="Listen port (default: config simulator.port).")
+@click.option("--protocol", type=click.Choice(["xta2", "fit-connect"]), default="xta2", show_default=True,
+              help="Which endpoint to simulate.")
 @click.pass_context
 @one_line_errors
-def simulator(ctx: click.Context, port: int | None) -> None:
-    """Run the XTA 2 endpoint simulator until SIGTERM/SIGINT.
+def simulator(ctx: click.Context, port: int | None, protocol: str) -> None:
+    """Run an endpoint simulator until SIGTERM/SIGINT: XTA 2 (default) or FIT-Connect.
 
-    Readers' keys, trusted signers and accounts come from the config's [simulator] section and
+    XTA 2: readers' keys, trusted signers and accounts come from the config's [simulator] section and
     adapters; any further flags of the simulator are passed through, e.g. --latency 2,
     --fault-rate 9030:0.1:sendMessage, --outage 30:60, --drop-rate 0.05, --report-status
-    azr:000100=3, --tls-cert/--tls-key/--client-ca/--require-client-cert (`hub simulator --help-simulator`)."""
+    azr:000100=3, --tls-cert/--tls-key/--client-ca/--require-client-cert (`hub simulator --help-simulator`).
+
+    FIT-Connect (`--protocol fit-connect`): the Submission API 1.1.3 simulator, configured by its own
+    flags only (no config file needed), e.g. --state-dir DIR --destination UUID --auto-accept
+    --openapi submission-api-1.1.3.yaml --rate-429 0.1 (`hub simulator --protocol fit-connect
+    --help-simulator` lists them; docs/fit-connect.md)."""
     import threading
 
+    if protocol == "fit-connect":
+        from transport.fitconnect.simulator.cli import main as fit_connect_simulator
+
+        argv = ["--help" if arg == "--help-simulator" else arg for arg in ctx.args]
+        sys.exit(fit_connect_simulator([*argv, *(["--port", str(port)] if port is not None else [])]))
+
     from hub.simulation import simulator_argv
-    from transport.xta import simulator_cli
+    from transport.xta.simulator import cli as simulator_cli
     from transport.xta.simulator import serve
 
     if "--help-simulator" in ctx.args:

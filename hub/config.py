@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -97,29 +98,30 @@ class BreakerConfig(_Strict):
 
 
 class AdapterConfig(_Strict):
+    """The hub's keys of ``[adapters.<name>]``; every other key of the section belongs to the profile
+    (``section``), which validates it with its own model (``adapters/registry.py``)."""
+
+    model_config = ConfigDict(extra="allow")
+
     profile: str = "xta2"
-    endpoint: EndpointUrl
-    timeout: float = Field(30.0, gt=0)
+    timeout: float = Field(30.0, gt=0, description="seconds per endpoint call")
     concurrency: int = Field(4, ge=1, le=256)
-    author: PartyConfig
-    signing_key: Path
-    signing_cert: Path | None = None
-    signing_key_password_env: str | None = None
-    signing_key_password_file: Path | None = None
+    author: PartyConfig | None = None
     service: str = "xauslaender1211OZGPORTALABH"
-    business_scenario: str = "XAUSLAENDER_DATA"
-    business_scenario_list_uri: str = "urn:de:dataport:codeliste:business.scenario"
-    business_scenario_list_version: str = "1"
     retry_delays: tuple[float, ...] = (5, 30, 120, 600, 3600, 21600)
     delivery_limit: int = Field(5, ge=1, le=1000)
     breaker: BreakerConfig = BreakerConfig()
     poll_transport_reports: bool = True
-    report_poll_interval: float = Field(10.0, gt=0, description="seconds between getTransportReport polls")
+    report_poll_interval: float = Field(10.0, gt=0, description="seconds between status follow-up polls")
     report_poll_max: int = Field(360, ge=1, description="polls before giving up (transport_report_timeout)")
     report_first_poll_delay: float | None = Field(
-        None, gt=0, description="seconds from delivery to the first getTransportReport poll (default: "
+        None, gt=0, description="seconds from delivery to the first status follow-up poll (default: "
         "report_poll_interval); the delay then doubles up to report_poll_interval")
-    options: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def section(self) -> dict[str, Any]:
+        """The profile's own keys (``endpoint``, ``signing_key``, ``options`` ... for xta2), as written."""
+        return dict(self.model_extra or {})
 
     @field_validator("retry_delays")
     @classmethod
@@ -135,12 +137,15 @@ class AdapterConfig(_Strict):
 
 
 class AuthorityConfig(_Strict):
+    """One ``[[authorities]]`` entry: the hub's keys; the rest is the adapter's addressing
+    (``addressing``: an xta2 reader's ``certificate``, a fit-connect ``destination_id``), validated
+    by the adapter's profile."""
+
+    model_config = ConfigDict(extra="allow")
+
     id: str
     name: str
     adapter: str
-    certificate: Path
-    reader_name: str | None = None
-    reader_category: str = "Ausländerbehörde"
 
     @field_validator("id")
     @classmethod
@@ -148,6 +153,11 @@ class AuthorityConfig(_Strict):
         if not DESTINATION_PATTERN.match(value):
             raise ValueError("must be a DVDV Behördenkennung 'praefix:kennung', e.g. 'azr:000100'")
         return value
+
+    @property
+    def addressing(self) -> dict[str, Any]:
+        """The adapter-specific keys of this entry, as written."""
+        return dict(self.model_extra or {})
 
 
 class HttpConfig(_Strict):
@@ -309,12 +319,6 @@ def _resolve_paths(config: HubConfig, base: Path) -> HubConfig:
     data = config.model_dump(by_alias=True)
     for mt in data["message_types"]:
         mt["schema"] = fix(Path(mt["schema"]))
-    for adapter in data["adapters"].values():
-        adapter["signing_key"] = fix(adapter["signing_key"])
-        adapter["signing_cert"] = fix(adapter["signing_cert"])
-        adapter["signing_key_password_file"] = fix(adapter["signing_key_password_file"])
-    for authority in data["authorities"]:
-        authority["certificate"] = fix(authority["certificate"])
     sim = data["simulator"]
     for reader in sim["readers"].values():
         reader["key"] = fix(reader["key"])
@@ -346,6 +350,10 @@ def parse_config(raw: dict[str, Any], *, base: Path, environ: Mapping[str, str] 
         config = HubConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc)) from None
+    from adapters.registry import check_sections  # the profiles' own models (imports the profiles)
+
+    check_sections({name: (ac.profile, ac.section, ac.author is not None) for name, ac in config.adapters.items()},
+                   [(a.adapter, a.addressing) for a in config.authorities])
     return _resolve_paths(config, base)
 
 

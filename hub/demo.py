@@ -1,10 +1,11 @@
 """The end-to-end demo: the whole pipeline on real components, then a summary.
 
-Starts the XTA simulator and one worker process per adapter (as an operator would), applies the
-topology, publishes sample applications with attachments through the confirming publisher, follows
-the status events until every application is delivered or dead-lettered, checks at the simulator
-that each received payload is byte-identical and signature-verified, prints a summary and stops
-everything it started.
+Starts the XTA simulator, the FIT-Connect simulator and one worker process per adapter (as an
+operator would), applies the topology, publishes sample applications with attachments through the
+confirming publisher, follows the status events until every application is delivered or
+dead-lettered, checks at the simulators that each received payload is byte-identical and verified
+(XTA: signature; FIT-Connect: decrypted with the destination's key, hashes checked, no OpenAPI
+violation), prints a summary and stops everything it started.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adapters.xta2 import xta2_addressing, xta2_settings
+from hub import demo_fitconnect
 from hub.broker import connect
-from hub.config import HubConfig, load_config
+from hub.config import HubConfig, PartyConfig, load_config
 from hub.demo_replies import (
     DemoTokens,
     collect_replies,
@@ -42,16 +45,24 @@ from hub.samples import make_attachment, make_ozg_application
 from hub.status import DEAD_LETTERED, DELIVERED, StatusEvent, events_from_message
 from hub.topology import STATUS_EXCHANGE, apply_topology, plan_topology
 from transport.content import ContentPart
-from transport.security.testpki import make_test_pki
+from transport.security.demopki import make_test_pki
 from transport.xta.metadata import Party
 
+# the official standard sets, when they lie beside the project (the FIT-Connect simulator checks against them)
+STANDARDS = Path(__file__).resolve().parents[2] / "shared" / "standards"
 DEMO_PORTAL = "demo-portal"  # the app_id of the demo portal; [mailboxes.demo-portal] reads its replies
+# who the demo applications name as sender when their adapter has no author (fit-connect)
+DEMO_AUTHOR = PartyConfig(identifier="dbk:demo-portal", name="Demo-Portal")
 
 
 def ensure_demo_pki(config: HubConfig) -> None:
     """Create the throwaway keys and certificates the demo config points to (idempotent)."""
-    paths: list[Path] = [a.signing_key for a in config.adapters.values()]
-    paths += [a.certificate for a in config.authorities]
+    base = config.source.parent if config.source else None
+    xta = {name for name, a in config.adapters.items() if a.profile == "xta2"}
+    paths: list[Path] = [xta2_settings(config.adapters[name].section, base, f"adapters.{name}").signing_key
+                         for name in xta]
+    paths += [xta2_addressing(a.addressing, base, f"authorities[{a.id}]").certificate
+              for a in config.authorities if a.adapter in xta]
     paths += [r.key for r in config.simulator.readers.values()]
     folders = {p.parent for p in paths}
     for folder in folders:
@@ -106,12 +117,12 @@ def _applications(config: HubConfig, count: int, run: str) -> list[Envelope]:
     envelopes = []
     for i in range(count):
         authority = authorities[i % len(authorities)]
-        adapter = config.adapters[authority.adapter]
+        author = config.adapters[authority.adapter].author or DEMO_AUTHOR
         seed = int(uuid.uuid5(uuid.NAMESPACE_URL, f"{run}/{i}").int % (2**62))
         attachment, filename, content_type = make_attachment(seed)
         xml, message_id = make_ozg_application(
-            reader=Party(authority.id, authority.name, authority.reader_category),
-            author=Party(adapter.author.identifier, adapter.author.name, adapter.author.category),
+            reader=Party(authority.id, authority.name, authority.addressing.get("reader_category", "Ausländerbehörde")),
+            author=Party(author.identifier, author.name, author.category),
             seed=seed, attachment=attachment)
         envelopes.append(new_envelope(
             destination=authority.id, message_type="OZG.Antrag.130101", message=xml, portal=DEMO_PORTAL,
@@ -133,8 +144,13 @@ def run_demo(config_path: Path, *, count: int, timeout: float, environ: Mapping[
     env = dict(environ)
     env["HUB_CONFIG"] = str(Path(config_path).resolve())
     env["HUB_SIMULATOR__PORT"] = str(sim_port)
-    for name in base_config.adapters:
-        env[f"HUB_ADAPTERS__{name.upper()}__ENDPOINT"] = f"http://127.0.0.1:{sim_port}/xta"
+    for name, adapter in base_config.adapters.items():
+        if adapter.profile == "xta2":
+            env[f"HUB_ADAPTERS__{name.upper()}__ENDPOINT"] = f"http://127.0.0.1:{sim_port}/xta"
+    fit_state = demo_fitconnect.prepare(base_config)
+    fit_port = free_port()
+    env.update(demo_fitconnect.endpoint_overrides(base_config, fit_port))
+    fit_url = f"http://127.0.0.1:{fit_port}"
     for portal in base_config.mailboxes:
         env[f"HUB_MAILBOXES__{portal.upper()}__ENDPOINT"] = f"http://127.0.0.1:{sim_port}/xta"
     tracker_port = free_port()
@@ -166,6 +182,11 @@ def run_demo(config_path: Path, *, count: int, timeout: float, environ: Mapping[
     try:
         start("simulator", ["simulator"], f"{sim_url}/_sim/stats", 30)
         print(f"simulator: {sim_url}/xta", flush=True)
+        if fit_state is not None:  # its first start generates 4096-bit keys: allow for it
+            args = demo_fitconnect.simulator_args(config, fit_port, fit_state, STANDARDS)
+            start("fit-connect-simulator", args, f"{fit_url}/_simulator/health", 180)
+            checked = "checked against the official OpenAPI document" if "--openapi" in args else "unchecked"
+            print(f"FIT-Connect simulator: {fit_url} (requests {checked})", flush=True)
         metrics_urls = {}
         for name in config.adapters:
             port = free_port()
@@ -217,7 +238,7 @@ def run_demo(config_path: Path, *, count: int, timeout: float, environ: Mapping[
         report_deadline = time.monotonic() + 30
         while len(tracker.reports) < delivered and time.monotonic() < report_deadline:
             time.sleep(0.5)  # the workers poll getTransportReport until each report is final
-        ok = _summarise(config, envelopes, tracker, started, sim_url)
+        ok = _summarise(config, envelopes, tracker, started, sim_url, fit_url if fit_state else None)
         ok = _return_channel(config, envelopes, tracker, tokens, f"http://127.0.0.1:{tracker_port}",
                              sim_url, started) and ok
         print("demo " + ("succeeded" if ok else "FAILED"))
@@ -236,8 +257,10 @@ def _return_channel(config: HubConfig, envelopes: list[Envelope], tracker: _Trac
                      and tracker.outcomes[e.message_id].event == DELIVERED]
     replied: str | None = None
     sent: dict[str, str] = {}
-    if DEMO_PORTAL in config.mailboxes and delivered:
-        sent = send_demo_replies(config, DEMO_PORTAL, f"{sim_url}/xta", delivered)
+    xta = {a.id for a in config.authorities if config.adapters[a.adapter].profile == "xta2"}
+    answered = [e for e in delivered if e.destination in xta]  # the return channel is XTA's MsgBox
+    if DEMO_PORTAL in config.mailboxes and answered:
+        sent = send_demo_replies(config, DEMO_PORTAL, f"{sim_url}/xta", answered)
         received = collect_replies(config, DEMO_PORTAL, set(sent), timeout=120)
         linked = sum(1 for h in received.values() if h.get("x-hub-application-ref"))
         print(f"  replies:          {len(sent)} sent by the authorities, {len(set(sent) & received.keys())} "
@@ -263,7 +286,8 @@ def _return_channel(config: HubConfig, envelopes: list[Envelope], tracker: _Trac
     return ok
 
 
-def _summarise(config: HubConfig, envelopes: list[Envelope], tracker: _Tracker, started: float, sim_url: str) -> bool:
+def _summarise(config: HubConfig, envelopes: list[Envelope], tracker: _Tracker, started: float, sim_url: str,
+               fit_url: str | None) -> bool:
     with tracker.lock:
         outcomes = dict(tracker.outcomes)
     delivered = [e for e in envelopes if e.message_id in outcomes and outcomes[e.message_id].event == DELIVERED]
@@ -271,10 +295,17 @@ def _summarise(config: HubConfig, envelopes: list[Envelope], tracker: _Tracker, 
     latencies = sorted(outcomes[e.message_id].at - tracker.published_at[e.message_id] for e in delivered)
     last = max((outcomes[e.message_id].at for e in delivered), default=started)
 
+    fit = set(demo_fitconnect.adapters(config))
+    fit_authorities = {a.id for a in config.authorities if a.adapter in fit}
     received = _simulator_messages(sim_url)
     by_digest = {m["parts"][0]["sha256"]: m for m in received if m.get("parts")}
-    identical = verified = 0
+    identical = verified = violations = 0
+    if fit_url is not None:  # FIT-Connect: decrypted by the destination's key, hashes checked at submit
+        identical, verified, violations = demo_fitconnect.check(
+            fit_url, [e for e in delivered if e.destination in fit_authorities])
     for e in delivered:
+        if e.destination in fit_authorities:
+            continue
         m = by_digest.get(e.content.message.sha256)
         if m is None:
             continue
@@ -286,10 +317,13 @@ def _summarise(config: HubConfig, envelopes: list[Envelope], tracker: _Tracker, 
     print("\nsummary")
     per_authority = Counter(e.destination for e in delivered)
     for a in config.authorities:
-        print(f"  {a.id:<12} {a.name:<40} adapter {a.adapter:<8} delivered {per_authority[a.id]}")
+        print(f"  {a.id:<12} {a.name:<40} adapter {a.adapter:<10} delivered {per_authority[a.id]}")
     print(f"  delivered:        {len(delivered)}/{len(envelopes)}")
     print(f"  dead-lettered:    {len(dead)}")
-    print(f"  at the simulator: {identical} byte-identical (message + attachment), {verified} signature-verified")
+    print(f"  at the simulators: {identical} byte-identical (message + attachment), {verified} verified "
+          "(XTA: signature checked; FIT-Connect: decrypted, hashes checked, accepted)")
+    if fit_url is not None:
+        print(f"  FIT-Connect:      {violations} OpenAPI/metadata-schema violations at the simulator")
     with tracker.lock:
         lights = Counter(tracker.reports.values())
     print(f"  transport reports: {', '.join(f'{n} {light}' for light, n in sorted(lights.items())) or 'none'}")
@@ -299,7 +333,7 @@ def _summarise(config: HubConfig, envelopes: list[Envelope], tracker: _Tracker, 
         print(f"  latency p50/p95:  {p50 * 1000:.0f} ms / {p95 * 1000:.0f} ms (publish -> delivered)")
         print(f"  throughput:       {len(delivered) / max(last - started, 1e-6):.1f} applications/s")
     ok = (len(delivered) == len(envelopes) and identical == len(envelopes) and verified == len(envelopes)
-          and lights.get("green", 0) == len(envelopes))
+          and lights.get("green", 0) == len(envelopes) and violations == 0)
     return ok
 
 

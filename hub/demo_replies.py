@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from adapters.xta2 import xta2_addressing
 from hub.broker import connect
 from hub.config import HubConfig
 from hub.envelope import Envelope
@@ -69,17 +70,20 @@ def send_demo_replies(config: HubConfig, portal: str, endpoint: str, envelopes: 
     batches: dict[str, list[tuple[ReplyToSend, str]]] = {}
     for i, envelope in enumerate(envelopes[::every]):
         authority = authorities[envelope.destination]
-        party = Party(authority.id, authority.name, authority.reader_category)
+        party = Party(authority.id, authority.name, authority.addressing.get("reader_category", "Ausländerbehörde"))
         reply = sample_reply(REPLY_TYPES[i % len(REPLY_TYPES)], portal_party=portal_party, authority_party=party,
                              antragsidentifikation=antragsidentifikation(envelope), seed=i)
         batches.setdefault(authority.id, []).append((reply, envelope.message_id))
     sent: dict[str, str] = {}
     for authority_id, batch in batches.items():  # one sender (and one key load) per authority
         authority = authorities[authority_id]
-        key = authority.certificate.with_name(authority.certificate.name.replace(".cert.pem", ".key.pem"))
+        addressing = xta2_addressing(authority.addressing, config.source.parent if config.source else None,
+                                     f"authorities[{authority.id}]")
+        certificate = addressing.certificate
+        key = certificate.with_name(certificate.name.replace(".cert.pem", ".key.pem"))
         ids = send_replies(endpoint, [reply for reply, _ in batch],
-                           authority_identity=load_signing_identity(key, authority.certificate),
-                           authority_party=Party(authority.id, authority.name, authority.reader_category),
+                           authority_identity=load_signing_identity(key, certificate),
+                           authority_party=Party(authority.id, authority.name, addressing.reader_category),
                            portal_party=portal_party, portal_certificate=portal_certificate)
         sent.update(zip(ids, (message_id for _, message_id in batch), strict=True))
     return sent

@@ -1,71 +1,63 @@
-"""The directory of authorities: DVDV Behördenkennung -> adapter, reader identity, reader certificate.
+"""The directory of authorities: Behördenkennung -> adapter and the adapter's addressing.
 
 It is the single source for the broker bindings (``hub.topology``) and for the worker's lookup of
-the reader, so routing and addressing cannot disagree. Reader certificates are read through the
-key store's handles: a renewed certificate file is picked up without a restart.
+the recipient, so routing and addressing cannot disagree. What an authority's addressing is (an
+XTA reader identity with its encryption certificate, a FIT-Connect destination id) only its
+adapter knows: a worker's directory holds what ``Adapter.addressing`` made of the entry's own keys
+at start-up (validated then: a bad entry stops the start, naming the key).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from cryptography import x509
-
 from hub.config import HubConfig
-from hub.errors import DirectoryError
-from hub.keystore import KeyStore
-from transport.xta.metadata import Party
+from hub.errors import ConfigError, DirectoryError
+
+# (authority id, name, the entry's adapter-specific keys) -> the adapter's addressing
+Resolve = Callable[[str, str, Mapping[str, Any]], Any]
 
 
 @dataclass(frozen=True)
 class Authority:
-    """One receiving authority (e.g. an Ausländerbehörde) and how to reach it."""
+    """One receiving authority (e.g. an Ausländerbehörde) and how its adapter reaches it."""
 
     id: str
     name: str
     adapter: str
-    reader: Party
-    certificate: x509.Certificate
+    addressing: Any  # the adapter's (``resolve``), or the entry's keys as written
 
 
 class Directory:
-    """Authorities by Behördenkennung; certificates loaded at start-up, reloaded when renewed."""
+    """Authorities by Behördenkennung."""
 
-    def __init__(self, authorities: dict[str, Authority], handles: dict[str, Any] | None = None) -> None:
+    def __init__(self, authorities: Mapping[str, Authority]) -> None:
         self._by_id = dict(authorities)
-        self._handles = dict(handles or {})
 
     @classmethod
-    def from_config(cls, config: HubConfig, keys: KeyStore, *, adapter: str | None = None) -> Directory:
-        """Load the directory; with ``adapter`` only that adapter's authorities (a worker needs no more)."""
+    def from_config(cls, config: HubConfig, *, adapter: str | None = None, resolve: Resolve | None = None) -> Directory:
+        """The directory; with ``adapter`` only that adapter's authorities (a worker needs no more),
+        each entry's addressing made by ``resolve`` (the adapter's ``addressing``), else kept as written."""
         entries: dict[str, Authority] = {}
-        handles: dict[str, Any] = {}
-        for a in config.authorities:
+        for index, a in enumerate(config.authorities):
             if adapter is not None and a.adapter != adapter:
                 continue
-            handles[a.id] = keys.certificates_handle(a.certificate)
-            entries[a.id] = Authority(
-                id=a.id,
-                name=a.name,
-                adapter=a.adapter,
-                reader=Party(identifier=a.id, name=a.reader_name or a.name, category=a.reader_category),
-                certificate=handles[a.id].get()[0],
-            )
-        return cls(entries, handles)
+            addressing: Any = a.addressing
+            if resolve is not None:
+                try:
+                    addressing = resolve(a.id, a.name, a.addressing)
+                except ConfigError as exc:  # name the entry by its place as well as by its id
+                    raise ConfigError(f"{exc} (authorities[{index}])") from None
+            entries[a.id] = Authority(id=a.id, name=a.name, adapter=a.adapter, addressing=addressing)
+        return cls(entries)
 
     def lookup(self, destination: str) -> Authority:
         try:
-            authority = self._by_id[destination]
+            return self._by_id[destination]
         except KeyError:
             raise DirectoryError(f"destination '{destination}' is not in the directory") from None
-        handle = self._handles.get(destination)
-        if handle is not None:
-            current = handle.get()[0]
-            if current is not authority.certificate:
-                authority = self._by_id[destination] = replace(authority, certificate=current)
-        return authority
 
     def __iter__(self) -> Iterator[Authority]:
         return iter(self._by_id.values())

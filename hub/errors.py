@@ -50,6 +50,8 @@ class HubError(Exception):
 
     transient: bool = False
     reason: str = "hub_error"
+    # seconds the endpoint asked us to wait (HTTP Retry-After); the retry ladder honours it
+    retry_after: float | None = None
 
     def __init__(self, message: str = "", *, reason: str | None = None) -> None:
         super().__init__(message)
@@ -178,27 +180,26 @@ class ProtocolError(TransportError):
     reason = "protocol"
 
 
-# XTA error codes (list urn:de:xta:webservice:codeliste:fehlernummer) after which a later retry
-# of the same message can succeed: internal server error, directory service error, delivery error.
-TRANSIENT_XTA_CODES: frozenset[str] = frozenset({"9030", "9031", "9032"})
 _XTA_CODE = re.compile(r"^\d{4}$")
 _EXCEPTION_TYPE = re.compile(r"^[A-Za-z]{1,64}$")
 
 
 class XtaFault(TransportError):
     """A SOAP fault from an XTA server: ``exception_type`` is the xta detail element's local name
-    (e.g. ``PermissionDeniedException``), ``code`` the errorCode (e.g. ``"9012"``)."""
+    (e.g. ``PermissionDeniedException``), ``code`` the errorCode (e.g. ``"9012"``).
+
+    ``transient`` is the caller's verdict: which codes a retry can cure is the XTA code list's
+    business, kept in one table (``transport.xta.faults.FAULT_TABLE``, which this module cannot
+    import), and ``faults.error_from_fault`` passes its answer. Without one the fault is permanent,
+    as an explicit refusal and any code the table does not list are."""
 
     reason = "xta_fault"
 
-    def __init__(self, message: str, *, exception_type: str, code: str | None) -> None:
+    def __init__(self, message: str, *, exception_type: str, code: str | None, transient: bool = False) -> None:
         # the code comes from a remote server: only a 4-digit code may reach reason slugs, routing
         # keys and metric labels (anything else would be unbounded cardinality or an AMQP error)
         code = code if code is not None and _XTA_CODE.match(code) else None
         super().__init__(message, reason=f"xta_{code}" if code else "xta_fault")
         self.exception_type = exception_type if _EXCEPTION_TYPE.match(exception_type or "") else "XtaException"
         self.code = code
-
-    @property
-    def transient(self) -> bool:  # type: ignore[override]  # a property where the base has a class attribute
-        return self.code in TRANSIENT_XTA_CODES
+        self.transient = transient

@@ -3,12 +3,12 @@
 decode envelope (sizes checked before anything is decoded) -> ledger check -> directory lookup ->
 hardened parse (nodes counted: bounded memory; text and depth bounded by our limits) -> schema validation ->
 adapter.prepare (size limit, lookupService) -> transport id (created once, recorded in the ledger)
--> adapter.deliver (sign, encrypt, XTA) -> ledger: delivered. The new id's record is written (its
+-> adapter.deliver (seal and send over its transport) -> ledger: delivered. The new id's record is written (its
 fsync, ~3 ms on a plain disk) on a helper thread while the adapter signs and encrypts; the adapter
 waits for it (``ready``) before it sends anything, so the record is still durable before the id is
 used. Every failure surfaces as a ``HubError`` whose ``transient`` flag decides
 retry vs dead letter; the pipeline itself never acks or publishes. Each step is a ``timed`` stage
-(hub/stages.py: decode, ledger, parse, validate, lookup, send for createMessageId; the adapter times
+(hub/stages.py: decode, ledger, parse, validate, lookup, send for the transport id; the adapter times
 sign, encrypt, send).
 """
 
@@ -23,24 +23,22 @@ from dataclasses import dataclass, field, replace
 import pika
 from lxml import etree
 
-from adapters.base import Adapter, Delivery, DeliveryReceipt
+from adapters.base import Adapter, Delivery, DeliveryReceipt, MessageKind, Party, Recipient
 from hub.directory import Directory
 from hub.envelope import Envelope, decode_envelope
-from hub.errors import DirectoryError, HubError, UnknownMessageType, XtaFault
+from hub.errors import DirectoryError, HubError, TransportError, UnknownMessageType
 from hub.ledger import DeliveryLedger, ReportSchedule
 from hub.limits import SizeLimits
 from hub.stages import timed
 from schemas.registry import SchemaRegistry
 from transport.security.xml import parse_xml
-from transport.xta.metadata import BusinessScenario, MessageType, Party
 
 
 @dataclass(frozen=True)
 class PipelineSettings:
     adapter_name: str
-    author: Party
+    author: Party | None  # the adapter's configured sender, if any
     default_service: str
-    business_scenario: BusinessScenario
     limits: SizeLimits = field(default_factory=SizeLimits)
 
 
@@ -48,7 +46,7 @@ class DeliveryPipeline:
     """Validates and delivers one message; thread-safe (called from the worker's thread pool)."""
 
     def __init__(self, settings: PipelineSettings, *, adapter: Adapter, directory: Directory,
-                 registry: SchemaRegistry, message_types: Mapping[str, MessageType],
+                 registry: SchemaRegistry, message_types: Mapping[str, MessageKind],
                  ledger: DeliveryLedger) -> None:
         self.settings = settings
         self.ledger = ledger
@@ -87,19 +85,15 @@ class DeliveryPipeline:
             document = parse_xml(envelope.content.message.data, s.limits.xml_limits(envelope.message_type))
         with timed("validate"):
             self.registry.validate(envelope.message_type, document)
-        scenario = s.business_scenario
-        if envelope.business_scenario and envelope.business_scenario != scenario.code:
-            scenario = BusinessScenario(envelope.business_scenario, scenario.list_uri, scenario.list_version)
         delivery = Delivery(
             message_id=envelope.message_id,
             content=envelope.content,
-            author=s.author,
-            reader=authority.reader,
-            reader_certificate=authority.certificate,
+            sender=s.author,
+            recipient=Recipient(authority.id, authority.name, authority.addressing),
             service=envelope.service or s.default_service,
             message_type=message_type,
-            business_scenario=scenario,
             test=envelope.test,
+            business_scenario=envelope.business_scenario,
         )
         with timed("lookup"):
             self.adapter.prepare(delivery)  # size limit, service availability: refuse before an id is spent
@@ -108,9 +102,9 @@ class DeliveryPipeline:
         if entry is not None and entry.adapter == s.adapter_name:
             transport_id = entry.transport_message_id
         else:
-            # the candidate id is an XTA call (createMessageId): timed as "send", not as ledger time
+            # the candidate id is an endpoint call (createMessageId, create submission): timed as "send"
             with timed("send"):
-                transport_id = self.adapter.new_transport_id()
+                transport_id = self.adapter.new_transport_id(delivery)
             recording = self._record(envelope, transport_id)
         try:
             try:
@@ -121,8 +115,8 @@ class DeliveryPipeline:
                 transport_id, recording = other.transport_id, None
                 receipt = self.adapter.deliver(delivery, transport_id, resend=True,
                                                ready=self._ready(None, transport_id, ref, on_delivering))
-        except XtaFault as error:
-            if not error.transient:  # an explicit refusal: the id was not used, a replay needs a new one
+        except TransportError as error:
+            if not error.transient:  # the endpoint's explicit refusal: the id was not used, a replay needs a new one
                 _settle(recording)  # (a refusal before ``ready``: the record must not land after the forget)
                 self._forget(envelope.message_id)
             raise

@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from adapters.base import Delivery
-from adapters.xta2 import Xta2Adapter
+from adapters.base import Delivery, MessageKind, Recipient
+from adapters.xta2 import Xta2Adapter, xta_reader
 from hub.samples import make_ozg_reply
 from transport.content import Content, ContentPart
 from transport.security.keys import SigningIdentity
 from transport.xta.client import XtaEndpoint
-from transport.xta.metadata import BusinessScenario, MessageType, Party
+from transport.xta.metadata import BusinessScenario, Party
 from transport.xta.tls import TlsSettings
 
 SERVICE = "xauslaender1211OZGPORTALABH"
@@ -89,20 +89,22 @@ def send_replies(endpoint_url: str, replies: Iterable[ReplyToSend], *, authority
         if key not in senders:
             options = {"lookup_service": False, "mtom": mtom, "encrypt": encrypt}
             senders[key] = Xta2Adapter(f"reply-sender-{len(senders)}", endpoint=endpoint, author=authority_party,
-                                       identity=identity, options=options)
+                                       identity=identity, options=options, business_scenario=business_scenario)
         return senders[key]
 
     ids: list[str] = []
     try:
         for reply in replies:
             adapter = sender(reply.signer or authority_identity, reply.encrypt)
+            reader = xta_reader(portal_party, reply.encrypt_for or portal_certificate)
             delivery = Delivery(
-                message_id=reply.reply_uuid or str(uuid.uuid4()), content=reply.content, author=authority_party,
-                reader=portal_party, reader_certificate=reply.encrypt_for or portal_certificate, service=service,
-                message_type=MessageType(reply.message_type, MESSAGE_TYPE_LIST_URI, MESSAGE_TYPE_LIST_VERSION,
+                message_id=reply.reply_uuid or str(uuid.uuid4()), content=reply.content, sender=None,
+                recipient=Recipient(portal_party.identifier, portal_party.name or portal_party.identifier, reader),
+                service=service,
+                message_type=MessageKind(reply.message_type, MESSAGE_TYPE_LIST_URI, MESSAGE_TYPE_LIST_VERSION,
                                          PAYLOAD_SCHEMA),
-                business_scenario=business_scenario, test=test)
-            transport_id = adapter.new_transport_id()
+                test=test)
+            transport_id = adapter.new_transport_id(delivery)
             adapter.deliver(delivery, transport_id)
             ids.append(transport_id)
     finally:

@@ -1,6 +1,6 @@
 """Turning the hub config's ``[simulator]`` section into the wire-level simulator's options.
 
-The simulator has its own command line (``transport.xta.simulator_cli``) for fault injection,
+The simulator has its own command line (``transport.xta.simulator.cli``) for fault injection,
 TLS and report behaviour; ``hub simulator`` builds that command line from the hub config (readers'
 keys, trusted signers, the adapters' accounts) and appends whatever extra flags the operator gave,
 so there is one parser and one way to build a ``SimulatorConfig``.
@@ -20,7 +20,7 @@ def simulator_argv(config: HubConfig, *, port: int | None = None, extra: Sequenc
         argv += ["--reader-key", f"{reader}={entry.key}"]
     for path in sim.trusted_signers:
         argv += ["--trusted-signer", str(path)]
-    accounts = {a.author.identifier for a in config.adapters.values()}
+    accounts = {a.author.identifier for a in config.adapters.values() if a.author is not None}
     if config.mailboxes:  # the return channel: authorities send replies to the portals' own accounts
         accounts |= {a.id for a in config.authorities}
         accounts |= {m.account.identifier for m in config.mailboxes.values()}

@@ -22,6 +22,7 @@ from typing import Any, cast
 import pika
 import pika.exceptions
 
+from adapters.base import StatusFollowUp
 from hub.amqp_stream import assemble_into_one_buffer
 from hub.breaker import (
     CLOSED,
@@ -37,10 +38,9 @@ from hub.envelope import copy_properties
 from hub.errors import (
     BrokerAccessRefused,
     ConfigError,
-    EndpointUnavailable,
     HubError,
+    TransportError,
     UnknownDestination,
-    XtaFault,
 )
 from hub.failures import (
     H_FIRST_FAILURE,
@@ -122,12 +122,14 @@ class AdapterWorker:
         self.reports = self._report_scheduler()
 
     def _report_scheduler(self) -> ReportScheduler | None:
-        """The transport-report scheduler (hub/report_scheduler.py), if the adapter has reports to
-        poll and the ledger can keep them."""
-        poll = getattr(self.pipeline.adapter, "transport_report", None)
+        """The transport-report scheduler (hub/report_scheduler.py), if the adapter's profile follows
+        deliveries up (the ``StatusFollowUp`` capability) and the ledger can keep the schedule."""
+        adapter = self.pipeline.adapter
         ledger = self.pipeline.ledger
-        if poll is None or not self.adapter_config.poll_transport_reports or not hasattr(ledger, "claim_reports"):
+        if (not isinstance(adapter, StatusFollowUp) or not self.adapter_config.poll_transport_reports
+                or not hasattr(ledger, "claim_reports")):
             return None
+        poll = adapter.transport_report
         cfg = self.adapter_config
         failed = self.metrics.status_events_failed
         return ReportScheduler(
@@ -434,6 +436,7 @@ class AdapterWorker:
         text = safe_error_text(error)
         outcome, event = "retry_scheduled", RETRY_SCHEDULED
         if transient and attempts <= len(ladder):
+            attempts = retry_level(ladder, attempts, error.retry_after if isinstance(error, HubError) else None)
             try:
                 publisher.publish_and_wait("", retry_queue(self.adapter, attempts), msg.body,
                                            copy_properties(props, retry_headers(headers, error, attempts, first_failure)),
@@ -481,7 +484,19 @@ class AdapterWorker:
             self._in_flight -= 1
 
 
+def retry_level(ladder: tuple[float, ...], attempts: int, retry_after: float | None) -> int:
+    """The wait level for a retry: ``attempts``, or the first later level that waits at least the
+    endpoint's ``Retry-After`` (the last level if none does: a long Retry-After never dead-letters)."""
+    if retry_after is None or retry_after <= 0:
+        return attempts
+    level = attempts
+    while level < len(ladder) and ladder[level - 1] < retry_after:
+        level += 1
+    return level
+
+
 def _endpoint_failure(error: BaseException) -> bool:
     """Failures that say the endpoint is unwell (count for the breaker); input errors do not.
-    ``MalformedAnswer`` (an answer that makes no sense) is an ``EndpointUnavailable``: it counts."""
-    return isinstance(error, EndpointUnavailable) or (isinstance(error, XtaFault) and error.transient)
+    ``MalformedAnswer`` (an answer that makes no sense) is an ``EndpointUnavailable``: it counts;
+    so does a transient fault the endpoint raised on purpose (XTA 9030-9032)."""
+    return isinstance(error, TransportError) and error.transient

@@ -30,9 +30,10 @@ sys.path.insert(0, str(REPO))
 
 from cryptography.hazmat.primitives import serialization
 
+from adapters.xta2 import xta2_addressing, xta2_settings
 from hub.config import load_config
 from hub.tracking.tokenfile import add_token
-from transport.security.testpki import make_test_pki
+from transport.security.demopki import make_test_pki
 
 STACK_CONFIG = REPO / "examples" / "stack.toml"
 PKI = Path("var/stack/pki")
@@ -78,8 +79,11 @@ def _own(path: Path, uid: int) -> None:
 def make_pki(root: Path, password: str) -> None:
     """The stack's throwaway PKI; the portal key encrypted with the key password (kept if present)."""
     config = load_config(STACK_CONFIG, environ={})
-    wanted = [a.signing_key for a in config.adapters.values()]
-    wanted += [a.certificate for a in config.authorities] + [r.key for r in config.simulator.readers.values()]
+    base = config.source.parent if config.source else Path.cwd()
+    wanted = [xta2_settings(a.section, base, f"adapters.{name}").signing_key
+              for name, a in config.adapters.items() if a.profile == "xta2"]
+    wanted += [xta2_addressing(a.addressing, base, f"authorities[{a.id}]").certificate
+               for a in config.authorities if config.adapters[a.adapter].profile == "xta2"] + [r.key for r in config.simulator.readers.values()]
     folder = root / PKI
     names = sorted({p.name.split(".")[0] for p in wanted} - {"ca"})
     files = [folder / f"{n}.{kind}.pem" for n in [*names, "ca"] for kind in ("key", "cert")]

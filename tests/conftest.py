@@ -35,7 +35,7 @@ def standards_dir(name: str) -> Path:
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
     """Throwaway CA + keys: a portal (signer), four readers, and an unrelated 'mallory'."""
-    from transport.security.testpki import make_test_pki
+    from transport.security.demopki import make_test_pki
 
     return make_test_pki(tmp_path_factory.mktemp("pki"),
                          ["portal", "azr-000100", "azr-000200", "azr-000300", "mallory"])

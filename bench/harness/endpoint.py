@@ -196,8 +196,8 @@ class WithControl:
 def _simulator_app(config_path: Path, record: Path | None, arrivals: Arrivals) -> Any:
     from hub.config import load_config
     from hub.simulation import simulator_argv
-    from transport.xta import simulator_cli
     from transport.xta.simulator import XtaSimulator
+    from transport.xta.simulator import cli as simulator_cli
 
     config = load_config(config_path)
     args = simulator_cli.parser().parse_args(simulator_argv(config, port=0, extra=[

@@ -74,7 +74,7 @@ def free_port() -> int:
 def write_config(work: Path) -> Path:
     """One hub config for every variant (broker URL, endpoint and ledger come per process from the
     environment: AMQP_URL, HUB_ADAPTERS__ALPHA__ENDPOINT, HUB_LEDGER__URL)."""
-    from transport.security.testpki import make_test_pki
+    from transport.security.demopki import make_test_pki
 
     pki = make_test_pki(work / "pki", ["portal", "azr-000100"])
     key, cert = pki["portal"]

@@ -26,9 +26,9 @@ from tests.conformance.xta_official import (
 )
 from tests.standards import standards_path
 from transport.content import Content, ContentPart
+from transport.security.demopki import make_test_pki
 from transport.security.encryption import encrypt_xml
 from transport.security.keys import load_certificate, load_private_key
-from transport.security.testpki import make_test_pki
 from transport.xta.client import XtaClient, XtaEndpoint
 from transport.xta.container import build_content_container, generic_container
 from transport.xta.metadata import BusinessScenario, MessageMetaData, MessageType, Party

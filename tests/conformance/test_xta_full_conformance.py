@@ -23,9 +23,9 @@ from tests.conformance.recording import call_as_named
 from tests.conformance.xta_official import OfficialXtaSchemas, official_xta_schemas
 from tests.standards import standards_path
 from transport.content import Content, ContentPart
+from transport.security.demopki import make_test_pki
 from transport.security.encryption import encrypt_xml
 from transport.security.keys import load_certificate
-from transport.security.testpki import make_test_pki
 from transport.xta import mtom, wire
 from transport.xta.client import XtaClient, XtaEndpoint
 from transport.xta.container import (

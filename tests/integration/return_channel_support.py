@@ -17,7 +17,7 @@ from hub.samples import OZG_RUECKKANALFRAGE, OZG_STATUSMELDUNG, OZG_TERMINMITTEI
 from transport.security.keys import load_certificate, load_signing_identity
 from transport.xta.metadata import Party
 from transport.xta.simulator import RunningSimulator
-from transport.xta.simulator_reports import in_mailbox
+from transport.xta.simulator.reports import in_mailbox
 
 PORTAL_ID = "test-portal"
 PORTAL = Party("alp:000001", "OZG-Portal (Test)", "Ausländerportal")

@@ -26,7 +26,8 @@ from typing import Any
 
 import pytest
 
-from hub.config import HubConfig
+from adapters.xta2 import Xta2Addressing, xta2_addressing
+from hub.config import AuthorityConfig, HubConfig
 from hub.demo_replies import send_demo_replies
 from hub.envelope import Envelope, new_envelope
 from hub.processes import free_port
@@ -94,12 +95,19 @@ def _post(url: str, payload: dict[str, Any]) -> None:
 
 
 # --- traffic -----------------------------------------------------------------------------------
+def _reader(config: HubConfig, authority: AuthorityConfig) -> Xta2Addressing:
+    """The authority's xta2 keys as the adapter reads them (paths against the config's folder)."""
+    base = config.source.parent if config.source else Path.cwd()
+    return xta2_addressing(authority.addressing, base, f"authorities[{authority.id}]")
+
+
 def _application(config: HubConfig, destination: str, seed: int) -> Envelope:
     authority = next(a for a in config.authorities if a.id == destination)
-    adapter = config.adapters[authority.adapter]
+    author = config.adapters[authority.adapter].author
+    assert author is not None  # the xta2 adapters of the stack name their author
     xml, message_id = make_ozg_application(
-        reader=Party(authority.id, authority.name, authority.reader_category),
-        author=Party(adapter.author.identifier, adapter.author.name, adapter.author.category), seed=seed)
+        reader=Party(authority.id, authority.name, _reader(config, authority).reader_category),
+        author=Party(author.identifier, author.name, author.category), seed=seed)
     return new_envelope(destination=destination, message_type="OZG.Antrag.130101", message=xml, portal=PORTAL,
                         message_id=message_id, filename="antrag.xml", test=True)
 
@@ -123,13 +131,14 @@ def _send_replies(config: HubConfig, sim_url: str, delivered: Envelope) -> None:
     mailbox = config.mailboxes[PORTAL]
     portal = Party(mailbox.account.identifier, mailbox.account.name, mailbox.account.category)
     authority = next(a for a in config.authorities if a.id == delivered.destination)
-    party = Party(authority.id, authority.name, authority.reader_category)
-    key = authority.certificate.with_name(authority.certificate.name.replace(".cert.pem", ".key.pem"))
-    wrong = load_certificate(authority.certificate)  # the portal cannot decrypt what is meant for the authority
+    reader = _reader(config, authority)
+    party = Party(authority.id, authority.name, reader.reader_category)
+    key = reader.certificate.with_name(reader.certificate.name.replace(".cert.pem", ".key.pem"))
+    wrong = load_certificate(reader.certificate)  # the portal cannot decrypt what is meant for the authority
     forged = sample_reply("OZG.Statusmeldung.130104", portal_party=portal, authority_party=party,
                           antragsidentifikation="unknown-application", seed=99, encrypt_for=wrong)
     portal_cert = load_certificate(mailbox.decryption_key.with_name("portal.cert.pem"))
-    send_replies(f"{sim_url}/xta", [forged], authority_identity=load_signing_identity(key, authority.certificate),
+    send_replies(f"{sim_url}/xta", [forged], authority_identity=load_signing_identity(key, reader.certificate),
                  authority_party=party, portal_party=portal, portal_certificate=portal_cert)
 
 

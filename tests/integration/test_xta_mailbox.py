@@ -162,8 +162,8 @@ def test_plaintext_reply_is_a_problem_unless_allowed(sim, pki) -> None:
 
 
 def test_simulator_holding_the_portal_key_refuses_bad_replies_unless_accept_unverified(pki, tmp_path) -> None:
+    from transport.security.demopki import make_test_pki
     from transport.security.keys import load_private_key
-    from transport.security.testpki import make_test_pki
 
     keys = {PORTAL.identifier: load_private_key(pki["portal"][0])}
     intruder = make_test_pki(tmp_path, ["intruder"])["intruder"]  # another CA: trusted by nobody here

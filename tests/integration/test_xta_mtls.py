@@ -23,8 +23,8 @@ from tests.integration.test_xta_support import (
     retries,
     sim_config,
 )
+from tests.support.testtls import P12_PASSWORD, TlsPki, make_tls_pki
 from transport.xta.simulator import ServerTls, serve
-from transport.xta.testtls import P12_PASSWORD, TlsPki, make_tls_pki
 from transport.xta.tls import certificate_fingerprint
 
 pytestmark = pytest.mark.broker

@@ -8,17 +8,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from adapters.base import Delivery
 from adapters.xta2 import Xta2Adapter
 from hub.certs import READINESS_USES, certificate_report, readiness_problems
 from hub.config import parse_config
 from hub.keystore import KeyStore
+from tests.support.deliveries import xta_delivery
 from transport.content import Content, ContentPart
 from transport.security.keys import load_certificate, load_signing_identity
 from transport.security.signature import SIGNATURE_FILENAME
 from transport.xta.client import XtaEndpoint
 from transport.xta.container import parse_content_container
-from transport.xta.metadata import BusinessScenario, MessageType, Party
+from transport.xta.metadata import MessageType, Party
 
 RSA_PSS = "http://www.w3.org/2007/05/xmldsig-more#sha256-rsa-MGF1"
 
@@ -57,10 +57,10 @@ def test_signature_method_is_a_profile_option(pki) -> None:
     identity = load_signing_identity(*pki["portal"])
     adapter = Xta2Adapter("a", endpoint=XtaEndpoint("http://127.0.0.1:1/xta"), author=Party("alp:1"),
                           identity=identity, options={"signature_method": RSA_PSS, "encrypt": False, "mtom": False})
-    delivery = Delivery(message_id="m", content=Content(ContentPart(b"<a/>", "application/xml", "a.xml")),
-                        author=Party("alp:1"), reader=Party("azr:000100"),
-                        reader_certificate=load_certificate(pki["azr-000100"][1]), service="s",
-                        message_type=MessageType("t", "urn:l", "1", "urn:p"), business_scenario=BusinessScenario("b"))
+    delivery = xta_delivery(Content(ContentPart(b"<a/>", "application/xml", "a.xml")), message_id="m",
+                            author=Party("alp:1"), reader=Party("azr:000100"),
+                            certificate=load_certificate(pki["azr-000100"][1]), service="s",
+                            message_type=MessageType("t", "urn:l", "1", "urn:p"), business_scenario="b")
     with adapter.prepare_container(delivery) as container:
         content = parse_content_container(container.element)
     adapter.close()

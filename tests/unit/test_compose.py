@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from adapters.xta2 import xta2_addressing, xta2_settings
 from hub.config import load_config
 from hub.keystore import KeyStore
 
@@ -184,14 +185,17 @@ def test_the_script_generates_what_compose_and_the_config_need(tmp_path: Path, s
     cfg = load_config(tmp_path / "examples" / "stack.toml", environ={})
     secrets_dir = tmp_path / "var" / "stack" / "secrets"
     keys = KeyStore()
-    for adapter in cfg.adapters.values():  # the encrypted signing key opens with the password file
+    base = tmp_path / "examples"  # the xta2 profile resolves its paths against the config's folder
+    for name, ac in cfg.adapters.items():  # the encrypted signing key opens with the password file
+        adapter = xta2_settings(ac.section, base, f"adapters.{name}")
         assert adapter.signing_key_password_file == secrets_dir / "signing-key.password"
         keys.signing_identity(adapter.signing_key, adapter.signing_cert, password_file=adapter.signing_key_password_file)
     for mailbox in cfg.mailboxes.values():  # compose's entrypoint fills this variable from the same secret
         monkeypatch.setenv(str(mailbox.decryption_key_password_env),
                            (secrets_dir / "signing-key.password").read_text().splitlines()[0])
         keys.private_key(mailbox.decryption_key, mailbox.decryption_key_password_env)
-    for path in [*(a.certificate for a in cfg.authorities), *(r.key for r in cfg.simulator.readers.values())]:
+    readers = [xta2_addressing(a.addressing, base, f"authorities[{i}]") for i, a in enumerate(cfg.authorities)]
+    for path in [*(a.certificate for a in readers), *(r.key for r in cfg.simulator.readers.values())]:
         assert path.is_file(), path
     assert cfg.tracker.tokens_file == secrets_dir / "tracker-tokens.toml"
     # the broker URL carries the password whose salted SHA-256 the RabbitMQ user definition holds
@@ -299,7 +303,7 @@ def test_scalable_workers_one_per_adapter_without_host_ports(services: dict[str,
 def test_stack_config_points_at_the_compose_services(services: dict[str, Any]) -> None:
     cfg = load_config(STACK_TOML, environ={})
     simulator_ports = listen_ports("simulator", services["simulator"])
-    endpoints = {f"adapters.{n}": a.endpoint for n, a in cfg.adapters.items()}
+    endpoints = {f"adapters.{n}": str(a.section["endpoint"]) for n, a in cfg.adapters.items()}
     endpoints |= {f"mailboxes.{n}": m.endpoint for n, m in cfg.mailboxes.items()}
     for name, url in endpoints.items():
         endpoint = urlsplit(url)

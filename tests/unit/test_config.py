@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 
+from adapters.xta2 import xta2_settings
 from hub.config import load_config, parse_config
 from hub.errors import ConfigError
 
@@ -22,9 +23,11 @@ def _minimal() -> dict[str, Any]:
 
 def test_example_config_loads_and_resolves_paths() -> None:
     config = load_config(EXAMPLE, environ={})
-    assert set(config.adapters) == {"advis", "auso"}
-    assert len(config.authorities) == 4
-    assert config.adapters["advis"].signing_key == (ROOT / "var/demo/pki/portal.key.pem").resolve()
+    assert set(config.adapters) == {"advis", "auso", "fitconnect"}  # two XTA servers, one FIT-Connect route
+    assert len(config.authorities) == 5
+    assert config.source is not None  # the profile resolves its paths against the config's folder
+    advis = xta2_settings(config.adapters["advis"].section, config.source.parent, "adapters.advis")
+    assert advis.signing_key == (ROOT / "var/demo/pki/portal.key.pem").resolve()
     assert str(config.message_types[0].schema_path).startswith("builtin:")
 
 
@@ -34,7 +37,7 @@ def test_environment_overrides() -> None:
     config = load_config(EXAMPLE, environ=env)
     assert config.broker.url == "amqp://u:p@broker:5672/v"
     assert config.broker.prefetch == 64
-    assert config.adapters["advis"].endpoint == "https://xta.example/xta"
+    assert config.adapters["advis"].section["endpoint"] == "https://xta.example/xta"
 
 
 @pytest.mark.parametrize(("mutate", "expected"), [

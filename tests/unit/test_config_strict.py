@@ -13,7 +13,7 @@ import tomli_w
 from click.testing import CliRunner
 from pydantic import BaseModel
 
-from adapters.xta2 import Xta2Options
+from adapters.xta2 import Xta2Addressing, Xta2Options, Xta2Settings, xta2_settings
 from hub.cli import main
 from hub.cli_support import EXIT_CONFIG
 from hub.config import (
@@ -63,9 +63,11 @@ SECTIONS: list[tuple[tuple[str | int, ...], type[BaseModel], str]] = [
     (("mailboxes", "portal-a", "account"), PartyConfig, "mailboxes.portal-a.account."),
     (("message_types", 0), MessageTypeConfig, "message_types[0]."),
     (("adapters", "advis"), AdapterConfig, "adapters.advis."),
+    (("adapters", "advis"), Xta2Settings, "adapters.advis."),  # the profile's keys of the same table
     (("adapters", "advis", "author"), PartyConfig, "adapters.advis.author."),
     (("adapters", "advis", "breaker"), BreakerConfig, "adapters.advis.breaker."),
     (("authorities", 0), AuthorityConfig, "authorities[0]."),
+    (("authorities", 0), Xta2Addressing, "authorities[0]."),  # the xta2 adapter's keys of the entry
 ]
 
 
@@ -122,6 +124,20 @@ def test_a_wrong_type_in_the_file_is_an_error_naming_the_key(path, key, value, n
     assert "\n" not in text  # one line
 
 
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("endpiont", "http://127.0.0.1:1/xta", "adapters.advis.endpiont: Extra inputs"),  # no model of the table knows it
+    ("profile", "xta3", "adapters.advis.profile: unknown adapter profile 'xta3'"),  # nobody registered it
+], ids=["unknown_key", "unknown_profile"])
+def test_an_unknown_adapter_key_or_profile_is_a_one_line_error_naming_it(key: str, value: str, expected: str) -> None:
+    raw = _minimal()
+    raw["adapters"]["advis"][key] = value
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, base=Path("/etc/hub"), environ={})
+    text = str(info.value)
+    assert expected in text, text
+    assert "\n" not in text  # one line
+
+
 def test_the_file_s_own_types_are_accepted() -> None:
     raw = _minimal()
     raw["broker"] = {"prefetch": 64, "blocked_connection_timeout": 5, "retry_delay": 0.5}  # int for a float too
@@ -133,8 +149,9 @@ def test_the_file_s_own_types_are_accepted() -> None:
     assert config.broker.prefetch == 64 and config.broker.blocked_connection_timeout == 5.0
     assert advis.retry_delays == (5.0, 30.5) and advis.poll_transport_reports is False and advis.timeout == 12.0
     assert config.simulator.trusted_signers == (Path("/etc/hub/ca.pem"),)
-    assert advis.signing_key == Path("/etc/hub/k.pem")
-    options = Xta2Options.from_mapping(advis.options)
+    xta = xta2_settings(advis.section, Path("/etc/hub"), "adapters.advis")  # as the profile reads its keys
+    assert xta.signing_key == Path("/etc/hub/k.pem")
+    options = Xta2Options.from_mapping(xta.options)
     assert options.mtom is False and options.lookup_ttl == 10.0
 
 
@@ -167,9 +184,10 @@ def test_environment_overrides_are_converted_to_the_key_s_type() -> None:
     assert config.broker.url == "amqp://u:p@broker:5672/v"
     assert config.broker.prefetch == 64 and config.broker.retry_delay == 0.5 and config.http.port == 9500
     assert advis.poll_transport_reports is False and advis.timeout == 2.5 and advis.retry_delays == (5.0, 30.0)
-    assert advis.business_scenario_list_version == "2" and advis.signing_cert == Path("/etc/hub/cert.pem")
+    xta = xta2_settings(advis.section, Path("/etc/hub"), "adapters.advis")  # as the profile reads its keys
+    assert xta.business_scenario_list_version == "2" and xta.signing_cert == Path("/etc/hub/cert.pem")
     assert advis.breaker.cool_down == 60.0
-    options = Xta2Options.from_mapping(advis.options)
+    options = Xta2Options.from_mapping(xta.options)
     assert options.mtom is False and options.lookup_ttl == 10.0 and options.service_quality == "fast"
 
 
@@ -190,7 +208,7 @@ def test_profile_option_overrides_get_the_profile_s_types_not_toml_s() -> None:
     env = {"HUB_ADAPTERS__ADVIS__OPTIONS__MESSAGE_TYPE_LIST_VERSION": "1.2",  # str option: not the float 1.2
            "HUB_ADAPTERS__ADVIS__OPTIONS__LOOKUP_NEGATIVE_TTL": ".5"}
     config = parse_config(copy.deepcopy(_minimal()), base=Path("/etc/hub"), environ=env)
-    options = config.adapters["advis"].options
+    options = config.adapters["advis"].section["options"]
     assert options["message_type_list_version"] == "1.2" and isinstance(options["message_type_list_version"], str)
     parsed = Xta2Options.from_mapping(options)
     assert parsed.message_type_list_version == "1.2" and parsed.lookup_negative_ttl == 0.5

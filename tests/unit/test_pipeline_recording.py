@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
+from pydantic import BaseModel
 
-from adapters.base import Delivery, DeliveryReceipt
+from adapters.base import AdapterContext, Delivery, DeliveryReceipt
 from hub.errors import LedgerUnavailable, XtaFault
 from hub.runtime import build_pipeline
 from tests.integration.helpers import make_config
@@ -23,6 +25,15 @@ class _Adapter:
     ``ready``, then 'sends'. Records the ids sent and the ids offered to ``ready``."""
 
     name = "alpha"
+    settings_model: ClassVar[type[BaseModel]] = BaseModel  # never built from a config section
+    addressing_model: ClassVar[type[BaseModel]] = BaseModel
+
+    @classmethod
+    def from_config(cls, name: str, section: Mapping[str, Any], context: AdapterContext) -> _Adapter:
+        raise NotImplementedError("the test builds the stand-in itself")
+
+    def addressing(self, authority_id: str, name: str, section: Mapping[str, Any]) -> Any:
+        return dict(section)
 
     def __init__(self, allocating: threading.Event, sealing: threading.Event) -> None:
         self.allocating, self.sealing = allocating, sealing
@@ -36,7 +47,7 @@ class _Adapter:
     def prepare(self, delivery: Delivery) -> None:
         pass
 
-    def new_transport_id(self) -> str:
+    def new_transport_id(self, delivery: Delivery | None = None) -> str:
         return "candidate-1"
 
     def deliver(self, delivery: Delivery, transport_message_id: str, *, resend: bool = False,

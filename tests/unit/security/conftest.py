@@ -9,12 +9,12 @@ import pytest
 from cryptography import x509
 
 from tests.standards import standards_path
+from transport.security.demopki import make_test_pki
 from transport.security.keys import (
     SigningIdentity,
     load_certificate,
     load_signing_identity,
 )
-from transport.security.testpki import make_test_pki
 
 
 @pytest.fixture(scope="session")

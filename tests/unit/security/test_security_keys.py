@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from hub.errors import KeyStoreError, SecurityError
+from transport.security.demopki import CA_NAME, make_test_pki
 from transport.security.keys import (
     SigningIdentity,
     load_certificate,
@@ -19,7 +20,6 @@ from transport.security.keys import (
     load_private_key,
     load_signing_identity,
 )
-from transport.security.testpki import CA_NAME, make_test_pki
 
 if TYPE_CHECKING:  # conftest is not importable at run time (tests/unit is not a package)
     from conftest import Pki

@@ -12,15 +12,15 @@ from adapters.base import Delivery
 from adapters.xta2 import Xta2Adapter, Xta2Receipt
 from hub.errors import ContentTooLarge
 from tests.clock import SteppedClock
+from tests.support.deliveries import xta_delivery
 from transport.content import Content, ContentPart
+from transport.security.demopki import make_test_pki
 from transport.security.keys import (
     load_certificate,
     load_private_key,
     load_signing_identity,
 )
-from transport.security.testpki import make_test_pki
 from transport.xta.client import XtaEndpoint
-from transport.xta.metadata import BusinessScenario
 from transport.xta.simulator import Exchange, SimulatorConfig, serve
 
 
@@ -35,11 +35,10 @@ def identity(pki):
 
 
 def delivery(pki, size: int = 1000, *, reader=READER, service: str = "xauslaender1211OZGPORTALABH") -> Delivery:
-    return Delivery(
-        message_id="m-1", content=Content(ContentPart(b"<a>" + b"x" * max(0, size - 7) + b"</a>", "application/xml",
-                                                      "antrag.xml")),
-        author=AUTHOR, reader=reader, reader_certificate=load_certificate(pki["reader"][1]), service=service,
-        message_type=MESSAGE_TYPE, business_scenario=BusinessScenario("XAUSLAENDER_DATA"))
+    return xta_delivery(
+        Content(ContentPart(b"<a>" + b"x" * max(0, size - 7) + b"</a>", "application/xml", "antrag.xml")),
+        message_id="m-1", author=AUTHOR, reader=reader, certificate=load_certificate(pki["reader"][1]),
+        service=service, message_type=MESSAGE_TYPE, business_scenario="XAUSLAENDER_DATA")
 
 
 @pytest.fixture()

@@ -21,7 +21,7 @@ from transport.xta.simulator import (
     SimulatorConfig,
     serve,
 )
-from transport.xta.simulator_cli import build_config, parser
+from transport.xta.simulator.cli import build_config, parser
 
 
 def _client(running, timeout: float = 5) -> XtaClient:

@@ -159,15 +159,23 @@ def test_every_code_in_the_table_is_mapped(code) -> None:
     assert error.reason == f"xta_{code}"
 
 
-def test_table_matches_the_code_list_and_the_error_tree() -> None:
-    from hub.errors import TRANSIENT_XTA_CODES
-
+def test_table_matches_the_code_list() -> None:
     official = etree.parse(str(WEBSERVICE_XSD)).getroot()
     listed = {e.get("value") for e in official.iter("{http://www.w3.org/2001/XMLSchema}enumeration")}
     assert set(faults.FAULT_TABLE) == listed  # every code of list 1.0, nothing else
-    assert faults.TRANSIENT_CODES == {"9030", "9031", "9032"} == TRANSIENT_XTA_CODES
+    assert faults.TRANSIENT_CODES == {"9030", "9031", "9032"}
     assert {e.exception_type for e in faults.FAULT_TABLE.values()} - {None} == faults.EXCEPTION_TYPES
     assert faults.ERROR_CODES["9024"] == (faults.PARAMETER_IS_NOT_VALID, "MessageID ist bereits vergeben.")
+
+
+def test_the_error_tree_keeps_no_table_of_its_own() -> None:
+    """``XtaFault`` takes its transient flag from the caller (the table, via ``error_from_fault``):
+    the same code is transient or permanent as it is told, never by a second list in hub.errors."""
+    for code, entry in faults.FAULT_TABLE.items():
+        told = XtaFault("x", exception_type=entry.exception_type or faults.TECHNICAL_PROBLEM, code=code,
+                        transient=not entry.transient)
+        assert told.transient is not entry.transient, code
+    assert not XtaFault("x", exception_type=faults.TECHNICAL_PROBLEM, code="9030").transient  # untold: permanent
 
 
 def test_unknown_codes_are_permanent() -> None:

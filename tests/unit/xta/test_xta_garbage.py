@@ -1,4 +1,4 @@
-"""The simulator's nonsense answers (``simulator_garbage``): each kind, in an outage window, by
+"""The simulator's nonsense answers (``simulator.garbage``): each kind, in an outage window, by
 injection, over the control API and from the command line; and the client takes every one for the
 endpoint's fault (``MalformedAnswer``, transient)."""
 
@@ -24,9 +24,9 @@ from transport.xta.simulator import (
     SimulatorConfig,
     serve,
 )
-from transport.xta.simulator_cli import build_config, parser
-from transport.xta.simulator_config import GARBAGE_KINDS
-from transport.xta.simulator_garbage import FOREIGN_NS, PROCESSED_KINDS
+from transport.xta.simulator.cli import build_config, parser
+from transport.xta.simulator.config import GARBAGE_KINDS
+from transport.xta.simulator.garbage import FOREIGN_NS, PROCESSED_KINDS
 
 SERVICE = "xauslaender1211OZGPORTALABH"
 

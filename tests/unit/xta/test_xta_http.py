@@ -18,10 +18,10 @@ import pytest
 from xta_testdata import AUTHOR, content, metadata
 
 from hub.errors import EndpointUnavailable, MalformedAnswer
+from tests.support.testtls import TlsPki, make_tls_pki
 from transport.xta.client import XtaClient, XtaEndpoint
 from transport.xta.container import build_content_container, generic_container
 from transport.xta.httpio import PooledHttp, environment_proxy
-from transport.xta.testtls import TlsPki, make_tls_pki
 from transport.xta.tls import TlsSettings, server_context
 
 _ENVELOPE = (b'<?xml version="1.0" encoding="utf-8"?><e:Envelope xmlns:e="http://www.w3.org/2003/05/soap-envelope">'

@@ -13,8 +13,8 @@ from xta_testdata import AUTHOR, READER, content, metadata
 
 from hub.errors import XtaFault
 from tests.clock import SteppedClock
+from transport.security.demopki import make_test_pki
 from transport.security.keys import load_certificate
-from transport.security.testpki import make_test_pki
 from transport.xta import wire
 from transport.xta.client import XtaClient, XtaEndpoint
 from transport.xta.container import (

@@ -9,9 +9,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from xta_testdata import AUTHOR, READER, content, metadata
 
 from hub.errors import ProtocolError, XtaFault
+from transport.security.demopki import make_test_pki
 from transport.security.encryption import decrypt_xml
 from transport.security.keys import load_certificate, load_private_key
-from transport.security.testpki import make_test_pki
 from transport.xta import mtom
 from transport.xta.client import XtaClient, XtaEndpoint
 from transport.xta.container import (

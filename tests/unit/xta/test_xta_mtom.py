@@ -14,9 +14,9 @@ from xta_testdata import content
 
 from hub.errors import DecryptionFailed, ProtocolError
 from transport.content import Content, ContentPart
+from transport.security.demopki import make_test_pki
 from transport.security.encryption import decrypt_xml
 from transport.security.keys import load_certificate, load_private_key
-from transport.security.testpki import make_test_pki
 from transport.xta import mtom
 from transport.xta.container import build_content_container, parse_content_container
 from transport.xta.e2e import (

@@ -10,6 +10,7 @@ from xta_testdata import AUTHOR, READER, content, metadata
 
 from hub.errors import XtaFault
 from transport.content import Content, ContentPart
+from transport.security.demopki import make_test_pki
 from transport.security.encryption import encrypt_xml
 from transport.security.keys import (
     load_certificate,
@@ -17,12 +18,11 @@ from transport.security.keys import (
     load_signing_identity,
 )
 from transport.security.signature import sign_content
-from transport.security.testpki import make_test_pki
 from transport.xta.client import XtaClient, XtaEndpoint
 from transport.xta.container import build_content_container, generic_container
 from transport.xta.ns import SOAP12, WSA, XTA
 from transport.xta.simulator import SimulatorConfig, serve
-from transport.xta.simulator_store import IN_FLIGHT, UNKNOWN, USED, MessageIdRegistry
+from transport.xta.simulator.store import IN_FLIGHT, UNKNOWN, USED, MessageIdRegistry
 
 SOAP_HEADERS = {"Content-Type": "application/soap+xml; charset=utf-8"}
 

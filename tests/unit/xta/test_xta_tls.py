@@ -8,9 +8,9 @@ from cryptography import x509
 from xta_testdata import AUTHOR
 
 from hub.errors import ConfigError, EndpointUnavailable, XtaFault
+from tests.support.testtls import P12_PASSWORD, TlsPki, make_tls_pki
 from transport.xta.client import XtaClient, XtaEndpoint
 from transport.xta.simulator import ServerTls, SimulatorConfig, serve
-from transport.xta.testtls import P12_PASSWORD, TlsPki, make_tls_pki
 from transport.xta.tls import TlsSettings, certificate_fingerprint
 
 

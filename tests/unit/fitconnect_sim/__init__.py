@@ -1,0 +1,1 @@
+"""Unit tests of the FIT-Connect simulator (transport/fitconnect/simulator)."""
