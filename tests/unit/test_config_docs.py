@@ -51,3 +51,19 @@ def test_xta_md_documents_every_profile_option() -> None:
     doc = (ROOT / "docs" / "xta.md").read_text(encoding="utf-8")
     missing = set(Xta2Options.model_fields) - _documented(doc)
     assert not missing, f"docs/xta.md does not document: {sorted(missing)}"
+
+
+def test_every_profile_key_is_documented() -> None:
+    """The profiles' own keys of [adapters.<name>] and [[authorities]]: xta2 in configuration.md,
+    fit-connect in fit-connect.md (its configuration table and the authorities example)."""
+    from adapters.fitconnect import FitConnectAddressing, FitConnectSettings
+    from adapters.xta2 import Xta2Addressing, Xta2Settings
+
+    configuration = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    fit_connect = (ROOT / "docs" / "fit-connect.md").read_text(encoding="utf-8")
+    for model, doc, name in ((Xta2Settings, configuration, "configuration.md"),
+                             (Xta2Addressing, configuration, "configuration.md"),
+                             (FitConnectSettings, fit_connect, "fit-connect.md"),
+                             (FitConnectAddressing, fit_connect, "fit-connect.md")):
+        missing = _keys(model) - _documented(doc)
+        assert not missing, f"docs/{name} does not document {model.__name__}: {sorted(missing)}"

@@ -5,7 +5,7 @@ client-credentials token (form-encoded to the token URL) cached until ``expires_
 and shared by all threads. Every answer is mapped into the hub's error tree here, at the edge:
 
     401                 -> a fresh token, the call once more; then FitConnectAccessDenied
-    403                 -> FitConnectAccessDenied                              (permanent)
+    403                 -> FitConnectAccessDenied           (transient: credentials, not the application)
     404                 -> the caller's error (DestinationUnavailable, ...) or FitConnectNotFound
     400 409 415 422     -> FitConnectRefused with the problem's title/detail  (permanent)
     413                 -> ContentTooLarge                                      (permanent)
