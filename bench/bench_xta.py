@@ -220,13 +220,13 @@ class _Canned:
 
 def _overhead(quick: bool) -> list[tuple[str, Spread, Spread]]:
     from transport.content import Content, ContentPart
+    from transport.http_server import NoDelayWSGIServer
     from transport.xta.client import XtaClient, XtaEndpoint, default_session
     from transport.xta.container import (
         OutgoingContainer,
         build_content_container,
         generic_container,
     )
-    from transport.xta.http_server import NoDelayWSGIServer
     from transport.xta.metadata import (
         BusinessScenario,
         MessageMetaData,

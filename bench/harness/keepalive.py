@@ -1,6 +1,6 @@
 """A small threaded WSGI server that keeps HTTP/1.1 connections alive, for the benchmark endpoints.
 
-The test endpoints (transport/xta/http_server.py) run on werkzeug's development server, which
+The test endpoints (transport/http_server.py) run on werkzeug's development server, which
 answers every request with ``Connection: close``: every XTA call then pays a TCP connect, a server
 thread and a close, three times per application for the hub (createMessageId, sendMessage,
 getTransportReport) and once for the bare path. A production XTA server keeps connections alive,

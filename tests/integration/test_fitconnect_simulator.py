@@ -344,3 +344,14 @@ def test_flawed_key_is_served_without_counting_as_a_violation(state_dir: Path) -
         key = Sender(sim).encryption_key(short)
         assert len(key["n"]) < 683  # under 4096 bits: the JWK schema's minLength
         assert sim.violations == []
+
+
+def test_parts_of_several_megabytes_are_decrypted_and_stored(sim: RunningFitConnectSimulator) -> None:
+    """joserfc refuses ciphertexts above 64 KiB unless told otherwise: a real application (a scanned
+    passport, a PDF) is megabytes."""
+    data = b"<antrag>" + b"x" * (1024 * 1024) + b"</antrag>"
+    attachment = bytes(range(256)) * (12 * 1024 * 1024 // 256)  # 12 MiB
+    created = submitted(Sender(sim), data=data, attachment=attachment)
+    stored = sim.store.get(created["submissionId"])
+    assert stored is not None and stored.status == "submitted"
+    assert stored.data == data and list(stored.attachments.values()) == [attachment]

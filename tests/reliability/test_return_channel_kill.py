@@ -56,7 +56,7 @@ from tests.integration.return_channel_support import (
 )
 from tests.integration.test_xta_support import sim_config
 from tests.reliability.support import ROOT, STARTED
-from transport.xta.http_server import NoDelayWSGIServer
+from transport.http_server import NoDelayWSGIServer
 from transport.xta.simulator import InjectedFault, RunningSimulator, SimulatorConfig, XtaSimulator
 
 REPLIES = 500

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -27,22 +26,13 @@ from transport.fitconnect.simulator.faults import Faults, Tokens
 from transport.fitconnect.simulator.service import DeliveryService, Problem
 from transport.fitconnect.simulator.settings import FitConnectSimulatorSettings
 from transport.fitconnect.simulator.store import Submission
+from transport.http_server import ConnectionDropped, drop_connection, json_response
 
 log = logging.getLogger(__name__)
 API_VERSION = {"major": 1, "minor": 1, "patch": 3}
 PUBLIC = frozenset({"info", "jwks", "key"})
 NO_CACHE = {"Cache-Control": "no-cache"}
 _PAGE_LIMIT = 500
-
-
-class _Dropped(Exception):
-    """The connection was closed on purpose (outage in "drop" mode)."""
-
-
-def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None,
-                  content_type: str = "application/json") -> Response:
-    return Response(json.dumps(value, ensure_ascii=False), status=status, headers=headers,
-                    content_type=content_type)
 
 
 def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> Response:
@@ -116,7 +106,7 @@ class FitConnectSimulator(ControlApi):
         request = Request(environ)
         try:
             response = self._dispatch(request)
-        except _Dropped:
+        except ConnectionDropped:
             start_response("500 Connection Dropped", [("Content-Length", "0")])
             return [b""]
         return response(environ, start_response)
@@ -130,7 +120,7 @@ class FitConnectSimulator(ControlApi):
             time.sleep(latency)
         if disruption is not None:
             if disruption.drop:
-                _drop(request)
+                drop_connection(request)
             headers = {"Retry-After": str(disruption.retry_after)} if disruption.retry_after is not None else None
             return problem_response(Problem(disruption.status or 503, "unavailable", disruption.reason), headers)
         try:
@@ -283,14 +273,3 @@ def _page(request: Request) -> tuple[int, int]:
     if offset < 0 or not 1 <= limit <= _PAGE_LIMIT:
         raise Problem(400, "bad-request", "Bad Request", "offset >= 0, 1 <= limit <= 500")
     return offset, limit
-
-
-def _drop(request: Request) -> None:
-    """Close the TCP connection without an answer (the client sees a reset / remote disconnect)."""
-    sock = request.environ.get("werkzeug.socket")
-    if sock is not None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-    raise _Dropped()

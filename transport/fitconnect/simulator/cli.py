@@ -13,9 +13,7 @@ Prints one line ``fit-connect simulator listening on URL`` and serves until SIGT
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 from pathlib import Path
 
 from transport.fitconnect.simulator.server import serve
@@ -27,6 +25,7 @@ from transport.fitconnect.simulator.settings import (
     Outage,
     ServiceSpec,
 )
+from transport.http_server import serve_until_signal
 
 
 def parse_destination(text: str, services: tuple[ServiceSpec, ...]) -> DestinationSpec:
@@ -96,11 +95,7 @@ def main(argv: list[str]) -> int:
         return 2
     running = serve(settings)
     print(f"fit-connect simulator listening on {running.url}", flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    running.stop()
+    serve_until_signal(running)
     return 0
 
 

@@ -31,10 +31,7 @@ from werkzeug.wrappers import Request, Response
 from transport.fitconnect.simulator.faults import Faults, Tokens
 from transport.fitconnect.simulator.service import Problem
 from transport.fitconnect.simulator.store import SubmissionStore
-
-
-def _json(value: Any, status: int = 200) -> Response:
-    return Response(json.dumps(value, ensure_ascii=False), status=status, content_type="application/json")
+from transport.http_server import json_response
 
 
 class ControlApi:
@@ -66,38 +63,38 @@ class ControlApi:
         try:
             endpoint, args = self._control_map.bind_to_environ(request.environ).match()
         except (NotFound, MethodNotAllowed):
-            return _json({"error": "no such control endpoint"}, 404)
+            return json_response({"error": "no such control endpoint"}, 404)
         try:
             response: Response = getattr(self, f"_ctl_{endpoint}")(request, **args)
             return response
         except (ValueError, TypeError) as exc:
-            return _json({"error": f"bad request: {exc}"}, 400)
+            return json_response({"error": f"bad request: {exc}"}, 400)
         except KeyError:
-            return _json({"error": "no such submission"}, 404)
+            return json_response({"error": "no such submission"}, 404)
         except Problem as problem:
-            return _json({"error": problem.title, "detail": problem.detail}, problem.status)
+            return json_response({"error": problem.title, "detail": problem.detail}, problem.status)
 
     def _ctl_health(self, request: Request) -> Response:
-        return _json({"status": "ok"})
+        return json_response({"status": "ok"})
 
     def _ctl_submissions(self, request: Request) -> Response:
-        return _json([s.summary() for s in self.store.all(request.args.get("destinationId"))])
+        return json_response([s.summary() for s in self.store.all(request.args.get("destinationId"))])
 
     def _ctl_submission(self, request: Request, submission_id: str) -> Response:
         submission = self.store.get(submission_id)
         if submission is None:
             raise KeyError(submission_id)
-        return _json(submission.summary())
+        return json_response(submission.summary())
 
     def _ctl_accept(self, request: Request, submission_id: str) -> Response:
-        return _json(self.receiver_accept(submission_id).summary())
+        return json_response(self.receiver_accept(submission_id).summary())
 
     def _ctl_reject(self, request: Request, submission_id: str) -> Response:
         body = json.loads(request.get_data() or b"{}")
         problems = body.get("problems") if isinstance(body, dict) else None
         if not isinstance(problems, list):
             raise TypeError("problems must be a list")
-        return _json(self.receiver_reject(submission_id, problems).summary())
+        return json_response(self.receiver_reject(submission_id, problems).summary())
 
     def _ctl_faults(self, request: Request) -> Response:
         if request.method == "POST":
@@ -105,22 +102,22 @@ class ControlApi:
             if not isinstance(changes, dict):
                 raise ValueError("a JSON object of fault settings expected")
             self.faults.update(changes)
-        return _json(self.faults.describe())
+        return json_response(self.faults.describe())
 
     def _ctl_clear(self, request: Request) -> Response:
         self.faults.clear()
-        return _json(self.faults.describe())
+        return json_response(self.faults.describe())
 
     def _ctl_tokens(self, request: Request) -> Response:
         body = json.loads(request.get_data() or b"{}")
         if not isinstance(body, dict) or "lifetime" not in body:
             raise ValueError("{\"lifetime\": seconds} expected")
         self.tokens.lifetime = float(body["lifetime"])
-        return _json({"lifetime": self.tokens.lifetime})
+        return json_response({"lifetime": self.tokens.lifetime})
 
     def _ctl_invalidate(self, request: Request) -> Response:
         self.tokens.invalidate_all()
         return Response(status=204)
 
     def _ctl_violations(self, request: Request) -> Response:
-        return _json([asdict(v) for v in self.violations])
+        return json_response([asdict(v) for v in self.violations])

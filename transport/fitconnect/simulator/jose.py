@@ -26,6 +26,8 @@ EVENT_PREFIX = "https://schema.fitko.de/fit-connect/events/"
 CREATE, SUBMIT = EVENT_PREFIX + "create-submission", EVENT_PREFIX + "submit-submission"
 ACCEPT, REJECT = EVENT_PREFIX + "accept-submission", EVENT_PREFIX + "reject-submission"
 _JWE_REGISTRY = jwe.JWERegistry(algorithms=[JWE_ALG, JWE_ENC])
+# joserfc refuses ciphertexts above 64 KiB by default; a submission's parts reach tens of MB
+_JWE_REGISTRY.max_ciphertext_length = 256 * 1024 * 1024
 _JWS_REGISTRY = jws.JWSRegistry(algorithms=[SET_ALG])
 
 

@@ -11,14 +11,11 @@ from typing import Any
 from werkzeug.wrappers import Request as HttpRequest
 from werkzeug.wrappers import Response
 
+from transport.http_server import json_response
 from transport.xta.simulator.chaos import Chaos
 from transport.xta.simulator.config import ChaosConfig, InjectedFault, SimulatorConfig
 from transport.xta.simulator.reports import build_report
 from transport.xta.simulator.store import MessageStore
-
-
-def json_response(value: Any, status: int = 200) -> Response:
-    return Response(json.dumps(value, ensure_ascii=False), status=status, content_type="application/json")
 
 
 class InspectionApi:

@@ -13,11 +13,10 @@ parsers (``parse_fault_rate``, ``parse_outage``, ``chaos_from_flags``) are reusa
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from transport.http_server import serve_until_signal
 from transport.xta.simulator.config import (
     ChaosConfig,
     FaultRate,
@@ -163,11 +162,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
     running = serve(build_config(args), host=args.host, port=args.port)
     print(f"XTA simulator listening on {running.url} (inspection: {running.base_url}/_sim/messages)", flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    running.stop()
+    serve_until_signal(running)
 
 
 if __name__ == "__main__":

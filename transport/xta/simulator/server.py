@@ -30,12 +30,11 @@ accepted socket, over HTTPS (optionally requiring client certificates) when ``co
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
 from lxml import etree
 from werkzeug.exceptions import HTTPException
@@ -44,10 +43,17 @@ from werkzeug.wrappers import Request as HttpRequest
 from werkzeug.wrappers import Response
 
 from hub.errors import ProtocolError, XmlRejected
+from transport.http_server import (
+    ConnectionDropped,
+    NoDelayWSGIServer,
+    RunningServer,
+    drop_connection,
+    json_response,
+    start_in_thread,
+)
 from transport.xta import faults, mtom
-from transport.xta.http_server import NoDelayWSGIServer
 from transport.xta.ns import ACTION_WSA_FAULT, ACTIONS, SOAP11, SOAP12_CONTENT_TYPE, WSA
-from transport.xta.simulator.api import InspectionApi, json_response
+from transport.xta.simulator.api import InspectionApi
 from transport.xta.simulator.chaos import Chaos, Disruption
 from transport.xta.simulator.config import (
     ChaosConfig,
@@ -87,10 +93,6 @@ class Exchange:
     response: bytes
     request_content_type: str = SOAP12_CONTENT_TYPE
     response_content_type: str = SOAP12_CONTENT_TYPE
-
-
-class _Dropped(Exception):
-    """The connection was closed on purpose (fault injection)."""
 
 
 class XtaSimulator(InspectionApi):
@@ -148,7 +150,7 @@ class XtaSimulator(InspectionApi):
         try:
             endpoint, args = self._routes.bind_to_environ(environ).match()
             response = getattr(self, f"_http_{endpoint}")(request, **args)
-        except _Dropped:
+        except ConnectionDropped:
             start_response("500 Connection Dropped", [("Content-Length", "0")])
             return [b""]
         except HTTPException as exc:
@@ -161,7 +163,7 @@ class XtaSimulator(InspectionApi):
     def _http_soap(self, request: HttpRequest) -> Response:
         before = self.chaos.before_request()
         if before is not None and before.kind == "drop":
-            _drop(request)
+            drop_connection(request)
         data, operation, ctype = b"", None, request.headers.get("Content-Type", "")
         body: bytes | mtom.MultipartBody
         try:
@@ -254,7 +256,7 @@ class XtaSimulator(InspectionApi):
             self.store.count_call(operation)
             disruption = self.chaos.after_parse(operation)
             if disruption is not None and disruption.kind == "drop" and not disruption.after_processing:
-                _drop(http)
+                drop_connection(http)
             garbage = disruption.garbage if disruption is not None and disruption.kind == "garbage" else None
             if disruption is not None and disruption.kind in ("http", "fault", "garbage") and not processes(garbage):
                 return self._disrupted(disruption, action, request_id)
@@ -265,10 +267,10 @@ class XtaSimulator(InspectionApi):
                 operation=operation, header=header, body=body_children(body), parts=parts, mtom=is_mtom,
                 client_certificate=_client_fingerprint(http), wants_mtom=wants_mtom))
             if disruption is not None and disruption.kind == "drop":
-                _drop(http)  # processed (e.g. accepted), but the answer is lost
+                drop_connection(http)  # processed (e.g. accepted), but the answer is lost
             if disruption is not None and disruption.delay:
                 time.sleep(disruption.delay)
-        except _Dropped:
+        except ConnectionDropped:
             raise
         except SimulatedFault as fault:
             return operation, *self._fault_answer(fault, action if operation else None, request_id), plain
@@ -328,17 +330,6 @@ def _client_fingerprint(request: HttpRequest) -> str | None:
     return certificate_fingerprint(pem)
 
 
-def _drop(request: HttpRequest) -> None:
-    """Close the TCP connection without an answer (the client sees a reset / remote disconnect)."""
-    sock = request.environ.get("werkzeug.socket")
-    if sock is not None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-    raise _Dropped()
-
-
 def _serialize(envelope: etree._Element) -> bytes:
     return etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
 
@@ -352,16 +343,12 @@ def _drain(request: HttpRequest) -> None:
 # ---------------------------------------------------------------------- server
 
 
-class RunningSimulator:
+class RunningSimulator(RunningServer):
     """A simulator serving in a background thread; ``url`` is the SOAP endpoint."""
 
     def __init__(self, simulator: XtaSimulator, server: NoDelayWSGIServer, thread: threading.Thread) -> None:
+        super().__init__(server, thread)
         self.simulator = simulator
-        self._server = server
-        self._thread = thread
-        host, port = server.socket.getsockname()[:2]  # what server_bind stored as server_address
-        scheme = "https" if server.ssl_context is not None else "http"
-        self.base_url = f"{scheme}://{host}:{port}"
         self.url = f"{self.base_url}{SOAP_PATH}"
 
     @property
@@ -370,19 +357,6 @@ class RunningSimulator:
 
     def inject(self, fault: InjectedFault) -> None:
         self.simulator.inject(fault)
-
-    def stop(self) -> None:
-        """Stop accepting, close open keep-alive connections, release the port."""
-        self._server.shutdown()
-        self._server.close_open_connections()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
 
 def serve(config: SimulatorConfig, host: str = "127.0.0.1", port: int = 0, *,
@@ -401,10 +375,7 @@ def serve(config: SimulatorConfig, host: str = "127.0.0.1", port: int = 0, *,
         context = server_context(tls.cert, tls.key, client_ca=tls.client_ca,
                                  require_client_cert=tls.require_client_cert)
     server = NoDelayWSGIServer(host, port, simulator, ssl_context=context)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                              name=f"xta-simulator-{server.server_address[1]}", daemon=True)
-    thread.start()
-    return RunningSimulator(simulator, server, thread)
+    return RunningSimulator(simulator, server, start_in_thread(server, "xta-simulator"))
 
 
 __all__ = ["SOAP_PATH", "Exchange", "RunningSimulator", "XtaSimulator", "serve"]
