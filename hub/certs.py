@@ -13,9 +13,9 @@ needs. No subject, serial or person data goes into labels.
 
 Which keys name certificates is a convention every profile follows, so the report needs no
 profile's code: an adapter section's ``signing_key`` / ``signing_cert`` (with
-``signing_key_password_env`` / ``signing_key_password_file``) and ``options.tls_client_cert`` (with
-``options.tls_password_env``), an authority's ``certificate``. A profile without them (fit-connect:
-no signing identity, its keys come from the destination) simply contributes nothing.
+``signing_key_password_env`` / ``signing_key_password_file``), ``options.tls_client_cert`` (with
+``options.tls_password_env``) and ``trust_anchors`` (use "trust"), an authority's ``certificate``.
+A profile without them contributes nothing (fit-connect signs nothing: only its trust anchors).
 """
 
 from __future__ import annotations
@@ -164,6 +164,13 @@ def certificate_report(config: HubConfig, keys: KeyStore, *, now: _dt.datetime |
         if certificate is not None:
             report.extend(_collect("reader", authority.id, f"authorities[{authority.id}].certificate",
                                    certificate, partial(_reader_certificate, keys, certificate), now))
+    for name, ac in (config.adapters.items() if "trust" in wanted else ()):
+        anchors = ac.section.get("trust_anchors") or ()
+        for index, value in enumerate(anchors if isinstance(anchors, (list, tuple)) else ()):
+            anchor = _path(value, base)
+            if anchor is not None:  # e.g. fit-connect: the roots the destinations' key chains must reach
+                report.extend(_collect("trust", name, f"adapters.{name}.trust_anchors[{index}]", anchor,
+                                       partial(keys.certificates, anchor), now))
     for index, path in enumerate(config.simulator.trusted_signers if "trust" in wanted else ()):
         report.extend(_collect("trust", "simulator", f"simulator.trusted_signers[{index}]", path,
                                partial(keys.certificates, path), now))

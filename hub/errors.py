@@ -30,6 +30,7 @@ dependency rule.
     │   └── DecryptionFailed         cannot decrypt (wrong key, tampered ciphertext)
     └── TransportError
         ├── EndpointUnavailable      connection refused/reset, timeout, HTTP 5xx (transient)
+        │   ├── TransportIdInvalid   the endpoint no longer knows the recorded transport id (forgotten)
         │   └── MalformedAnswer      the endpoint answered, but not what the protocol promises
         │                            (not SOAP 1.2, empty/unexpected body, missing field)  (transient)
         ├── ProtocolError            a document breaks the protocol (the simulator's view of a request)
@@ -165,6 +166,14 @@ class TransportError(HubError):
 class EndpointUnavailable(TransportError):
     transient = True
     reason = "endpoint_unavailable"
+
+
+class TransportIdInvalid(EndpointUnavailable):
+    """The endpoint no longer knows the transport id the hub recorded for an application (a
+    FIT-Connect submission deleted before it was submitted, an expired id): transient, and the
+    pipeline forgets the id, so the next attempt allocates a new one instead of failing forever."""
+
+    reason = "transport_id_invalid"
 
 
 class MalformedAnswer(EndpointUnavailable):

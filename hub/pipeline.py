@@ -26,7 +26,7 @@ from lxml import etree
 from adapters.base import Adapter, Delivery, DeliveryReceipt, MessageKind, Party, Recipient
 from hub.directory import Directory
 from hub.envelope import Envelope, decode_envelope
-from hub.errors import DirectoryError, HubError, TransportError, UnknownMessageType
+from hub.errors import DirectoryError, HubError, TransportError, TransportIdInvalid, UnknownMessageType
 from hub.ledger import DeliveryLedger, ReportSchedule
 from hub.limits import SizeLimits
 from hub.stages import timed
@@ -116,7 +116,9 @@ class DeliveryPipeline:
                 receipt = self.adapter.deliver(delivery, transport_id, resend=True,
                                                ready=self._ready(None, transport_id, ref, on_delivering))
         except TransportError as error:
-            if not error.transient:  # the endpoint's explicit refusal: the id was not used, a replay needs a new one
+            # the endpoint's explicit refusal (the id was not used) or an id the endpoint has lost: a
+            # later attempt or a replay needs a new one
+            if not error.transient or isinstance(error, TransportIdInvalid):
                 _settle(recording)  # (a refusal before ``ready``: the record must not land after the forget)
                 self._forget(envelope.message_id)
             raise

@@ -436,14 +436,16 @@ class AdapterWorker:
         text = safe_error_text(error)
         outcome, event = "retry_scheduled", RETRY_SCHEDULED
         if transient and attempts <= len(ladder):
-            attempts = retry_level(ladder, attempts, error.retry_after if isinstance(error, HubError) else None)
+            # the wait queue: this attempt's level, or a later one that honours the endpoint's Retry-After;
+            # the attempt count stays as it is (a long Retry-After never brings the dead letters closer)
+            level = retry_level(ladder, attempts, error.retry_after if isinstance(error, HubError) else None)
             try:
-                publisher.publish_and_wait("", retry_queue(self.adapter, attempts), msg.body,
+                publisher.publish_and_wait("", retry_queue(self.adapter, level), msg.body,
                                            copy_properties(props, retry_headers(headers, error, attempts, first_failure)),
                                            mandatory=True, deadline=60)
-                self.metrics.retries.labels(self.adapter, str(attempts)).inc()  # confirmed: it is on level N
+                self.metrics.retries.labels(self.adapter, str(level)).inc()  # confirmed: it is on level N
                 log.warning("message %s: %s; retry %d of %d in %ss", props.message_id, text, attempts, len(ladder),
-                            ladder[attempts - 1], extra={"outcome": outcome})
+                            ladder[level - 1], extra={"outcome": outcome})
             except UnknownDestination:  # the wait queue is missing (topology drift): keep it in the DLQ
                 outcome = "dead_lettered"
         else:
@@ -485,8 +487,9 @@ class AdapterWorker:
 
 
 def retry_level(ladder: tuple[float, ...], attempts: int, retry_after: float | None) -> int:
-    """The wait level for a retry: ``attempts``, or the first later level that waits at least the
-    endpoint's ``Retry-After`` (the last level if none does: a long Retry-After never dead-letters)."""
+    """The wait queue's level for retry ``attempts``: its own, or the first later level that waits at
+    least the endpoint's ``Retry-After`` (the last level if none does). Only the wait is chosen here:
+    the attempt count the message carries on stays ``attempts``."""
     if retry_after is None or retry_after <= 0:
         return attempts
     level = attempts

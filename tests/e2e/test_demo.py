@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.standards import STANDARDS, in_ci, missing_reason
+
 pytestmark = pytest.mark.broker
 ROOT = Path(__file__).resolve().parents[2]
 COUNT = 20
@@ -79,10 +81,20 @@ def test_demo_delivers_every_application_and_leaves_nothing_running(broker_url: 
     assert summary, output[-4000:]
     assert re.search(rf"^  delivered: +{COUNT}/{COUNT}$", summary, re.MULTILINE), summary
     assert re.search(r"^  dead-lettered: +0$", summary, re.MULTILINE), summary
-    assert f"at the simulator: {COUNT} byte-identical (message + attachment), {COUNT} signature-verified" in summary
+    # XTA: signature verified at the simulator; FIT-Connect: decrypted with the destination's key, hashes
+    # checked, accepted, and every request and answer valid against the official OpenAPI document
+    assert f"at the simulators: {COUNT} byte-identical (message + attachment), {COUNT} verified " in summary
+    assert re.search(r"^  FIT-Connect: +0 OpenAPI/metadata-schema violations at the simulator$", summary,
+                     re.MULTILINE), summary
+    assert "FIT-Connect simulator: http://127.0.0.1:" in output
+    if in_ci() or missing_reason(STANDARDS / "fit-connect") is None:  # checked whenever the official set is there
+        assert "(requests checked against the official OpenAPI document)" in output
     assert re.search(rf"^  transport reports: {COUNT} green$", summary, re.MULTILINE), summary
-    for authority in ("azr:000100", "azr:000200", "azr:000300", "azr:000400"):  # spread over both adapters
-        assert re.search(rf"^  {authority} .* delivered {COUNT // 4}$", summary, re.MULTILINE), summary
+    # spread over both XTA adapters and the FIT-Connect one
+    for authority, adapter in (("azr:000100", "advis"), ("azr:000200", "advis"), ("azr:000300", "auso"),
+                               ("azr:000400", "auso"), ("azr:000500", "fitconnect")):
+        assert re.search(rf"^  {authority} .* adapter {adapter} +delivered {COUNT // 5}$", summary,
+                         re.MULTILINE), summary
     # the return channel: every 5th application got a reply, all came back to the portal's queue
     replies = COUNT // 5
     assert re.search(rf"^  replies: +{replies} sent by the authorities, {replies} received at hub.replies.demo-portal "

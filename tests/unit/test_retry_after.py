@@ -1,5 +1,6 @@
-"""The retry ladder honours an endpoint's Retry-After (FIT-Connect 429/503) without ever
-dead-lettering because of it."""
+"""The retry ladder honours an endpoint's Retry-After (FIT-Connect 429/503): the wait queue is the
+first level that waits long enough, while the attempt count goes on one by one (a long Retry-After
+never brings the dead letters closer)."""
 
 from __future__ import annotations
 

@@ -162,3 +162,20 @@ def test_worker_readiness_view_is_cheap_and_scoped(tpki: Pki, tmp_path: Path) ->
     assert readiness_problems(certificate_report(config, KeyStore(), adapter="beta", uses={"signing"})) == []
     assert [c.where for c in certificate_report(config, KeyStore(), adapter="beta")] == [
         "adapters.beta.signing_cert", "authorities[azr:000300].certificate"]
+
+
+def test_a_fit_connect_adapters_trust_anchors_are_watched(tpki: Pki, tmp_path: Path) -> None:
+    """fit-connect signs nothing; what it depends on are the roots its destinations' key chains must
+    reach: an expiring anchor is on the expiry metric like any trust anchor."""
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret\n")
+    raw = {
+        "adapters": {"fit": {"profile": "fit-connect", "submission_api": "http://127.0.0.1:1",
+                             "token_url": "http://127.0.0.1:1/token", "client_id": "c",
+                             "client_secret_file": str(secret), "trust_anchors": [str(tpki.paths["ca"][1])]}},
+        "authorities": [{"id": "azr:000500", "name": "ABH 500", "adapter": "fit",
+                         "destination_id": "6b1ad3a6-5f1e-4a53-9c36-2b6e0f4d7a10"}],
+    }
+    report = certificate_report(parse_config(raw, base=Path("/"), environ={}), KeyStore())
+    assert [(c.use, c.name, c.where) for c in report] == [("trust", "fit", "adapters.fit.trust_anchors[0]")]
+    assert report[0].subject == tpki.ca.subject.rfc4514_string() and report[0].error is None
