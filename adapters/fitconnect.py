@@ -1,13 +1,15 @@
 """Delivery profile "fit-connect": FIT-Connect Submission API 1.1.3, sender side.
 
-Per delivery: refuse parts above ``max_attachment_bytes`` -> the destination (``GET
-/v1/destinations/{id}``, cached ``destination_ttl``: active, offering the delivery's service) and its
-encryption key (validated against ``trust_anchors``, cached ``key_cache_ttl``) -> create the
-submission announcing one attachment per content part beyond the message (``new_transport_id``;
-attachment ids derived from the message id, so a resumed attempt re-uses them) -> encrypt every
-attachment, the data (the XÖV message) and the metadata -> upload the attachments -> submit. On a
-re-send the case's event log says whether an earlier attempt was submitted already. The hub polls
-``transport_report`` (the verified event log) until the submission is accepted or rejected.
+Per delivery: refuse parts above ``max_attachment_bytes`` and a service that is no LeiKa id -> the
+destination (``GET /v1/destinations/{id}``, cached ``destination_ttl``: active, offering the
+delivery's service and metadata 1.0.0) and its encryption key (validated against
+``trust_anchors``, cached ``key_cache_ttl``) -> create the submission announcing one attachment per
+content part beyond the message (``new_transport_id``; attachment ids derived from the message id,
+so a resumed attempt re-uses them) -> encrypt the metadata and the data (the XÖV message) ->
+``ready()`` -> encrypt and upload one attachment at a time -> submit. On a re-send, and when the
+service answers an upload or the submit with 409/422, the case's event log says whether an
+attempt got through already. The hub polls ``transport_report`` (the verified event log) until the
+submission is accepted or rejected.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -28,9 +31,19 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from adapters.base import AdapterContext, Delivery, DeliveryReceipt
 from adapters.settings import StrictSettings, parse_settings
-from hub.errors import ConfigError, ContentTooLarge, DirectoryError, TransportError
+from hub.errors import (
+    ConfigError,
+    ContentTooLarge,
+    DirectoryError,
+    TransportError,
+    TransportIdInvalid,
+)
 from transport.fitconnect.client import FitConnectClient
-from transport.fitconnect.errors import DestinationUnavailable
+from transport.fitconnect.errors import (
+    DestinationNotReady,
+    DestinationUnavailable,
+    FitConnectRefused,
+)
 from transport.fitconnect.events import SetKeys, SubmissionStatus, read_status
 from transport.fitconnect.jose import ValidatedKey, encrypt_jwe, validate_encryption_key
 from transport.fitconnect.metadata import (
@@ -44,6 +57,12 @@ from transport.fitconnect.models import Destination
 # attachment ids: uuid5(ATTACHMENT_NAMESPACE, "<message id>/<part index>")
 ATTACHMENT_NAMESPACE = uuid.UUID("7d0f9a52-3c51-4b8e-9c1e-5f0b8f3b2a61")
 DEFAULT_MAX_ATTACHMENT_BYTES = 64 * 1024 * 1024
+METADATA_VERSION = "1.0.0"
+LEIKA = re.compile(r"^urn:de:fim:leika:leistung:\d{14}$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# re-reads of the event log after a 409/422 (seconds before each): the service may log the submit
+# of a racing attempt a moment after it refuses ours
+CONFLICT_REREADS = (0.0, 1.0, 2.0)
 
 
 class FitConnectSettings(StrictSettings):
@@ -63,6 +82,15 @@ class FitConnectSettings(StrictSettings):
     token_refresh_margin: float = Field(60.0, ge=0)
     tls_ca_bundle: Path | None = None
     max_attachment_bytes: int = Field(DEFAULT_MAX_ATTACHMENT_BYTES, gt=0)
+
+    @field_validator("client_secret_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        # never echo the value: someone may have pasted the secret itself here
+        if value is not None and not ENV_NAME.match(value):
+            raise ValueError("must be the name of an environment variable (letters, digits, _), "
+                             "not the secret itself")
+        return value
 
     @model_validator(mode="after")
     def _one_secret(self) -> Self:
@@ -95,14 +123,15 @@ class _Cached:
     expires: float
 
 
-def parse_transport_id(transport_message_id: str) -> tuple[str, str]:
-    """``"<submissionId>:<caseId>"`` -> (submission id, case id)."""
-    submission_id, _, case_id = transport_message_id.partition(":")
-    try:
-        return str(uuid.UUID(submission_id)), str(uuid.UUID(case_id))
+def parse_transport_id(transport_message_id: str) -> tuple[str, str, str]:
+    """``"<submissionId>:<caseId>:<destinationId>"`` -> (submission id, case id, destination id)."""
+    parts = transport_message_id.split(":")
+    try:  # exactly three UUIDs: a wrong count fails the unpacking
+        submission_id, case_id, destination_id = (str(uuid.UUID(p)) for p in parts)
     except ValueError:
-        raise TransportError("not a FIT-Connect transport id (submissionId:caseId)",
+        raise TransportError("not a FIT-Connect transport id (submissionId:caseId:destinationId)",
                              reason="fitconnect_transport_id") from None
+    return submission_id, case_id, destination_id
 
 
 def attachment_ids(delivery: Delivery) -> list[str]:
@@ -118,8 +147,12 @@ class FitConnectAdapter:
     addressing_model: ClassVar[type[BaseModel]] = FitConnectAddressing
 
     def __init__(self, name: str, settings: FitConnectSettings, *, client: FitConnectClient,
-                 trust_anchors: tuple[x509.Certificate, ...], clock: Callable[[], float] = time.monotonic) -> None:
+                 trust_anchors: tuple[x509.Certificate, ...], clock: Callable[[], float] = time.monotonic,
+                 conflict_rereads: Sequence[float] = CONFLICT_REREADS,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.name = name
+        self._conflict_rereads = tuple(conflict_rereads)
+        self._sleep = sleep
         self._settings = settings
         self._client = client
         self._anchors = trust_anchors
@@ -208,15 +241,26 @@ class FitConnectAdapter:
                                       f"bytes of adapter '{self.name}' (max_attachment_bytes); not sent")
 
     def target(self, delivery: Delivery) -> tuple[Destination, ValidatedKey]:
-        """The recipient's destination and validated encryption key (both cached)."""
+        """The recipient's destination and validated encryption key (both cached). A destination
+        that is not active yet or for now is transient; one that is gone, lacks the service or
+        metadata 1.0.0 is permanent."""
         address = delivery.recipient.addressing
         if not isinstance(address, FitConnectAddress):
             raise DirectoryError(f"recipient {delivery.recipient.id} has no FIT-Connect destination",
                                  reason="fitconnect_addressing")
+        if not LEIKA.match(delivery.service or ""):
+            raise FitConnectRefused(f"service {delivery.service!r} is no LeiKa identifier "
+                                    f"(urn:de:fim:leika:leistung:<14 digits>): set `service` of adapter "
+                                    f"'{self.name}'", reason="fitconnect_service_invalid")
         destination = self._destination(address.destination_id)
+        if destination.status in ("created", "inactive"):
+            raise DestinationNotReady(f"destination {address.destination_id} is {destination.status}, not active")
         if destination.status != "active":
-            raise DestinationUnavailable(f"destination {address.destination_id} is {destination.status}, not active",
-                                         reason="fitconnect_destination_inactive")
+            raise DestinationUnavailable(f"destination {address.destination_id} is {destination.status}",
+                                         reason="fitconnect_destination_decommissioned")
+        if destination.metadata_versions and METADATA_VERSION not in destination.metadata_versions:
+            raise DestinationUnavailable(f"destination {address.destination_id} does not take metadata "
+                                         f"{METADATA_VERSION}", reason="fitconnect_metadata_version")
         if destination.services and not destination.offers(delivery.service):
             raise DestinationUnavailable(f"destination {address.destination_id} does not offer service "
                                          f"{delivery.service}", reason="fitconnect_service_unavailable")
@@ -249,33 +293,60 @@ class FitConnectAdapter:
     # ------------------------------------------------------------------ send port
 
     def new_transport_id(self, delivery: Delivery) -> str:
-        """Create the submission (announcing the attachments); ``"<submissionId>:<caseId>"``."""
+        """Create the submission (announcing the attachments);
+        ``"<submissionId>:<caseId>:<destinationId>"`` (the destination: whose key may sign the
+        receiver's events of this submission)."""
         destination, _ = self.target(delivery)
         service_type = {"name": self._settings.service_name or delivery.message_type.code,
                         "identifier": delivery.service}
         created = self._client.create_submission({
             "destinationId": destination.destination_id, "announcedAttachments": attachment_ids(delivery),
             "serviceType": service_type})
-        return f"{created.submission_id}:{created.case_id}"
+        return f"{created.submission_id}:{created.case_id}:{destination.destination_id}"
 
     def deliver(self, delivery: Delivery, transport_message_id: str, *, resend: bool = False,
                 ready: Callable[[], None] | None = None) -> DeliveryReceipt:
-        submission_id, case_id = parse_transport_id(transport_message_id)
+        """Metadata and data sealed -> ``ready()`` -> (on a re-send: already submitted? then
+        confirmed, nothing sent) -> each attachment sealed and uploaded in turn (one JWE held at a
+        time) -> submit. A 409/422 to an upload or the submit may be a racing attempt that got
+        through: the event log decides."""
+        submission_id, case_id, destination_id = parse_transport_id(transport_message_id)
         self.check_size(delivery)
-        _, key = self.target(delivery)
+        destination, key = self.target(delivery)
+        if destination.destination_id != destination_id:  # the authority moved: the submission is for the old one
+            raise TransportIdInvalid(f"submission {submission_id} was created for destination {destination_id}, "
+                                     f"the recipient is now at {destination.destination_id}")
         ids = attachment_ids(delivery)
-        sealed = [(aid, encrypt_jwe(part.data, key, cty=mime_type(part.content_type)))
-                  for aid, part in zip(ids, delivery.content.attachments, strict=True)]
-        data = encrypt_jwe(delivery.content.message.data, key, cty=mime_type(delivery.content.message.content_type))
         metadata = encrypt_jwe(json.dumps(self.metadata(delivery, ids)).encode(), key, cty="application/json")
+        data = encrypt_jwe(delivery.content.message.data, key, cty=mime_type(delivery.content.message.content_type))
         if ready is not None:
             ready()  # nothing is sent before it returns
-        if resend and self._status(submission_id, case_id).submitted:
-            return DeliveryReceipt(transport_message_id=transport_message_id, accepted_on_resend=True)
-        for attachment_id, token in sealed:
-            self._client.upload_attachment(submission_id, attachment_id, token)
-        self._client.submit(submission_id, metadata, data)
+        accepted = DeliveryReceipt(transport_message_id=transport_message_id, accepted_on_resend=True)
+        if resend and self._submitted(submission_id, case_id, destination_id):
+            return accepted
+        try:
+            for attachment_id, part in zip(ids, delivery.content.attachments, strict=True):
+                self._client.upload_attachment(submission_id, attachment_id,
+                                               encrypt_jwe(part.data, key, cty=mime_type(part.content_type)))
+            self._client.submit(submission_id, metadata, data)
+        except FitConnectRefused as refused:
+            if refused.status not in (409, 422):
+                raise
+            for delay in self._conflict_rereads:
+                if delay > 0:
+                    self._sleep(delay)
+                if self._submitted(submission_id, case_id, destination_id):
+                    return accepted
+            raise
         return DeliveryReceipt(transport_message_id=transport_message_id)
+
+    def _submitted(self, submission_id: str, case_id: str, destination_id: str) -> bool:
+        """Whether an attempt got this submission submitted; ``TransportIdInvalid`` if the service
+        dropped it unsubmitted (deleted, or its case unknown: a 404)."""
+        status = self._status(submission_id, case_id, destination_id)
+        if status.gone:
+            raise TransportIdInvalid(f"submission {submission_id} was deleted before it was submitted")
+        return status.submitted
 
     def metadata(self, delivery: Delivery, ids: list[str]) -> dict[str, Any]:
         """The metadata document of a delivery, checked against the model before it is encrypted."""
@@ -290,11 +361,10 @@ class FitConnectAdapter:
 
     def transport_report(self, transport_message_id: str) -> SubmissionStatus:
         """The submission's status from its case's verified event log (poll until ``final``)."""
-        submission_id, case_id = parse_transport_id(transport_message_id)
-        return self._status(submission_id, case_id)
+        return self._status(*parse_transport_id(transport_message_id))
 
-    def _status(self, submission_id: str, case_id: str) -> SubmissionStatus:
-        return read_status(self._client, self._set_keys, submission_id, case_id)
+    def _status(self, submission_id: str, case_id: str, destination_id: str) -> SubmissionStatus:
+        return read_status(self._client, self._set_keys, submission_id, case_id, destination_id)
 
     def close(self) -> None:
         self._client.close()

@@ -26,7 +26,13 @@ from lxml import etree
 from adapters.base import Adapter, Delivery, DeliveryReceipt, MessageKind, Party, Recipient
 from hub.directory import Directory
 from hub.envelope import Envelope, decode_envelope
-from hub.errors import DirectoryError, HubError, TransportError, TransportIdInvalid, UnknownMessageType
+from hub.errors import (
+    DirectoryError,
+    HubError,
+    TransportError,
+    TransportIdInvalid,
+    UnknownMessageType,
+)
 from hub.ledger import DeliveryLedger, ReportSchedule
 from hub.limits import SizeLimits
 from hub.stages import timed

@@ -348,7 +348,7 @@ def submission_id(transport_id: str) -> str:
 def jwcrypto_accept(sim: RunningFitConnectSimulator, transport_id: str) -> None:
     """The receiver accepts with a SET signed by jwcrypto (the destination's signature key),
     posted to the simulator directly (not the adapter's traffic)."""
-    sid, case = transport_id.split(":")
+    sid, case, _ = transport_id.split(":")
     kid = sim.app.service.keys[DEST].signature.kid
     claims = {"$schema": SET_SCHEMA, "jti": str(uuid.uuid4()), "iss": DEST, "iat": 1700000000,
               "sub": f"submission:{sid}", "txn": f"case:{case}", "events": {ACCEPT: {}}}

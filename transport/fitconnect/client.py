@@ -7,6 +7,7 @@ and shared by all threads. Every answer is mapped into the hub's error tree here
     401                 -> a fresh token, the call once more; then FitConnectAccessDenied
     403                 -> FitConnectAccessDenied           (transient: credentials, not the application)
     404                 -> the caller's error (DestinationUnavailable, ...) or FitConnectNotFound
+                           (a TransportIdInvalid: the submission/case is gone, a new one is needed)
     400 409 415 422     -> FitConnectRefused with the problem's title/detail  (permanent)
     413                 -> ContentTooLarge                                      (permanent)
     408 429 5xx, timeouts, connection errors -> FitConnectUnavailable + retry_after (transient)
@@ -162,15 +163,20 @@ class FitConnectClient:
                               not_found=unknown, expect=201)
         return self._model(SubmissionCreated, response, "create submission")
 
-    def upload_attachment(self, submission_id: str, attachment_id: str, jwe: str) -> None:
+    def upload_attachment(self, submission_id: str, attachment_id: str, jwe: bytes) -> None:
+        """``jwe``: a compact JWE as ASCII bytes, sent as it is (no copy)."""
         self._call("PUT", f"/v1/submissions/{submission_id}/attachments/{attachment_id}", what="attachment",
-                   raw_body=jwe.encode("ascii"), content_type="application/jose", expect=204)
+                   raw_body=jwe, content_type="application/jose", expect=204)
 
-    def submit(self, submission_id: str, encrypted_metadata: str, encrypted_data: str | None) -> None:
-        body = {"encryptedMetadata": encrypted_metadata}
+    def submit(self, submission_id: str, encrypted_metadata: bytes, encrypted_data: bytes | None) -> None:
+        """Submit with compact JWEs (ASCII bytes: base64url and dots, JSON-safe as they are); the
+        body is joined once as bytes, not re-encoded by a JSON serializer."""
+        parts = [b'{"encryptedMetadata":"', encrypted_metadata, b'"']
         if encrypted_data is not None:
-            body["encryptedData"] = encrypted_data
-        self._call("PUT", f"/v1/submissions/{submission_id}", what="submit", json_body=body, expect=202)
+            parts += [b',"encryptedData":"', encrypted_data, b'"']
+        body = b"".join([*parts, b"}"])
+        self._call("PUT", f"/v1/submissions/{submission_id}", what="submit", raw_body=body,
+                   content_type="application/json", expect=202)
 
     def events(self, case_id: str) -> list[str]:
         """Every SET of the case's event log, oldest first (all pages)."""

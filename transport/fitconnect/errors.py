@@ -13,7 +13,7 @@ from hub.errors import (
     MalformedAnswer,
     MessageError,
     SecurityError,
-    TransportError,
+    TransportIdInvalid,
 )
 
 
@@ -60,21 +60,34 @@ class FitConnectAccessDenied(EndpointUnavailable):
     reason = "fitconnect_access_denied"
 
 
-class FitConnectNotFound(TransportError):
-    """A submission or case the service does not know (404 other than a destination)."""
+class FitConnectNotFound(TransportIdInvalid):
+    """A submission or case the service does not know (404 other than a destination): the id the
+    hub recorded is gone (the service dropped an incomplete submission), so the pipeline forgets
+    it and the next attempt creates a new submission."""
 
     reason = "fitconnect_not_found"
 
 
 class DestinationUnavailable(DirectoryError):
-    """The destination is unknown, not active, or does not offer the service (permanent)."""
+    """The destination is unknown, decommissioned, does not offer the service or metadata 1.0.0
+    (permanent)."""
 
     reason = "fitconnect_destination"
+
+
+class DestinationNotReady(DirectoryError):
+    """The destination exists but is not taking submissions yet or for now (``created``,
+    ``inactive``): transient. A directory error, not a transport one, so the breaker does not count
+    it: one paused destination must not stop the adapter's other deliveries."""
+
+    transient = True
+    reason = "fitconnect_destination_inactive"
 
 
 class KeyRefused(SecurityError):
     """A destination's key failed validation before anything was encrypted for it or uploaded;
     ``reason`` says why (fitconnect_key_too_small, fitconnect_key_alg, fitconnect_key_ops,
-    fitconnect_key_type, fitconnect_key_x5c, fitconnect_key_untrusted, fitconnect_key_expired)."""
+    fitconnect_key_type, fitconnect_key_x5c, fitconnect_key_usage, fitconnect_key_untrusted,
+    fitconnect_key_expired)."""
 
     reason = "fitconnect_key"

@@ -14,7 +14,7 @@ import datetime as _dt
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -32,6 +32,7 @@ CONTENT_ENC = "A256GCM"
 SET_ALG = "PS512"
 SET_TYP = "secevent+jwt"
 MIN_KEY_BITS = 4096
+_JWE_REGISTRY = jwe.JWERegistry(algorithms=[KEY_ALG, CONTENT_ENC])
 
 
 @dataclass(frozen=True)
@@ -44,16 +45,26 @@ class ValidatedKey:
     not_after: _dt.datetime
 
 
-def encrypt_jwe(plaintext: bytes | memoryview, key: ValidatedKey, *, cty: str | None = None) -> str:
-    """JWE compact serialization: RSA-OAEP-256 + A256GCM, ``kid`` of the key, ``cty`` if given."""
+def encrypt_jwe(plaintext: bytes | memoryview, key: ValidatedKey, *, cty: str | None = None) -> bytes:
+    """JWE compact serialization as ASCII bytes: RSA-OAEP-256 + A256GCM, ``kid`` of the key, ``cty``
+    if given (joserfc's public ``encrypt_compact``; the adapter seals one part at a time, so a large
+    part is held a few times over only while it is sealed and uploaded)."""
     header: dict[str, Any] = {"alg": KEY_ALG, "enc": CONTENT_ENC, "kid": key.kid}
     if cty:
         header["cty"] = cty
-    return jwe.encrypt_compact(header, bytes(plaintext), key.key, algorithms=[KEY_ALG, CONTENT_ENC])
+    data = plaintext.tobytes() if isinstance(plaintext, memoryview) else plaintext
+    try:
+        token = jwe.encrypt_compact(header, data, key.key, registry=_JWE_REGISTRY)
+    except (JoseError, ValueError) as exc:
+        raise KeyRefused(f"key {key.kid}: encryption failed ({type(exc).__name__})",
+                         reason="fitconnect_key_type") from None
+    return token.encode("ascii")
 
 
-def authentication_tag(token: str) -> str:
+def authentication_tag(token: str | bytes) -> str:
     """The JWE's authentication tag (5th segment): what ``submit-submission`` events list."""
+    if isinstance(token, bytes):
+        return token.rsplit(b".", 1)[-1].decode("ascii")
     return token.rsplit(".", 1)[-1]
 
 
@@ -61,13 +72,13 @@ def validate_encryption_key(jwk: JWK | dict[str, Any], trust_anchors: Sequence[x
                             now: _dt.datetime | None = None) -> ValidatedKey:
     """The destination's encryption key, checked before anything is encrypted for it; ``KeyRefused``
     with a reason slug otherwise."""
-    return _validate(jwk, trust_anchors, alg=KEY_ALG, op="wrapKey", now=now)
+    return _validate(jwk, trust_anchors, alg=KEY_ALG, op="wrapKey", usage="key_encipherment", now=now)
 
 
 def validate_signature_key(jwk: JWK | dict[str, Any], trust_anchors: Sequence[x509.Certificate], *,
                            now: _dt.datetime | None = None) -> ValidatedKey:
     """A destination's SET signing key (``alg`` PS512, ``key_ops`` verify), same chain rules."""
-    return _validate(jwk, trust_anchors, alg=SET_ALG, op="verify", now=now)
+    return _validate(jwk, trust_anchors, alg=SET_ALG, op="verify", usage="digital_signature", now=now)
 
 
 def public_key(jwk: JWK | dict[str, Any], *, alg: str = SET_ALG) -> RSAKey:
@@ -101,7 +112,7 @@ def _check_shape(model: JWK, *, alg: str, op: str | None) -> None:
 
 
 def _validate(jwk: JWK | dict[str, Any], anchors: Sequence[x509.Certificate], *, alg: str, op: str,
-              now: _dt.datetime | None) -> ValidatedKey:
+              usage: str, now: _dt.datetime | None) -> ValidatedKey:
     model = _model(jwk)
     _check_shape(model, alg=alg, op=op)
     if not model.x5c:
@@ -114,6 +125,7 @@ def _validate(jwk: JWK | dict[str, Any], anchors: Sequence[x509.Certificate], *,
     if not (isinstance(leaf_key, rsa.RSAPublicKey)
             and leaf_key.public_numbers() == rsa.RSAPublicNumbers(_int(model.e), _int(model.n))):
         raise KeyRefused(f"key {model.kid}: x5c[0] certifies another key", reason="fitconnect_key_x5c")
+    _check_leaf(model.kid, chain[0], usage)
     path = _trusted_path(chain, anchors)
     if path is None:
         raise KeyRefused(f"key {model.kid}: certificate chain does not lead to a trust anchor",
@@ -127,22 +139,44 @@ def _validate(jwk: JWK | dict[str, Any], anchors: Sequence[x509.Certificate], *,
     return ValidatedKey(model.kid, _import(model), min(c.not_valid_after_utc for c in path))
 
 
+def _check_leaf(kid: str, leaf: x509.Certificate, usage: str) -> None:
+    """The end-entity certificate is no CA, and its KeyUsage (if it has one) allows ``usage``
+    (``key_encipherment`` for an encryption key, ``digital_signature`` for a signature key)."""
+    if _is_ca(leaf):
+        raise KeyRefused(f"key {kid}: x5c[0] is a CA certificate, not an end entity", reason="fitconnect_key_x5c")
+    key_usage = _extension(leaf, x509.KeyUsage)
+    if key_usage is not None and not getattr(key_usage, usage):
+        raise KeyRefused(f"key {kid}: the certificate's KeyUsage lacks {usage}", reason="fitconnect_key_usage")
+
+
 def _trusted_path(chain: list[x509.Certificate], anchors: Sequence[x509.Certificate]) -> list[x509.Certificate] | None:
-    """``chain`` from x5c[0] up to a trust anchor (included), each certificate issued by the next and
-    every issuer a CA; None if it does not get there."""
+    """``chain`` from x5c[0] up to a trust anchor (included), each certificate issued by the next,
+    every issuer a CA whose path length constraint holds; None if it does not get there."""
     path: list[x509.Certificate] = []
     for index, cert in enumerate(chain):
-        if index > 0 and not _is_ca(cert):
+        if index > 0 and not _may_issue(cert, below=index - 1):
             return None
         path.append(cert)
         if cert in anchors:
             return path
         anchor = next((a for a in anchors if _issued_by(cert, a)), None)
         if anchor is not None:
-            return [*path, anchor]
+            return [*path, anchor] if _may_issue(anchor, below=len(path) - 1) else None
         if index + 1 < len(chain) and not _issued_by(cert, chain[index + 1]):
             return None
     return None
+
+
+def _may_issue(cert: x509.Certificate, *, below: int) -> bool:
+    """``cert`` is a CA (BasicConstraints ca=True, KeyUsage keyCertSign if it has KeyUsage) whose
+    ``pathLenConstraint`` allows ``below`` intermediate CAs between it and the end entity."""
+    constraints = _extension(cert, x509.BasicConstraints)
+    if constraints is None or not constraints.ca:
+        return False
+    if constraints.path_length is not None and below > constraints.path_length:
+        return False
+    key_usage = _extension(cert, x509.KeyUsage)
+    return key_usage is None or key_usage.key_cert_sign
 
 
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
@@ -156,10 +190,21 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 
 
 def _is_ca(cert: x509.Certificate) -> bool:
+    constraints = _extension(cert, x509.BasicConstraints)
+    return constraints is not None and constraints.ca
+
+
+E = TypeVar("E", bound=x509.ExtensionType)
+
+
+def _extension(cert: x509.Certificate, kind: type[E]) -> E | None:
     try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+        return cert.extensions.get_extension_for_class(kind).value
     except x509.ExtensionNotFound:
-        return False
+        return None
+    except ValueError:  # duplicate or unparsable extensions
+        raise KeyRefused(f"certificate {cert.serial_number:x}: extensions unreadable",
+                         reason="fitconnect_key_x5c") from None
 
 
 def _int(b64url: str) -> int:

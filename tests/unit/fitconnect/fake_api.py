@@ -134,13 +134,19 @@ class FakeApi:
             sub = self.submissions.get(m[1])
             if sub is None or m[2] not in sub["create"]["announcedAttachments"]:
                 return _problem(422, "Attachment not announced")
-            sub["attachments"][m[2]] = body.decode()
+            with self.lock:
+                if sub["submit"] is not None:
+                    return _problem(422, "Submission already submitted")
+                sub["attachments"][m[2]] = body.decode()
             return Response(status=204)
         if m := re.fullmatch(r"/v1/submissions/([^/]+)", path):
             sub = self.submissions.get(m[1])
             if sub is None:
                 return _problem(404, "Submission not found")
-            sub["submit"] = json.loads(body)
+            with self.lock:  # one submit wins; the SET follows a moment later (the log lags)
+                if sub["submit"] is not None:
+                    return _problem(422, "Submission already submitted")
+                sub["submit"] = json.loads(body)
             self.add_event(sub["case"], self._sign(set_payload("submit-submission", m[1], sub["case"])))
             return _json({"destinationId": sub["create"]["destinationId"], "submissionId": m[1],
                           "caseId": sub["case"], "attachments": list(sub["attachments"]),

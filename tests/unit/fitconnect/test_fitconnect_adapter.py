@@ -18,7 +18,15 @@ from jwcrypto import jwk as jc_jwk
 from adapters.base import Adapter, StatusFollowUp
 from adapters.fitconnect import FitConnectAdapter, FitConnectAddress, attachment_ids
 from adapters.registry import profile_class
-from hub.errors import ConfigError, ContentTooLarge, DirectoryError, MalformedAnswer, SecurityError
+from hub.errors import (
+    ConfigError,
+    ContentTooLarge,
+    DirectoryError,
+    MalformedAnswer,
+    MessageError,
+    SecurityError,
+    TransportError,
+)
 from tests.standards import standards_path
 from tests.unit.fitconnect.conftest import (
     DEST,
@@ -87,6 +95,13 @@ def test_the_secret_comes_from_the_environment_or_a_file_and_is_never_shown(api:
         built.close()
 
 
+@pytest.mark.parametrize("value", ["s3cret-pasted-here!", "9LIVES", "FC SECRET"])
+def test_client_secret_env_must_name_a_variable_and_is_never_echoed(api: FakeApi, pki: Pki, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        FitConnectAdapter.from_config("fc", adapter_section(api, pki, client_secret_env=value), context())
+    assert "adapters.fc.client_secret_env" in str(caught.value) and value not in str(caught.value)
+
+
 def test_a_missing_trust_anchor_file_names_the_key(api: FakeApi, pki: Pki, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"adapters\.fc\.trust_anchors"):
         FitConnectAdapter.from_config("fc", adapter_section(api, pki) | {"trust_anchors": ["nope.pem"]},
@@ -111,7 +126,7 @@ def test_a_delivery_uploads_what_the_destination_can_decrypt_and_verify(api: Fak
     tid = adapter.new_transport_id(d)
     steps: list[str] = []
     receipt = adapter.deliver(d, tid, ready=lambda: steps.append(f"ready after {len(_uploads(api))} uploads"))
-    submission_id, case_id = tid.split(":")
+    submission_id, case_id, _ = tid.split(":")
     assert receipt.transport_message_id == tid and not receipt.accepted_on_resend
     assert steps == ["ready after 1 uploads"]  # only the create; nothing of the content before ready()
     stored = api.submissions[submission_id]
@@ -180,10 +195,34 @@ def test_a_refused_key_stops_the_delivery_before_anything_is_uploaded(api: FakeA
     _refused_before_upload(api, adapter, SecurityError, reasons[kind])
 
 
-@pytest.mark.parametrize("status", ["inactive", "created", "decommissioned"])
-def test_a_destination_that_is_not_active_is_refused(api: FakeApi, adapter: FitConnectAdapter, status: str) -> None:
+@pytest.mark.parametrize("status", ["inactive", "created"])
+def test_a_destination_not_active_yet_or_for_now_is_transient(api: FakeApi, adapter: FitConnectAdapter,
+                                                              status: str) -> None:
     api.destinations[DEST] = destination_doc(status=status)
-    _refused_before_upload(api, adapter, DirectoryError, "fitconnect_destination_inactive")
+    with pytest.raises(DirectoryError) as caught:
+        adapter.prepare(delivery())
+    assert caught.value.transient and caught.value.reason == "fitconnect_destination_inactive"
+    assert not isinstance(caught.value, TransportError)  # the breaker does not count one paused destination
+    assert _uploads(api) == []
+
+
+def test_a_decommissioned_destination_is_refused(api: FakeApi, adapter: FitConnectAdapter) -> None:
+    api.destinations[DEST] = destination_doc(status="decommissioned")
+    _refused_before_upload(api, adapter, DirectoryError, "fitconnect_destination_decommissioned")
+
+
+def test_a_destination_without_metadata_1_0_0_is_refused(api: FakeApi, adapter: FitConnectAdapter) -> None:
+    api.destinations[DEST] = destination_doc() | {"metadataVersions": ["2.0.0", "2.1.0"]}
+    _refused_before_upload(api, adapter, DirectoryError, "fitconnect_metadata_version")
+
+
+def test_a_service_that_is_no_leika_id_is_refused_naming_the_setting(api: FakeApi, adapter: FitConnectAdapter) -> None:
+    api.destinations[DEST] = destination_doc(service="urn:de:fim:leika:leistung:9901000300100")  # 13 digits
+    with pytest.raises(MessageError) as caught:
+        adapter.prepare(delivery(service="urn:de:fim:leika:leistung:9901000300100"))
+    assert caught.value.reason == "fitconnect_service_invalid" and not caught.value.transient
+    assert "set `service` of adapter 'fc'" in str(caught.value)
+    assert api.log == []
 
 
 def test_a_destination_without_the_service_is_refused(api: FakeApi, adapter: FitConnectAdapter) -> None:
@@ -221,7 +260,7 @@ def _delivered(adapter: FitConnectAdapter) -> tuple[str, str, str]:
     d = delivery()
     tid = adapter.new_transport_id(d)
     adapter.deliver(d, tid)
-    submission_id, case_id = tid.split(":")
+    submission_id, case_id, _ = tid.split(":")
     return tid, submission_id, case_id
 
 

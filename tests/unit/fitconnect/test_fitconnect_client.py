@@ -113,7 +113,7 @@ def test_a_422_is_permanent_with_the_problem_title_and_detail(api: FakeApi, clie
 def test_a_413_is_content_too_large(api: FakeApi, client: FitConnectClient) -> None:
     api.fail_next("PUT", r"/v1/submissions/.*", 413, {"type": "about:blank", "title": "Too large", "status": 413})
     with pytest.raises(ContentTooLarge):
-        client.upload_attachment("ce75a6b8-d72f-4b94-b09e-af6be35bc2ae", "879ee109-a690-4db8-ab32-424284184d7d", "a.b.c.d.e")
+        client.upload_attachment("ce75a6b8-d72f-4b94-b09e-af6be35bc2ae", "879ee109-a690-4db8-ab32-424284184d7d", b"a.b.c.d.e")
 
 
 @pytest.mark.parametrize(("header", "expected"), [("7", 7.0), (None, None)])
@@ -155,7 +155,7 @@ def test_garbage_is_a_malformed_answer(api: FakeApi, client: FitConnectClient, b
 def test_a_success_code_the_api_does_not_promise_is_malformed(api: FakeApi, client: FitConnectClient) -> None:
     api.fail_next("PUT", r"/v1/submissions/[^/]+", 200, b"{}")
     with pytest.raises(FitConnectMalformed):
-        client.submit("ce75a6b8-d72f-4b94-b09e-af6be35bc2ae", "a.b.c.d.e", None)
+        client.submit("ce75a6b8-d72f-4b94-b09e-af6be35bc2ae", b"a.b.c.d.e", None)
 
 
 def test_a_timeout_is_transient(api: FakeApi, clock: Clock) -> None:

@@ -35,8 +35,9 @@ def _private_jwk(pki: Pki) -> jc_jwk.JWK:
 
 def test_a_jwe_decrypts_with_jwcrypto_and_carries_the_headers(pki: Pki) -> None:
     key = validate_encryption_key(jwk(pki.enc_key, [pki.enc_cert, pki.intermediate], kid=ENC_KID), [pki.root])
-    token = encrypt_jwe(b"<antrag>\xc3\xa4</antrag>", key, cty="application/xml")
-    assert token.count(".") == 4 and authentication_tag(token) == token.split(".")[4]
+    sealed = encrypt_jwe(memoryview(b"<antrag>\xc3\xa4</antrag>"), key, cty="application/xml")
+    token = sealed.decode("ascii")
+    assert token.count(".") == 4 and authentication_tag(sealed) == authentication_tag(token) == token.split(".")[4]
     received = jc_jwe.JWE()
     received.deserialize(token, key=_private_jwk(pki))
     assert received.payload == b"<antrag>\xc3\xa4</antrag>"
@@ -139,3 +140,86 @@ def test_a_signature_key_needs_ps512_and_verify(pki: Pki) -> None:
     assert validate_signature_key(good, [pki.root]).kid == "s"
     with pytest.raises(KeyRefused, match="alg"):
         validate_signature_key({**good, "alg": "RSA-OAEP-256"}, [pki.root])
+
+
+# --------------------------------------------------------------------------- x5c: CA flags, usage, path length
+
+
+def _ca_cert(subject: str, key: Any, issuer: Any, issuer_key: Any, *, ca: bool, path_length: int | None = None,
+             usage: str | None = None) -> Any:
+    """A certificate with explicit BasicConstraints (path length) and KeyUsage (enc, sig, ca)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    now = dt.datetime.now(dt.UTC)
+    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer.subject if issuer else name)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=path_length if ca else None), critical=True))
+    if usage is not None:
+        builder = builder.add_extension(x509.KeyUsage(
+            digital_signature=usage == "sig", content_commitment=False, key_encipherment=usage == "enc",
+            data_encipherment=False, key_agreement=False, key_cert_sign=usage == "ca", crl_sign=usage == "ca",
+            encipher_only=False, decipher_only=False), critical=True)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+@pytest.fixture(scope="module")
+def chains(pki: Pki) -> dict[str, Any]:
+    """A root with pathLen 0 (only end entities below it) and an intermediate key (2048 bits; the
+    4096-bit destination keys come from the session PKI)."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    root_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    root = _ca_cert("root pathLen 0", root_key, None, root_key, ca=True, path_length=0, usage="ca")
+    sub_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return {"root": root, "root_key": root_key, "sub_key": sub_key,
+            "sub": _ca_cert("sub-CA", sub_key, root, root_key, ca=True, usage="ca")}
+
+
+def test_a_leaf_directly_below_a_path_length_0_root_is_accepted(pki: Pki, chains: dict[str, Any]) -> None:
+    leaf = _ca_cert("enc", pki.enc_key, chains["root"], chains["root_key"], ca=False, usage="enc")
+    assert validate_encryption_key(jwk(pki.enc_key, [leaf], kid=ENC_KID), [chains["root"]]).kid == ENC_KID
+    sig = _ca_cert("sig", pki.sig_key, chains["root"], chains["root_key"], ca=False, usage="sig")
+    validate_signature_key(jwk(pki.sig_key, [sig], kid="s", alg="PS512", ops=("verify",)), [chains["root"]])
+
+
+def test_a_ca_certificate_as_the_leaf_is_refused(pki: Pki, chains: dict[str, Any]) -> None:
+    ca_leaf = _ca_cert("a CA", pki.enc_key, chains["root"], chains["root_key"], ca=True, path_length=0, usage="ca")
+    with pytest.raises(KeyRefused, match="CA certificate") as caught:
+        validate_encryption_key(jwk(pki.enc_key, [ca_leaf], kid=ENC_KID), [chains["root"]])
+    assert caught.value.reason == "fitconnect_key_x5c"
+
+
+@pytest.mark.parametrize(("usage", "validate", "alg", "ops"), [
+    ("sig", validate_encryption_key, "RSA-OAEP-256", ("wrapKey",)),  # an encryption key needs keyEncipherment
+    ("enc", validate_signature_key, "PS512", ("verify",)),  # a signature key needs digitalSignature
+])
+def test_a_leaf_whose_key_usage_does_not_fit_is_refused(pki: Pki, chains: dict[str, Any], usage: str,
+                                                        validate: Any, alg: str, ops: tuple[str, ...]) -> None:
+    leaf = _ca_cert("wrong usage", pki.enc_key, chains["root"], chains["root_key"], ca=False, usage=usage)
+    with pytest.raises(KeyRefused) as caught:
+        validate(jwk(pki.enc_key, [leaf], kid=ENC_KID, alg=alg, ops=ops), [chains["root"]])
+    assert caught.value.reason == "fitconnect_key_usage"
+
+
+def test_an_intermediate_beyond_the_roots_path_length_is_refused(pki: Pki, chains: dict[str, Any]) -> None:
+    leaf = _ca_cert("enc", pki.enc_key, chains["sub"], chains["sub_key"], ca=False, usage="enc")
+    with pytest.raises(KeyRefused) as caught:
+        validate_encryption_key(jwk(pki.enc_key, [leaf, chains["sub"]], kid=ENC_KID), [chains["root"]])
+    assert caught.value.reason == "fitconnect_key_untrusted"
+    # the same chain with the sub-CA itself trusted is fine: its own path length is unlimited
+    validate_encryption_key(jwk(pki.enc_key, [leaf, chains["sub"]], kid=ENC_KID), [chains["sub"]])
+
+
+def test_an_issuer_in_x5c_that_is_no_ca_is_refused(pki: Pki, chains: dict[str, Any]) -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    not_ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    not_ca = _ca_cert("end entity as issuer", not_ca_key, chains["sub"], chains["sub_key"], ca=False)
+    leaf = _ca_cert("enc", pki.enc_key, not_ca, not_ca_key, ca=False, usage="enc")
+    with pytest.raises(KeyRefused) as caught:
+        validate_encryption_key(jwk(pki.enc_key, [leaf, not_ca, chains["sub"]], kid=ENC_KID), [chains["sub"]])
+    assert caught.value.reason == "fitconnect_key_untrusted"
