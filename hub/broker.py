@@ -5,27 +5,55 @@ every connection here sets a heartbeat and ``blocked_connection_timeout`` (pitfa
 connection failures become ``BrokerUnavailable`` with a hint on what to do. A broker that answers
 but refuses the login, the vhost or an operation (403 ACCESS_REFUSED, 530 NOT_ALLOWED) is a
 configuration error, ``BrokerAccessRefused``: retrying cannot help and "start RabbitMQ" would mislead.
+
+Several nodes (``broker.urls``): every connection tries them in a fresh random order, so that
+clients spread over the cluster instead of all crowding the first node, and a node that is down
+costs one refused connect before the next is tried.
 """
 
 from __future__ import annotations
 
+import random
 import re
+import time
 
 import pika
+import pika.connection
 import pika.exceptions
 
 from hub.config import BrokerConfig
 from hub.errors import BrokerAccessRefused, BrokerError, BrokerUnavailable, ConfigError
 
+_ORDER = random.SystemRandom()  # not the process's seeded generator: forked workers must not agree
 
-def connection_parameters(config: BrokerConfig, client_name: str) -> pika.URLParameters:
-    params = pika.URLParameters(config.url)
+
+def node_parameters(url: str, config: BrokerConfig, client_name: str) -> pika.URLParameters:
+    """One node's parameters with the configured heartbeat, timeouts and the client's name."""
+    params = pika.URLParameters(url)
     params.heartbeat = config.heartbeat
     params.blocked_connection_timeout = config.blocked_connection_timeout
     params.connection_attempts = config.connection_attempts
     params.retry_delay = config.retry_delay
     params.client_properties = {"connection_name": client_name, "product": "xoev-hub"}
     return params
+
+
+def shuffled_addresses(config: BrokerConfig) -> list[str]:
+    """Every configured node's URL in a fresh random order: clients spread over the nodes."""
+    urls = list(config.addresses)
+    _ORDER.shuffle(urls)
+    return urls
+
+
+def connection_parameters(config: BrokerConfig, client_name: str) -> list[pika.URLParameters]:
+    """The parameters of every configured node, shuffled anew on each call (with one node, a
+    list of one)."""
+    return [node_parameters(url, config, client_name) for url in shuffled_addresses(config)]
+
+
+def node_address(params: pika.connection.Parameters) -> str:
+    """``host:port`` of one node, as messages name it."""
+    return f"{params.host}:{params.port}"
 
 
 def redacted_url(url: str) -> str:
@@ -38,10 +66,30 @@ def redacted_url(url: str) -> str:
     return f"{scheme}://{user}:***@{host}"
 
 
-def broker_identity(config: BrokerConfig) -> tuple[str, str, str]:
-    """(user, vhost, host:port) of the configured broker URL: what a refusal names (never the password)."""
-    params = pika.URLParameters(config.url)
-    return str(getattr(params.credentials, "username", "?")), str(params.virtual_host), f"{params.host}:{params.port}"
+def redacted_addresses(config: BrokerConfig) -> str:
+    """Every configured node's URL without its password: "amqp://u:***@a:5672/v" or, for several,
+    "any of amqp://..., amqp://..."."""
+    urls = [redacted_url(url) for url in config.addresses]
+    return urls[0] if len(urls) == 1 else "any of " + ", ".join(urls)
+
+
+def broker_hosts(config: BrokerConfig) -> str:
+    """``host:port/vhost`` of every configured node, comma-separated (what the demo prints)."""
+    return ", ".join(url.rsplit("@", 1)[-1].split("://", 1)[-1] for url in config.addresses)
+
+
+def broker_identity(config: BrokerConfig, node: pika.connection.Parameters | None = None) -> tuple[str, str, str]:
+    """(user, vhost, host:port) of ``node`` (default: the first configured one): what a refusal
+    names (never the password)."""
+    params = node if node is not None else pika.URLParameters(config.url)
+    return str(getattr(params.credentials, "username", "?")), str(params.virtual_host), node_address(params)
+
+
+def _where(config: BrokerConfig, node: pika.connection.Parameters | None) -> str:
+    """The node a message is about: ``node``, the only one, or "one of" all of them."""
+    if node is not None or len(config.addresses) == 1:
+        return broker_identity(config, node)[2]
+    return "one of " + ", ".join(node_address(pika.URLParameters(url)) for url in config.addresses)
 
 
 # "ConnectionClosedByBroker: (403) 'ACCESS_REFUSED - Login was refused ...'" inside pika's error texts
@@ -72,14 +120,16 @@ def _reply_code(exc: BaseException) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def access_refused(exc: BaseException, config: BrokerConfig) -> BrokerAccessRefused | None:
-    """The refusal ``exc`` stands for, if the broker answered and said no; None for anything else
-    (connection refused, lost, timed out: an outage, not a configuration error)."""
+def access_refused(exc: BaseException, config: BrokerConfig, *,
+                   node: pika.connection.Parameters | None = None) -> BrokerAccessRefused | None:
+    """The refusal ``exc`` stands for, if the broker (``node``, default the first configured one)
+    answered and said no; None for anything else (connection refused, lost, timed out: an outage,
+    not a configuration error)."""
     if isinstance(exc, BrokerAccessRefused):
         return exc
     if _reply(exc).endswith("is down"):  # "NOT_ALLOWED - vhost x is down": the broker is (re)starting it
         return None
-    user, vhost, address = broker_identity(config)
+    user, vhost, address = broker_identity(config, node)
     # pika guesses "probable" refusals from the handshake stage alone, so a stream lost or a
     # 320 CONNECTION_FORCED (a node shutting down) looks the same: only the broker's 403/530 is a "no".
     # AuthenticationError proper (no common mechanism) is a refusal without a reply code.
@@ -90,7 +140,7 @@ def access_refused(exc: BaseException, config: BrokerConfig) -> BrokerAccessRefu
     if isinstance(exc, pika.exceptions.ProbableAuthenticationError | pika.exceptions.AuthenticationError):
         return BrokerAccessRefused(
             f"RabbitMQ at {address} refused the login of user '{user}' to vhost '{vhost}' ({_reply(exc)}): "
-            "wrong user name or password in broker.url / AMQP_URL")
+            "wrong user name or password in broker.url / broker.urls / AMQP_URL")
     if isinstance(exc, pika.exceptions.ProbableAccessDeniedError):
         return BrokerAccessRefused(
             f"RabbitMQ at {address} refused user '{user}' access to vhost '{vhost}' ({_reply(exc)}): the vhost "
@@ -103,21 +153,23 @@ def access_refused(exc: BaseException, config: BrokerConfig) -> BrokerAccessRefu
     return None
 
 
-def broker_failure(exc: BaseException, config: BrokerConfig, *, connecting: bool = False) -> BrokerError | ConfigError:
+def broker_failure(exc: BaseException, config: BrokerConfig, *, connecting: bool = False,
+                   node: pika.connection.Parameters | None = None) -> BrokerError | ConfigError:
     """Translate a pika/socket error into the hub's tree: a refusal (configuration), an outage
     (``BrokerUnavailable``, with the start-RabbitMQ hint only while ``connecting``) or another
-    refused operation (``BrokerError``, e.g. 404 NOT_FOUND of a queue nobody declared)."""
-    refused = access_refused(exc, config)
+    refused operation (``BrokerError``, e.g. 404 NOT_FOUND of a queue nobody declared). ``node``:
+    the node the error came from, when known."""
+    refused = access_refused(exc, config, node=node)
     if refused is not None:
         return refused
     if isinstance(exc, pika.exceptions.ChannelClosedByBroker):
         return BrokerError(f"RabbitMQ refused the operation ({exc.reply_code}: {_reply(exc)})")
     if connecting:
         return BrokerUnavailable(
-            f"cannot connect to RabbitMQ at {redacted_url(config.url)} ({str(exc) or 'connection refused'}). "
+            f"cannot connect to RabbitMQ at {redacted_addresses(config)} ({str(exc) or 'connection refused'}). "
             "Start it (e.g. `rabbitmq-server -detached`) or point the hub at a running broker "
             "with AMQP_URL=amqp://user:pass@host:5672/vhost")
-    return BrokerUnavailable(f"connection to RabbitMQ at {broker_identity(config)[2]} lost "
+    return BrokerUnavailable(f"connection to RabbitMQ at {_where(config, node)} lost "
                              f"({type(exc).__name__}: {_reply(exc)})")
 
 
@@ -125,11 +177,12 @@ def broker_failure(exc: BaseException, config: BrokerConfig, *, connecting: bool
 _TOO_LARGE = re.compile(r"message size (\d+) is larger than (?:configured )?max size (\d+)")
 
 
-def publish_refused(exc: BaseException, config: BrokerConfig) -> BrokerError | ConfigError | None:
+def publish_refused(exc: BaseException, config: BrokerConfig, *,
+                    node: pika.connection.Parameters | None = None) -> BrokerError | ConfigError | None:
     """Why the broker closed a publishing channel, if publishing the same message again cannot help:
     a refusal (403/530, configuration) or 406 PRECONDITION_FAILED (``BrokerError``, exit 1), most
     often a body above the broker's ``max_message_size``. None: an outage, worth a retry."""
-    refused = access_refused(exc, config)
+    refused = access_refused(exc, config, node=node)
     if refused is not None:
         return refused
     if not isinstance(exc, pika.exceptions.ChannelClosedByBroker) or exc.reply_code != 406:
@@ -151,8 +204,28 @@ def refused_body_size(exc: BaseException) -> int | None:
 
 
 def connect(config: BrokerConfig, client_name: str) -> pika.BlockingConnection:
-    """Open a blocking connection, or raise BrokerUnavailable (saying how to fix it) or BrokerAccessRefused."""
-    try:
-        return pika.BlockingConnection(connection_parameters(config, client_name))
-    except (pika.exceptions.AMQPError, OSError) as exc:
-        raise broker_failure(exc, config, connecting=True) from None
+    """Open a blocking connection to the first node that takes it, trying every configured node in
+    a shuffled order, ``connection_attempts`` rounds ``retry_delay`` apart. Raises
+    ``BrokerAccessRefused`` as soon as a node refuses (users and vhosts are cluster-wide: another
+    node would refuse too), else ``BrokerUnavailable`` naming every node tried (never a password)."""
+    nodes = connection_parameters(config, client_name)
+    last: BaseException | None = None
+    for round_ in range(config.connection_attempts):
+        if round_:
+            time.sleep(config.retry_delay)
+        for node in nodes:
+            node.connection_attempts = 1  # the rounds are counted here, over all nodes
+            try:
+                return pika.BlockingConnection(node)
+            except (pika.exceptions.AMQPError, OSError) as exc:
+                refused = access_refused(exc, config, node=node)
+                if refused is not None:
+                    raise refused from None
+                last = exc
+    assert last is not None  # connection_attempts >= 1 and at least one node
+    raise broker_failure(last, config, connecting=True) from None
+
+
+def connected_node(connection: pika.BlockingConnection) -> str:
+    """``host:port`` of the node a blocking connection went to (logs, tests of the failover)."""
+    return node_address(connection._impl.params)

@@ -1,6 +1,6 @@
 """Configuration: one TOML file plus environment overrides, validated once at start-up.
 
-Environment overrides: ``AMQP_URL`` sets ``broker.url``, ``HUB_LOG_FORMAT`` sets ``log_format``;
+Environment overrides: ``AMQP_URL`` sets ``broker.url`` (several URLs, comma-separated: ``broker.urls``), ``HUB_LOG_FORMAT`` sets ``log_format``;
 any ``HUB_<SECTION>__<KEY>`` (double underscore between levels, case-insensitive) sets that key,
 e.g. ``HUB_BROKER__PREFETCH=64`` or ``HUB_ADAPTERS__ADVIS__ENDPOINT=https://...``. Relative file
 paths are resolved against the folder of the config file. Errors name the offending key (``adapters.advis.endpoint: ...``).
@@ -19,6 +19,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -28,6 +29,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 
 from adapters.settings import EnvText, StrictSettings
 from hub.errors import ConfigError
@@ -51,14 +53,70 @@ class _Strict(StrictSettings):
     type of the key they set, at any depth, by ``StrictSettings`` itself."""
 
 
+def _amqp_url(value: str) -> str:
+    if not value.startswith(("amqp://", "amqps://")):
+        raise ValueError("must be an amqp:// or amqps:// URL")
+    return value
+
+
+AmqpUrl = Annotated[str, AfterValidator(_amqp_url)]
+DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+
+
 class BrokerConfig(_Strict):
-    url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    """``url`` (one node) or ``urls`` (several nodes of a cluster, tried in a shuffled order per
+    connection so that clients spread over the nodes); ``addresses`` is the list either way."""
+
+    single_url: AmqpUrl | None = Field(None, alias="url", description="one broker node")
+    urls: tuple[AmqpUrl, ...] | None = Field(None, description="several nodes of one cluster")
     heartbeat: int = Field(30, ge=1, le=600, description="AMQP heartbeat (seconds)")
     blocked_connection_timeout: float = Field(60.0, gt=0)
     prefetch: int = Field(32, ge=1, le=10_000)
     confirm_window: int = Field(256, ge=1, le=100_000)
     connection_attempts: int = Field(3, ge=1)
     retry_delay: float = Field(1.0, ge=0)
+
+    @classmethod
+    def settings_value(cls, field: FieldInfo, value: Any) -> Any:
+        """``HUB_BROKER__URLS=amqp://a,amqp://b``: comma-separated, like ``AMQP_URL``."""
+        if field is cls.model_fields["urls"] and isinstance(value, EnvText) and not value.lstrip().startswith("["):
+            return split_urls(value)
+        return super().settings_value(field, value)
+
+    @model_validator(mode="after")
+    def _one_way_to_name_the_nodes(self) -> BrokerConfig:
+        if self.single_url is not None and self.urls is not None:
+            raise ValueError("both url and urls are set: keep one (urls lists several nodes of a cluster)")
+        if self.urls is not None and not self.urls:  # a template's empty list must not mean localhost
+            raise ValueError("urls is empty: list every node of the cluster (or set url)")
+        if self.urls is not None and len({_login(u) for u in self.urls}) > 1:
+            # users and vhosts are cluster-wide: a node with other credentials would refuse at random
+            raise ValueError("urls: every node must be given with the same user, password and vhost")
+        return self
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """Every configured node's URL, in the configured order (``hub.broker`` shuffles them)."""
+        if self.urls:
+            return self.urls
+        return (self.single_url if self.single_url is not None else DEFAULT_BROKER_URL,)
+
+    @property
+    def url(self) -> str:
+        """The first address: for tools that talk to one node (tests, management calls)."""
+        return self.addresses[0]
+
+
+def split_urls(text: str) -> tuple[str, ...]:
+    """``AMQP_URL``'s comma-separated list. A comma separates URLs only where the next one begins
+    (``amqp://`` or ``amqps://``): a password may hold a comma of its own."""
+    return tuple(part.strip() for part in re.split(r",\s*(?=amqps?://)", text.strip()) if part.strip())
+
+
+def _login(url: str) -> tuple[str | None, str | None, str]:
+    """(user, password, vhost) of an AMQP URL: what must be the same on every node of a cluster."""
+    parts = urlsplit(url)
+    return parts.username, parts.password, parts.path
 
 
 class PartyConfig(_Strict):
@@ -288,8 +346,16 @@ class HubConfig(_Strict):
 
 
 def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
-    if environ.get("AMQP_URL"):
-        raw.setdefault("broker", {})["url"] = EnvText(environ["AMQP_URL"])
+    if environ.get("AMQP_URL"):  # replaces the file's url or urls: one URL, or several comma-separated
+        broker = raw.setdefault("broker", {})
+        if not isinstance(broker, dict):
+            raise ConfigError("broker: must be a table")
+        broker.pop("url", None)
+        broker.pop("urls", None)
+        urls = split_urls(environ["AMQP_URL"])
+        if not urls:
+            raise ConfigError("AMQP_URL: no broker URL in it")
+        broker.update({"url": EnvText(urls[0])} if len(urls) == 1 else {"urls": urls})
     for key, value in environ.items():  # a top-level key: HUB_<KEY> has no section to split on
         if key.upper() == "HUB_LOG_FORMAT":
             raw["log_format"] = EnvText(value.strip().lower())  # JSON, json, Json: one format

@@ -27,7 +27,7 @@ from typing import Any
 
 from adapters.xta2 import xta2_addressing, xta2_settings
 from hub import demo_fitconnect
-from hub.broker import connect
+from hub.broker import broker_hosts, connect
 from hub.config import HubConfig, PartyConfig, load_config
 from hub.demo_replies import (
     DemoTokens,
@@ -158,7 +158,7 @@ def run_demo(config_path: Path, *, count: int, timeout: float, environ: Mapping[
     config = load_config(config_path, environ=env)
     sim_url = f"http://127.0.0.1:{sim_port}"
 
-    print(f"demo: broker {config.broker.url.split('@')[-1]}, {len(config.authorities)} authorities on "
+    print(f"demo: broker {broker_hosts(config.broker)}, {len(config.authorities)} authorities on "
           f"{len(config.adapters)} adapters, {count} applications", flush=True)
     connection = connect(config.broker, "hub-demo")  # fails early with a hint if RabbitMQ is down
     channel = connection.channel()

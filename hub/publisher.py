@@ -6,6 +6,13 @@ It runs its own pika ``SelectConnection`` on a background I/O thread, so any thr
 request handler, a worker's delivery thread) may publish; pika objects are touched only on that
 thread (pitfall 1). ``mandatory`` returns are matched to their message and fail the future with
 ``UnknownDestination``: the caller learns of it, nothing is silently dropped.
+
+Several broker nodes (``broker.urls``): a ``ConfirmingPublisher`` opens its one connection to the
+first node of a shuffled list that takes it; when that connection is lost, every message not yet
+confirmed fails with ``BrokerUnavailable``. ``ResilientPublisher`` then opens the next one, on the
+next node of its own shuffled list, and publishes those messages again there (at-least-once: a
+message whose confirm was lost with the node may arrive twice; the receiver's ledger makes its
+effect once).
 """
 
 from __future__ import annotations
@@ -22,15 +29,19 @@ from typing import Any, Self
 
 import pika
 import pika.exceptions
+from pika.adapters.select_connection import IOLoop
 from pika.channel import Channel
 
 from hub.amqp_stream import STREAM_THRESHOLD, BodyStream, Chunk, body_length
 from hub.broker import (
+    access_refused,
     broker_failure,
-    connection_parameters,
+    node_address,
+    node_parameters,
     publish_refused,
-    redacted_url,
+    redacted_addresses,
     refused_body_size,
+    shuffled_addresses,
 )
 from hub.config import BrokerConfig
 from hub.envelope import PUBLISH_VERSION, Envelope
@@ -51,12 +62,27 @@ class _Pending:
 
 
 class ConfirmingPublisher:
-    """A thread-safe publisher; ``publish`` returns a Future resolved on the broker's confirm."""
+    """A thread-safe publisher; ``publish`` returns a Future resolved on the broker's confirm.
+
+    ``order``: the node URLs to try, in that order (default: ``broker.urls`` shuffled); each gets
+    an equal share of ``connect_timeout``. The first that opens is the publisher's node for its
+    life; a refusal (login, vhost) ends the attempt at once."""
+
+    _node: pika.URLParameters | None = None  # the node being tried, then the one connected to
 
     def __init__(self, config: BrokerConfig, client_name: str, *, window: int | None = None,
-                 connect_timeout: float = 15.0) -> None:
+                 connect_timeout: float = 15.0, order: Sequence[str] | None = None) -> None:
         self._config = config
-        self._params = connection_parameters(config, client_name)
+        urls = shuffled_addresses(config) if order is None else list(order)
+        # a hung node must leave time for the next, but each node gets long enough for TCP, TLS and
+        # the AMQP handshake while the whole cluster reconnects at once after a failover
+        share = max(8.0, connect_timeout / len(urls))
+        self._nodes = [node_parameters(url, config, client_name) for url in urls]
+        for node in self._nodes:
+            node.connection_attempts = 1  # the rounds over all nodes are counted here
+            node.stack_timeout = share
+            node.socket_timeout = min(node.socket_timeout, share)
+        self._tried = 0  # connections started, over all rounds
         self._window = threading.BoundedSemaphore(window or config.confirm_window)
         self._pending: dict[int, _Pending] = {}
         self._seq = 0
@@ -68,24 +94,62 @@ class ConfirmingPublisher:
         self._channel: Channel | None = None
         self._stream: BodyStream | None = None  # a large message being written frame by frame
         self._held: deque[Callable[[], None]] = deque()  # publishes waiting for that stream to end
-        self._handed_over = 0  # publishes queued for the I/O thread and not yet taken up by it
-        self._count_lock = threading.Lock()
-        self._connection = pika.SelectConnection(
-            self._params,
+        self._queued: dict[int, _Pending] = {}  # handed to the I/O thread, not yet taken up by it
+        self._queue_lock = threading.Lock()
+        self._stopped = False  # the I/O loop has ended: nothing handed over would ever run
+        self._ioloop = IOLoop()
+        self._connection = self._open_next()
+        self._thread = threading.Thread(target=self._run, name=f"publisher-{client_name}", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(max(connect_timeout, share * len(urls)) + 1.0) or self._failure:
+            self._closing = True
+            self._stop_loop()
+            if self._open_error is not None:  # refused login/vhost is a configuration error, not an outage
+                raise broker_failure(self._open_error, config, connecting=True, node=self._node)
+            raise BrokerUnavailable(
+                f"cannot connect to RabbitMQ at {redacted_addresses(config)} ({self._failure or 'timeout'}). "
+                "Start it (e.g. `rabbitmq-server -detached`) or set AMQP_URL=amqp://user:pass@host:5672/vhost"
+            )
+
+    @property
+    def node_index(self) -> int:
+        """Position in ``order`` of the node this publisher is connected to."""
+        return (self._tried - 1) % len(self._nodes)
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the node this publisher is connected to (or trying)."""
+        return node_address(self._node) if self._node is not None else "?"
+
+    def _open_next_later(self) -> None:
+        if self._closing:
+            self._ioloop.stop()
+        else:
+            self._connection = self._open_next()
+
+    def _open_next(self) -> pika.SelectConnection:
+        """Start opening a connection to the next node to try (I/O thread, or ``__init__``)."""
+        self._node = self._nodes[self._tried % len(self._nodes)]
+        self._tried += 1
+        return pika.SelectConnection(
+            self._node,
             on_open_callback=self._on_connection_open,
             on_open_error_callback=self._on_open_error,
             on_close_callback=self._on_connection_closed,
+            custom_ioloop=self._ioloop,
         )
-        self._thread = threading.Thread(target=self._connection.ioloop.start, name=f"publisher-{client_name}", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(connect_timeout) or self._failure:
-            self._stop_loop()
-            if self._open_error is not None:  # refused login/vhost is a configuration error, not an outage
-                raise broker_failure(self._open_error, config, connecting=True)
-            raise BrokerUnavailable(
-                f"cannot connect to RabbitMQ at {redacted_url(config.url)} ({self._failure or 'timeout'}). "
-                "Start it (e.g. `rabbitmq-server -detached`) or set AMQP_URL=amqp://user:pass@host:5672/vhost"
-            )
+
+    def _run(self) -> None:
+        try:
+            self._ioloop.start()
+        finally:
+            with self._queue_lock:
+                self._stopped = True
+                queued, self._queued = self._queued, {}
+            for entry in queued.values():  # handed over after the connection was lost: never sent
+                if not entry.future.done():
+                    entry.future.set_exception(BrokerUnavailable("publish not confirmed, publisher connection is gone"))
+                self._window.release()
 
     # --- I/O thread -------------------------------------------------------------------------
     def _on_connection_open(self, connection: pika.SelectConnection) -> None:
@@ -101,10 +165,21 @@ class ConfirmingPublisher:
         self.blocked = False
         log.info("broker unblocked publishing")
 
-    def _on_open_error(self, _connection: Any, error: Exception) -> None:
+    def _on_open_error(self, _connection: Any, error: BaseException) -> None:
+        """This node did not open: a refusal ends the attempt (another node of the cluster would
+        refuse too); an outage moves on to the next node, if any is left."""
+        refused = access_refused(error, self._config, node=self._node) is not None
+        if not refused and not self._closing and self._tried < len(self._nodes) * self._config.connection_attempts:
+            log.info("broker node %s not reachable (%s); trying the next", self.address, type(error).__name__)
+            if self._tried % len(self._nodes):
+                self._connection = self._open_next()
+            else:  # a round over all nodes failed: the next one after retry_delay, as pika would
+                self._ioloop.call_later(self._config.retry_delay, self._open_next_later)
+            return
         self._failure = f"{type(error).__name__}: {error}"
-        self._open_error = error
+        self._open_error = error if refused else None
         self._ready.set()
+        self._ioloop.stop()
 
     def _on_channel_open(self, channel: Channel) -> None:
         self._channel = channel
@@ -118,20 +193,19 @@ class ConfirmingPublisher:
         # 403 ACCESS_REFUSED (no write permission) or 406 PRECONDITION_FAILED (e.g. a body above
         # max_message_size): retrying cannot help. A size refusal names the body size, so only the
         # message(s) of that size fail for it; the rest of the window fails as an outage, to be retried.
-        self._fail_all(f"channel closed: {reason}", publish_refused(reason, self._config),
+        self._fail_all(f"channel closed: {reason}", publish_refused(reason, self._config, node=self._node),
                        only_body_size=refused_body_size(reason))
         if not self._connection.is_closed and not self._connection.is_closing:
             self._connection.close()
 
     def _on_connection_closed(self, _connection: Any, reason: Exception) -> None:
         self._channel = None
-        if not self._ready.is_set():
-            self._failure = f"{type(reason).__name__}: {reason}"
-            self._open_error = reason
-            self._ready.set()
+        if not self._ready.is_set():  # opened, but closed before the channel was ready
+            self._on_open_error(_connection, reason)
+            return
         self._abort_stream()
         self._fail_all(f"connection closed: {reason}")
-        self._connection.ioloop.stop()
+        self._ioloop.stop()
 
     def _fail_all(self, why: str, error: HubError | None = None, *, only_body_size: int | None = None) -> None:
         pending, self._pending = self._pending, {}
@@ -232,26 +306,38 @@ class ConfirmingPublisher:
         body above 1 MiB is written frame by frame from them as the socket drains
         (hub/amqp_stream.py), so the publisher never holds a second copy of a large payload. The
         parts must not change until the future is done."""
-        if self._closing or self._connection.is_closed:
+        if self._closing:
             raise BrokerUnavailable("publisher is closed")
         chunks: Sequence[Chunk] = (body,) if isinstance(body, (bytes, bytearray, memoryview)) else tuple(body)
         if not self._window.acquire(timeout=timeout):
             raise PublishNotConfirmed(f"no confirm window free after {timeout}s (broker blocked?)")
         future: Future[None] = Future()
         entry = _Pending(future, properties.message_id, routing_key, body_size=body_length(chunks))
-        try:
-            # a closure, not functools.partial: pika logs the callback's repr at DEBUG, and a
-            # partial's repr would carry the body (personal data) into the logs
-            def publish_on_io_thread() -> None:
-                self._count(-1)
-                self._do_publish(entry, exchange, chunks, properties, mandatory)
+        key = id(entry)
 
-            self._count(+1)
-            self._connection.ioloop.add_callback_threadsafe(publish_on_io_thread)
-        except OSError as exc:  # loop already stopped: its wake-up socket is closed
-            self._count(-1)
-            self._window.release()
-            raise BrokerUnavailable(f"publisher connection is gone: {exc}") from None
+        # a closure, not functools.partial: pika logs the callback's repr at DEBUG, and a
+        # partial's repr would carry the body (personal data) into the logs
+        def publish_on_io_thread() -> None:
+            with self._queue_lock:
+                queued = key in self._queued
+            if queued:  # (else the loop's end has failed it already)
+                # into ``_pending`` first, out of ``_queued`` after: ``wait_confirms`` never sees a
+                # moment in which the message is in neither (the loop's end runs on this thread too)
+                self._do_publish(entry, exchange, chunks, properties, mandatory)
+                with self._queue_lock:
+                    self._queued.pop(key, None)
+
+        with self._queue_lock:  # the loop's end fails whatever is queued then: nothing waits forever
+            if self._stopped:
+                self._window.release()
+                raise BrokerUnavailable("publisher connection is gone")
+            self._queued[key] = entry
+            try:
+                self._ioloop.add_callback_threadsafe(publish_on_io_thread)
+            except OSError as exc:  # loop already closed: its wake-up socket is closed
+                del self._queued[key]
+                self._window.release()
+                raise BrokerUnavailable(f"publisher connection is gone: {exc}") from None
         return future
 
     def publish_and_wait(self, exchange: str, routing_key: str, body: Chunk | Sequence[Chunk],
@@ -268,14 +354,10 @@ class ConfirmingPublisher:
     def is_open(self) -> bool:
         return self._channel is not None and self._channel.is_open
 
-    def _count(self, change: int) -> None:
-        with self._count_lock:
-            self._handed_over += change
-
     def _outstanding(self) -> bool:
         """A message handed over and not yet confirmed, nacked or failed: still queued for the I/O
         thread, waiting for a stream to end, or sent and waiting for its confirm."""
-        return bool(self._handed_over or self._held or self._stream is not None or self._pending)
+        return bool(self._queued or self._held or self._stream is not None or self._pending)
 
     def wait_confirms(self, timeout: float) -> bool:
         """Wait until every message published so far is confirmed, nacked or failed (at most
@@ -298,10 +380,10 @@ class ConfirmingPublisher:
             if not self._connection.is_closed and not self._connection.is_closing:
                 self._connection.close()
             else:
-                self._connection.ioloop.stop()
+                self._ioloop.stop()
         if self._thread.is_alive():
             with contextlib.suppress(OSError):  # the loop stopped already; the join below suffices
-                self._connection.ioloop.add_callback_threadsafe(_close)
+                self._ioloop.add_callback_threadsafe(_close)
             self._thread.join(10)
 
     def __enter__(self) -> Self:
@@ -312,10 +394,13 @@ class ConfirmingPublisher:
 
 
 class ResilientPublisher:
-    """A ConfirmingPublisher that survives broker restarts: a publish that fails for a broker
-    reason is retried on a fresh connection (with backoff) until ``deadline`` seconds have passed.
-    Re-publishing can duplicate a message whose confirm was lost; consumers dedupe by message_id
-    (the worker's ledger), so at-least-once here is safe."""
+    """A ConfirmingPublisher that survives broker restarts and node losses: a publish that fails
+    for a broker reason (among them every message whose confirm was outstanding when the
+    connection dropped) is published again on a fresh connection (with backoff) until
+    ``deadline`` seconds have passed. Each fresh connection starts at the node after the one just
+    used, in an order shuffled once per publisher. Re-publishing can duplicate a message whose
+    confirm was lost; consumers dedupe by message_id (the worker's ledger), so at-least-once here
+    is safe."""
 
     RETRYABLE = (BrokerUnavailable, PublishNotConfirmed)
 
@@ -325,6 +410,7 @@ class ResilientPublisher:
         self._window = window
         self._lock = threading.Lock()
         self._current: ConfirmingPublisher | None = None
+        self._order = shuffled_addresses(config)  # once: then each connection moves on to the next node
         self.reconnects = 0  # connects lazily: a broker that is down now may be back by the first publish
 
     def _get(self) -> ConfirmingPublisher:
@@ -334,7 +420,10 @@ class ResilientPublisher:
                     self._current.close(timeout=0)
                     self.reconnects += 1
                 self._current = None
-                self._current = ConfirmingPublisher(self._config, self._name, window=self._window)
+                self._current = ConfirmingPublisher(self._config, self._name, window=self._window,
+                                                    order=self._order)
+                used = self._current.node_index
+                self._order = self._order[used + 1:] + self._order[:used + 1]  # the next one is next
             return self._current
 
     def ensure_connected(self) -> None:
@@ -351,9 +440,11 @@ class ResilientPublisher:
         current = self._current
         return current is not None and current.blocked
 
-    def publish_and_wait(self, exchange: str, routing_key: str, body: bytes | bytearray, properties: pika.BasicProperties,
-                         *, mandatory: bool = False, timeout: float = 30.0, deadline: float = 300.0) -> None:
-        """Publish until confirmed; raises UnknownDestination at once, other errors after ``deadline``."""
+    def publish_and_wait(self, exchange: str, routing_key: str, body: Chunk | Sequence[Chunk],
+                         properties: pika.BasicProperties, *, mandatory: bool = False, timeout: float = 30.0,
+                         deadline: float = 300.0) -> None:
+        """Publish until confirmed, on the next node when the connection is lost before the confirm;
+        raises UnknownDestination at once, other errors after ``deadline``."""
         give_up = time.monotonic() + deadline
         backoff = 0.5
         while True:
@@ -394,33 +485,45 @@ class ResilientPublisher:
             return
         future.add_done_callback(settled)
 
-    def publish_all(self, items: Iterable[tuple[str, str, bytes, pika.BasicProperties, bool]],
+    def publish_all(self, items: Iterable[tuple[str, str, Chunk | Sequence[Chunk], pika.BasicProperties, bool]],
                     *, deadline: float = 600.0) -> None:
-        """Publish many with a full window; failed ones are retried on a new connection."""
+        """Publish many with a full window. What is not confirmed (the connection was lost before
+        the confirm came, or before the message was sent) is published again on a new
+        connection, until ``deadline``; raises UnknownDestination at once."""
         pending = list(items)
         give_up = time.monotonic() + deadline
         backoff = 0.5
         while pending:
+            futures: list[tuple[Any, Future[None]]] = []
+            unsent: list[Any] = []
             try:
                 publisher = self._get()
-                futures = [(item, publisher.publish(item[0], item[1], item[2], item[3], mandatory=item[4]))
-                           for item in pending]
+                for n, item in enumerate(pending):
+                    try:
+                        futures.append((item, publisher.publish(item[0], item[1], item[2], item[3], mandatory=item[4])))
+                    except self.RETRYABLE:  # the connection is gone: this one and the rest go again
+                        unsent = pending[n:]
+                        break
             except self.RETRYABLE:
-                futures = []
-            failed = []
-            for item, future in futures:
-                try:
-                    future.result(timeout=60)
-                except UnknownDestination:
-                    raise
-                except (*self.RETRYABLE, TimeoutError):
-                    failed.append(item)
-            pending = failed if futures else pending
+                unsent = pending
+            failed = [item for item, future in futures if not self._confirmed(future, give_up)]
+            pending = failed + unsent
             if pending:
-                if time.monotonic() > give_up:
+                if time.monotonic() + backoff > give_up:
                     raise BrokerUnavailable(f"{len(pending)} messages not confirmed before the deadline")
+                log.warning("%d publishes not confirmed (connection lost?); publishing them again in %.1fs",
+                            len(pending), backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
+
+    def _confirmed(self, future: Future[None], give_up: float) -> bool:
+        """True once confirmed; False if it failed for a broker reason or not in time (worth
+        another try); other errors (UnknownDestination, a refusal) are raised."""
+        try:
+            future.result(timeout=max(1.0, min(60.0, give_up - time.monotonic())))
+        except (*self.RETRYABLE, TimeoutError):
+            return False
+        return True
 
     def wait_confirms(self, timeout: float = 30.0) -> bool:
         """Wait for the confirms of what was published on the current connection (see

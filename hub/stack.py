@@ -260,7 +260,9 @@ class Stack:
                          stop=self._stop) != 0:
             raise StackError(f"hub topology apply failed: {last_line(topology.log)} (log: {topology.log})")
         self.children.remove(topology)
-        echo(f"topology applied on {self.config.broker.url.split('@')[-1]}")
+        from hub.broker import broker_hosts  # pika: only once the stack starts
+
+        echo(f"topology applied on {broker_hosts(self.config.broker)}")
 
         simulator = self._hub("simulator", ["simulator", *self.options.simulator_args])
         self._wait(simulator, f"{self.simulator_url}/_sim/health")

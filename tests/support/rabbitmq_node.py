@@ -6,6 +6,10 @@ ports, with its own data, logs, Erlang cookie (``HOME``), config (listener only,
 It registers with the machine's epmd like any node, so several nodes can later be clustered
 (``join_cluster``) by a harness built on this one. Always ``stop()`` it (a fixture's finally):
 ``stop`` halts the node and kills its process group if it does not go.
+
+For clusters (tests/cluster/harness.py) a node takes extra ``rabbitmq.conf`` lines, Erlang VM
+arguments and plugins, and can be SIGKILLed (``kill``: the Erlang VM, not the wrapper script) and
+started again on the same ports, data and name.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -42,7 +46,8 @@ class RabbitNode:
     """One private node; ``start()``, ``stop_app()``/``start_app()`` (listener down/up, node alive),
     ``stop()`` (gone for good, files removed)."""
 
-    def __init__(self, base: Path | None = None, *, name: str | None = None, cookie: str | None = None) -> None:
+    def __init__(self, base: Path | None = None, *, name: str | None = None, cookie: str | None = None,
+                 extra_config: str = "", erl_args: str = "", plugins: Sequence[str] = ()) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="hubtest-rabbit-")) if base is None else base
         self.name = name or f"hubtest-{secrets.token_hex(4)}"
         self.node = f"{self.name}@localhost"
@@ -53,6 +58,10 @@ class RabbitNode:
         self._log: BinaryIO | None = None  # the node's stdout/stderr file, closed by stop()
         self.startup_seconds: float | None = None
         self._owns_base = base is None
+        self.extra_config = extra_config  # more rabbitmq.conf lines (a cluster's partition handling)
+        self.erl_args = erl_args  # RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS: no spaces inside one term
+        self.plugins = tuple(plugins)
+        self.management_port = free_port() if "rabbitmq_management" in self.plugins else None
 
     @property
     def url(self) -> str:
@@ -76,6 +85,7 @@ class RabbitNode:
             # the system's /etc/rabbitmq/rabbitmq.conf listens on 5672: ours must be used instead
             "RABBITMQ_CONFIG_FILE": str(self.base / "rabbitmq.conf"),
             "ERL_EPMD_ADDRESS": "127.0.0.1",
+            **({"RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": self.erl_args} if self.erl_args else {}),
         }
 
     def _prepare(self) -> None:
@@ -86,10 +96,12 @@ class RabbitNode:
         if not cookie.exists():
             cookie.write_text(self.cookie)
             cookie.chmod(0o400)
-        (self.base / "enabled_plugins").write_text("[].\n")
+        (self.base / "enabled_plugins").write_text(f"[{','.join(self.plugins)}].\n")
+        management = (f"management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {self.management_port}\n"
+                      if self.management_port else "")
         (self.base / "rabbitmq.conf").write_text(
             f"listeners.tcp.local = 127.0.0.1:{self.port}\n"
-            "loopback_users.guest = true\n")
+            "loopback_users.guest = true\n" + management + self.extra_config)
 
     def ctl(self, *args: str, timeout: float = 60.0, check: bool = True) -> subprocess.CompletedProcess[str]:
         """``rabbitmqctl -n <this node> ARGS`` with this node's cookie."""
@@ -124,6 +136,29 @@ class RabbitNode:
             time.sleep(0.3)
         self.startup_seconds = time.monotonic() - started
         return self
+
+    def alive(self) -> bool:
+        """The node's process (wrapper script and Erlang VM) is running."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def beam_pid(self) -> int:
+        """PID of the node's Erlang VM (``beam.smp``), a child of the ``rabbitmq-server`` script."""
+        assert self.proc is not None, "node not started"
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        for pid in children.read_text().split():
+            if Path(f"/proc/{pid}/comm").read_text().strip().startswith("beam"):
+                return int(pid)
+        raise RuntimeError(f"no Erlang VM under the rabbitmq-server script of {self.node}")
+
+    def kill(self) -> None:
+        """SIGKILL the Erlang VM (a crash, no goodbye to the cluster); the wrapper script then exits.
+        ``start()`` brings the node back with the same name, ports and data."""
+        if not self.alive():
+            return
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.beam_pid(), signal.SIGKILL)
+        self.proc.wait(30)
 
     def stop_app(self) -> None:
         """The broker application stops: every connection is closed, the listener is gone (the node
