@@ -26,6 +26,7 @@ list bindings); the next apply removes those no longer configured and never touc
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +35,9 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
 from hub.config import HubConfig
-from hub.errors import ConfigError
+from hub.errors import BrokerUnavailable, ConfigError
+
+log = logging.getLogger(__name__)
 
 INBOUND = "hub.inbound"
 INBOUND_CHECKED = "hub.inbound.checked"
@@ -186,9 +189,14 @@ def apply_topology(channel: BlockingChannel, plan: TopologyPlan, *, remove_stale
 
     The channel must be in confirm mode (so the state write is confirmed). Queue arguments cannot
     change after declaration: a changed argument fails with PRECONDITION_FAILED, by design.
+
+    The record of applied bindings (``hub.topology.state``) is a classic queue: on a cluster it
+    lives on one node. While that node is down a worker (``remove_stale=False``) declares its
+    topology all the same and leaves the record alone (the channel is closed then); the operator's
+    apply, which needs the record to remove stale bindings, fails saying so.
     """
     try:
-        return _apply(channel, plan, remove_stale)
+        report = _declare(channel, plan)
     except pika.exceptions.ChannelClosedByBroker as exc:
         if exc.reply_code == 406:  # PRECONDITION_FAILED: an existing queue/exchange has other arguments
             raise ConfigError(
@@ -196,9 +204,21 @@ def apply_topology(channel: BlockingChannel, plan: TopologyPlan, *, remove_stale
                 "cannot change after declaration: revert the setting, or drain and delete the queue "
                 "(its messages!) and apply again") from None
         raise
+    try:
+        _record(channel, plan, report, remove_stale)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code != 404:
+            raise
+        if not remove_stale:
+            log.warning("topology declared; its record %s is unavailable (%s): not updated", STATE_QUEUE,
+                        exc.reply_text)
+            return report
+        raise BrokerUnavailable(f"the record of applied bindings ({STATE_QUEUE}) is unavailable: "
+                                f"{exc.reply_text}; apply again once its node is back") from None
+    return report
 
 
-def _apply(channel: BlockingChannel, plan: TopologyPlan, remove_stale: bool) -> TopologyReport:
+def _declare(channel: BlockingChannel, plan: TopologyPlan) -> TopologyReport:
     report = TopologyReport()
     _declare_exchanges(channel)
     for spec in plan.queues:
@@ -206,18 +226,22 @@ def _apply(channel: BlockingChannel, plan: TopologyPlan, remove_stale: bool) -> 
         report.queues.append(spec.name)
     channel.queue_bind(DEAD_QUEUE, DEAD_EXCHANGE, routing_key="#")
     channel.queue_bind(UNROUTABLE, UNROUTABLE, routing_key="")
-    previous = _read_state(channel)
     for binding in sorted(plan.bindings):
         channel.queue_bind(binding.queue, binding.exchange, routing_key=binding.routing_key)
-        if binding not in previous:
-            report.added.append(binding)
+    return report
+
+
+def _record(channel: BlockingChannel, plan: TopologyPlan, report: TopologyReport, remove_stale: bool) -> None:
+    """Compare with the last applied bindings: report what is new, remove what is gone (operators
+    only), remember the set."""
+    previous = _read_state(channel)
+    report.added.extend(b for b in sorted(plan.bindings) if b not in previous)
     if not remove_stale:
         if not plan.bindings <= previous:  # remember new bindings, keep the old ones for the operator
             _write_state(channel, plan.bindings | previous)
-        return report
+        return
     for binding in sorted(previous - plan.bindings):
         channel.queue_unbind(binding.queue, binding.exchange, routing_key=binding.routing_key)
         report.removed.append(binding)
     if previous != plan.bindings:
         _write_state(channel, plan.bindings)
-    return report

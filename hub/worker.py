@@ -253,7 +253,8 @@ class AdapterWorker:
                 # declare only: removing stale bindings is `hub topology apply`'s job, so a worker
                 # on an older config (rolling deploy) cannot unbind newly added authorities
                 apply_topology(setup, plan_topology(self.config), remove_stale=False)
-                setup.close()
+                if setup.is_open:  # (closed by the broker when the topology record was unavailable)
+                    setup.close()
             self._ensure_publisher().ensure_connected()
             connection.add_on_connection_blocked_callback(lambda *_: self._set_blocked(True))
             connection.add_on_connection_unblocked_callback(lambda *_: self._set_blocked(False))

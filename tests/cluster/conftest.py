@@ -1,0 +1,25 @@
+"""One three-node cluster per test session of tests/cluster (starting one costs ~15 s)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.cluster.harness import Cluster, running_cluster
+from tests.reliability.support import reap_processes
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    with running_cluster() as started:
+        print(f"\ncluster of {len(started.nodes)} started in {started.start_seconds:.1f}s")
+        yield started
+
+
+@pytest.fixture(autouse=True)
+def _healthy(cluster: Cluster) -> Iterator[None]:
+    """Every test starts with all nodes running and leaves no worker process behind."""
+    cluster.recover()
+    yield
+    reap_processes()

@@ -1,0 +1,55 @@
+"""The record of applied bindings (``hub.topology.state``) is a classic queue, homed on one node of a
+cluster. While that node is down a worker still declares its whole topology (and starts); the
+operator's apply, which needs the record to remove stale bindings, fails saying so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pika.exceptions
+import pytest
+
+from hub.config import load_config
+from hub.errors import BrokerUnavailable
+from hub.topology import STATE_QUEUE, apply_topology, plan_topology
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "demo.toml"
+
+
+class _Channel:
+    """Records declarations; the state queue's home node is down (404, the channel closes)."""
+
+    def __init__(self) -> None:
+        self.queues: list[str] = []
+        self.bindings: list[tuple[str, str, str]] = []
+        self.is_open = True
+
+    def exchange_declare(self, *args: Any, **kwargs: Any) -> None:
+        assert self.is_open
+
+    def queue_declare(self, name: str, **kwargs: Any) -> None:
+        assert self.is_open
+        if name == STATE_QUEUE:
+            self.is_open = False
+            raise pika.exceptions.ChannelClosedByBroker(
+                404, f"NOT_FOUND - home node 'rabbit@mq1' of durable queue '{STATE_QUEUE}' in vhost '/' is down")
+        self.queues.append(name)
+
+    def queue_bind(self, queue: str, exchange: str, routing_key: str) -> None:
+        assert self.is_open
+        self.bindings.append((exchange, routing_key, queue))
+
+
+def test_a_worker_declares_everything_while_the_record_is_unavailable() -> None:
+    plan = plan_topology(load_config(EXAMPLE, environ={}))
+    channel = _Channel()
+    report = apply_topology(channel, plan, remove_stale=False)
+    assert channel.queues == [q.name for q in plan.queues] == report.queues
+    assert {(b.exchange, b.routing_key, b.queue) for b in plan.bindings} <= set(channel.bindings)
+
+
+def test_the_operators_apply_says_the_record_is_unavailable() -> None:
+    plan = plan_topology(load_config(EXAMPLE, environ={}))
+    with pytest.raises(BrokerUnavailable, match=rf"{STATE_QUEUE}\) is unavailable: NOT_FOUND - home node"):
+        apply_topology(_Channel(), plan)
