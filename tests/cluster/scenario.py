@@ -153,6 +153,7 @@ class Portal(threading.Thread):
         self.reconnects = 0
         self.published = 0
         self.sending = threading.Event()  # set while a batch waits for its confirms
+        self.first_address: str | None = None  # host:port of the node its first batch went to
         self._halt = threading.Event()
 
     def stop(self) -> None:
@@ -168,6 +169,10 @@ class Portal(threading.Thread):
                 self.sending.set()
                 publisher.publish_all([(INBOUND_CHECKED, e.destination, e.body(), e.properties(), True)
                                        for e in batch])
+                if self.first_address is None and publisher._current is not None:
+                    # from the publisher itself: a short-lived connection may never show in the
+                    # management API's list (its statistics come every 5 s)
+                    self.first_address = publisher._current.address
                 self.sending.clear()
                 self.published += len(batch)
                 time.sleep(self.gap)

@@ -15,7 +15,6 @@ import pytest
 
 from tests.cluster.harness import Cluster, poll
 from tests.cluster.scenario import (
-    PORTAL_CONNECTION,
     DeliveryClock,
     Portal,
     client_node,
@@ -62,7 +61,9 @@ def test_publisher_node_killed_with_confirms_outstanding_loses_nothing(
                                  simulator.url)
         portal = Portal(portal_cfg, envelopes, batch=50, gap=0.25)
         portal.start()
-        assert client_node(cluster, vhost, os.getpid(), PORTAL_CONNECTION) is victim
+        poll(lambda: portal.first_address is not None or portal.error is not None, 60,
+             lambda: "the portal published nothing")
+        assert portal.first_address == f"127.0.0.1:{victim.port}", (portal.first_address, victim.port)
         poll(lambda: portal.published >= COUNT // 3 or portal.error is not None, 120,
              lambda: f"the portal published only {portal.published}")
         assert portal.sending.wait(30), "the portal stopped publishing"  # kill with confirms outstanding
