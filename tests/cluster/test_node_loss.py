@@ -87,7 +87,7 @@ def test_leader_node_killed_mid_run_delivers_everything_exactly_once(
         wait_count(clock, COUNT // 3, timeout=120, portal=portal)
         killed_at = time.monotonic()
         cluster.kill(victim)
-        wait_count(clock, clock.count() + 1, timeout=120)
+        wait_count(clock, min(clock.count() + 1, COUNT), timeout=120)
         pause = clock.pause_after(killed_at)
         assert moving.proc is not None
         landed: RabbitNode | None = None
@@ -100,7 +100,8 @@ def test_leader_node_killed_mid_run_delivers_everything_exactly_once(
         assert not victim.alive()
         time.sleep(max(0.0, killed_at + DOWN_SECONDS - time.monotonic()))  # a hold, not a margin
         rejoin = cluster.restart(victim)
-        wait_count(clock, clock.count() + 1, timeout=120)  # still delivering after the rejoin
+        # still delivering after the rejoin, unless the surviving worker has delivered everything meanwhile
+        wait_count(clock, min(clock.count() + 1, COUNT), timeout=120)
         stall = clock.longest_stall(killed_at, time.monotonic())
         portal.join(240)
         assert not portal.is_alive() and portal.error is None, f"the portal did not recover: {portal.error}"
