@@ -58,26 +58,49 @@ def topology() -> None:
 
 
 @topology.command("apply")
+@click.option("--migrate", is_flag=True, help="Give queues an earlier release declared with arguments "
+              "(which override policies) a fresh declaration, moving their messages; stop their workers first.")
 @click.pass_context
 @one_line_errors
-def topology_apply(ctx: click.Context) -> None:
-    """Declare the topology idempotently; remove bindings of authorities no longer configured."""
+def topology_apply(ctx: click.Context, migrate: bool) -> None:
+    """Declare the topology idempotently, set the queues' policies (management API); remove
+    bindings and policies of what is no longer configured."""
     from hub.broker import connect
+    from hub.management import ManagementApi
     from hub.topology import apply_topology, plan_topology
+    from hub.topology_migrate import migrate_queues
 
     config = _config(ctx)
+    plan = plan_topology(config)
     connection = connect(config.broker, "hub-topology")
     try:
-        channel = connection.channel()
-        channel.confirm_delivery()
-        report = apply_topology(channel, plan_topology(config))
+        with ManagementApi.from_config(config.broker) as management:
+            channel = connection.channel()
+            channel.confirm_delivery()
+            report = apply_topology(channel, plan, management=management)
+            migration = migrate_queues(connection, plan, management, [q.name for q in report.legacy]) \
+                if migrate else None
     finally:
-        connection.close()
+        if connection.is_open:
+            connection.close()
     for b in report.added:
         click.echo(f"+ bind {b.exchange} --{b.routing_key}--> {b.queue}")
     for b in report.removed:
         click.echo(f"- unbind {b.exchange} --{b.routing_key}--> {b.queue}")
+    for name in report.policies_set:
+        click.echo(f"+ policy {name}")
+    for name in report.policies_removed:
+        click.echo(f"- policy {name}")
+    for note in report.notes:
+        click.echo(f"note: {note}", err=True)
     click.echo(report.summary())
+    if migration is not None:
+        for name, depth in migration.moved.items():
+            click.echo(f"migrated {name} ({depth} messages)")
+        click.echo(migration.summary())
+    else:
+        for legacy in report.legacy:
+            click.echo(f"warning: {legacy.describe()}", err=True)
 
 
 @main.command()

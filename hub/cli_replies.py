@@ -59,7 +59,7 @@ def declare_topology(config: HubConfig, stop: threading.Event | None = None) -> 
     """Declare exchanges and queues (never remove bindings). With ``stop`` an unreachable broker
     is retried with back-off until it answers or ``stop`` is set; without, it fails at once."""
     from hub.broker import broker_failure, connect
-    from hub.topology import apply_topology, plan_topology
+    from hub.topology import apply_configured
 
     backoff = 1.0
     while True:
@@ -68,7 +68,7 @@ def declare_topology(config: HubConfig, stop: threading.Event | None = None) -> 
             try:
                 channel = connection.channel()
                 channel.confirm_delivery()
-                apply_topology(channel, plan_topology(config), remove_stale=False)
+                apply_configured(channel, config, remove_stale=False)
             finally:
                 if connection.is_open:
                     connection.close()

@@ -75,6 +75,10 @@ class BrokerConfig(_Strict):
     confirm_window: int = Field(256, ge=1, le=100_000)
     connection_attempts: int = Field(3, ge=1)
     retry_delay: float = Field(1.0, ge=0)
+    management_urls: tuple[EndpointUrl, ...] | None = Field(
+        None, description="base URLs of the nodes' management HTTP API (queue policies, hub/management.py); "
+        "default: http://<host>:15672 of every broker address on port 5672 (https://<host>:15671 for "
+        "amqps on 5671); set it when the nodes use other ports")
 
     @classmethod
     def settings_value(cls, field: FieldInfo, value: Any) -> Any:
@@ -105,6 +109,24 @@ class BrokerConfig(_Strict):
     def url(self) -> str:
         """The first address: for tools that talk to one node (tests, management calls)."""
         return self.addresses[0]
+
+    @property
+    def management_addresses(self) -> tuple[str, ...]:
+        """The management API of every node: ``management_urls``, or one per broker address on the
+        AMQP default port (the plugin's default port there; the credentials are the AMQP ones).
+        A node on another AMQP port gets no guess: its API could be another broker's."""
+        if self.management_urls:
+            return tuple(u.rstrip("/") for u in self.management_urls)
+        derived: dict[str, None] = {}
+        for address in self.addresses:
+            parts = urlsplit(address)
+            tls = parts.scheme == "amqps"
+            if parts.port not in (None, 5671 if tls else 5672):
+                continue
+            host = parts.hostname or "127.0.0.1"
+            host = f"[{host}]" if ":" in host else host
+            derived[f"https://{host}:15671" if tls else f"http://{host}:15672"] = None
+        return tuple(derived)
 
 
 def split_urls(text: str) -> tuple[str, ...]:
@@ -167,7 +189,12 @@ class AdapterConfig(_Strict):
     author: PartyConfig | None = None
     service: str = "xauslaender1211OZGPORTALABH"
     retry_delays: tuple[float, ...] = (5, 30, 120, 600, 3600, 21600)
-    delivery_limit: int = Field(5, ge=1, le=1000)
+    delivery_limit: int = Field(5, ge=1, le=1000, description=(
+        "deliveries of one message before the broker dead-letters it (a crash loop); a policy, "
+        "so `hub topology apply` changes it in place"))
+    queue_max_length: int | None = Field(None, ge=1, description=(
+        "messages the delivery queue holds at most; beyond, publishes are refused (portal sees a nack)"))
+    queue_max_bytes: int | None = Field(None, ge=1024, description="bytes the delivery queue holds at most")
     breaker: BreakerConfig = BreakerConfig()
     poll_transport_reports: bool = True
     report_poll_interval: float = Field(10.0, gt=0, description="seconds between status follow-up polls")
@@ -285,8 +312,22 @@ class StatusConfig(_Strict):
     batch_max_events: int = Field(100, ge=1, le=500, description="events per batch message at most")
 
 
+class TopologyConfig(_Strict):
+    """How ``hub topology apply`` shapes the quorum queues on a cluster (docs/cluster.md)."""
+
+    quorum_initial_group_size: int = Field(3, ge=1, le=9, description=(
+        "replicas of each new quorum queue (RabbitMQ caps it at the cluster's size); an existing "
+        "queue keeps its members: grow it with rabbitmq-queues"))
+    leader_locator: Literal["balanced", "client-local"] = Field("balanced", description=(
+        "where a new queue's leader goes: balanced spreads leaders over the nodes"))
+    policy_priority: int = Field(10, ge=0, le=1_000_000, description=(
+        "priority of the hub's per-queue policies; an operator policy of a higher priority "
+        "matching hub.* replaces them (RabbitMQ applies one policy per queue)"))
+
+
 class HubConfig(_Strict):
     broker: BrokerConfig = BrokerConfig()
+    topology: TopologyConfig = TopologyConfig()
     status: StatusConfig = StatusConfig()
     ledger: LedgerConfig = LedgerConfig()
     tracker: TrackerConfig = TrackerConfig()

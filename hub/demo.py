@@ -43,7 +43,7 @@ from hub.publisher import ConfirmingPublisher, publish_envelope
 from hub.reports import TRANSPORT_REPORT
 from hub.samples import make_attachment, make_ozg_application
 from hub.status import DEAD_LETTERED, DELIVERED, StatusEvent, events_from_message
-from hub.topology import STATUS_EXCHANGE, apply_topology, plan_topology
+from hub.topology import STATUS_EXCHANGE, apply_configured
 from transport.content import ContentPart
 from transport.security.demopki import make_test_pki
 from transport.xta.metadata import Party
@@ -163,7 +163,7 @@ def run_demo(config_path: Path, *, count: int, timeout: float, environ: Mapping[
     connection = connect(config.broker, "hub-demo")  # fails early with a hint if RabbitMQ is down
     channel = connection.channel()
     channel.confirm_delivery()
-    report = apply_topology(channel, plan_topology(config))
+    report = apply_configured(channel, config)
     connection.close()
     print(f"topology: {report.summary()}", flush=True)
 

@@ -62,9 +62,8 @@ from hub.stages import observing
 from hub.status import ACCEPTED, DEAD_LETTERED, RETRY_SCHEDULED
 from hub.topology import (
     DEAD_EXCHANGE,
-    apply_topology,
+    apply_configured,
     deliver_queue,
-    plan_topology,
     report_queue,
     retry_queue,
 )
@@ -252,7 +251,7 @@ class AdapterWorker:
                 setup.confirm_delivery()
                 # declare only: removing stale bindings is `hub topology apply`'s job, so a worker
                 # on an older config (rolling deploy) cannot unbind newly added authorities
-                apply_topology(setup, plan_topology(self.config), remove_stale=False)
+                apply_configured(setup, self.config, remove_stale=False)
                 if setup.is_open:  # (closed by the broker when the topology record was unavailable)
                     setup.close()
             self._ensure_publisher().ensure_connected()

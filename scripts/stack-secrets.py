@@ -110,7 +110,9 @@ def generate(root: Path) -> str | None:
     amqp_password = secrets.token_urlsafe(24)
     _write_secret(users, json.dumps({
         "users": [{"name": AMQP_USER, "password_hash": rabbitmq_password_hash(amqp_password),
-                   "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": ["monitoring"]}],
+                   "hashing_algorithm": "rabbit_password_hashing_sha256",
+                   # policymaker: `hub topology apply` sets the queue policies (hub/management.py)
+                   "tags": ["monitoring", "policymaker"]}],
         "permissions": [{"user": AMQP_USER, "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}],
     }, indent=2) + "\n", RABBITMQ_UID)
     _write_secret(url, f"amqp://{AMQP_USER}:{amqp_password}@rabbitmq:5672/%2F\n", HUB_UID)

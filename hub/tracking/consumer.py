@@ -65,7 +65,7 @@ from hub.failures import clean_headers, epoch_ms, error_reason, safe_error_text
 from hub.health import STALL_AFTER, Heartbeat, OutageRecord
 from hub.metrics import DURATION_BUCKETS
 from hub.status import BATCH_CONTENT_TYPE, InvalidStatusEvent, StatusEvent, events_from_message
-from hub.topology import DEAD_EXCHANGE, TRACKER_QUEUE, apply_topology, plan_topology
+from hub.topology import DEAD_EXCHANGE, TRACKER_QUEUE, apply_configured
 from hub.tracking.model import TrackingStore
 from hub.tracking.sql import CONNECT_TIMEOUT_S, STATEMENT_TIMEOUT_MS
 
@@ -221,7 +221,7 @@ class StatusConsumer:
                 setup = connection.channel()
                 setup.confirm_delivery()
                 # declare only (like the workers): removing bindings is `hub topology apply`'s job
-                apply_topology(setup, plan_topology(self.config), remove_stale=False)
+                apply_configured(setup, self.config, remove_stale=False)
                 setup.close()
             channel = connection.channel()
             channel.confirm_delivery()  # dead-letter copies are confirmed before their ack

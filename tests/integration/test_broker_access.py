@@ -125,6 +125,25 @@ def test_user_allowed_on_the_vhost_but_refused_to_declare(command: str, user: tu
     _assert_one_clear_line(result, password, f"user '{name}'", f"vhost '{vhost}'", "ACCESS_REFUSED")
 
 
+def test_a_user_without_the_policymaker_tag_is_told_by_topology_apply(user: tuple[str, str], vhost: str,
+                                                                      pki: Any, tmp_path: Path) -> None:
+    """AMQP allows everything, the management API refuses the policies: one line, exit 2, the tag named."""
+    name, password = user
+    _rabbitmqctl("set_permissions", "-p", vhost, name, ".*", ".*", ".*")
+    config = write_config(tmp_path, f"amqp://{name}:{password}@127.0.0.1:5672/{vhost}", pki, UNREACHABLE_ENDPOINT)
+    result = _hub(config, "topology", "apply")
+    output = result.stdout + result.stderr
+    assert result.returncode == EXIT_CONFIG, output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, output
+    assert f"refused user '{name}' on vhost '{vhost}'" in errors[0] and "'policymaker'" in errors[0], errors[0]
+    assert password not in output and "Traceback" not in output
+    _rabbitmqctl("set_user_tags", name, "policymaker")
+    result = _hub(config, "topology", "apply")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "+ policy hub.deliver.alpha" in result.stdout
+
+
 
 
 

@@ -13,9 +13,8 @@ from hub.status import REPLAYED
 from hub.topology import (
     DEAD_EXCHANGE,
     DEAD_QUEUE,
-    apply_topology,
+    apply_configured,
     deliver_queue,
-    plan_topology,
 )
 from hub.worker_events import MISSING_PORTAL, clip_id
 from tests.integration.helpers import StatusCollector, drain, make_config, wait_for
@@ -38,7 +37,7 @@ def dead_letters(fresh_broker_url, pki):
     conn = pika.BlockingConnection(pika.URLParameters(fresh_broker_url))
     ch = conn.channel()
     ch.confirm_delivery()
-    apply_topology(ch, plan_topology(config))
+    apply_configured(ch, config)
     envelopes = []
     now_ms = int(time.time() * 1000)
     for i in range(10):
@@ -131,7 +130,7 @@ def test_unroutable_replay_stays_in_the_dlq(dead_letters, pki) -> None:
     conn = pika.BlockingConnection(pika.URLParameters(config.broker.url))
     ch = conn.channel()
     ch.confirm_delivery()
-    apply_topology(ch, plan_topology(smaller))
+    apply_configured(ch, smaller)
     conn.close()
     counts = DeadLetterQueue(config.broker).replay(DeadLetterFilter(destination="azr:000300"))
     assert counts == {"replayed": 0, "unroutable": 4, "skipped": 6}
@@ -152,7 +151,7 @@ def test_replayed_events_have_the_workers_ids(fresh_broker_url, pki) -> None:
     conn = pika.BlockingConnection(pika.URLParameters(fresh_broker_url))
     ch = conn.channel()
     ch.confirm_delivery()
-    apply_topology(ch, plan_topology(config))
+    apply_configured(ch, config)
     shared = "urn:de:portal:application:" + "L" * 200
     # the one without an id first: had it an event, that would arrive before the other two (one queue)
     cases = [(None, "portal-a"), (shared + "-1", None), (shared + "-2", None)]

@@ -21,7 +21,7 @@ from hub.errors import ContentTooLarge, XmlRejected
 from hub.limits import SizeLimits
 from hub.publisher import ConfirmingPublisher, publish_envelope
 from hub.samples import make_ozg_application
-from hub.topology import DEAD_QUEUE, INBOUND_CHECKED, apply_topology, plan_topology
+from hub.topology import DEAD_QUEUE, INBOUND_CHECKED, apply_configured
 from tests.integration.helpers import drain, make_config, running_worker
 from tests.integration.test_xta_support import application, sim_config
 from transport.content import ContentPart
@@ -109,7 +109,7 @@ def test_hub_publish_refuses_before_sending(config_file: Path, fresh_broker_url:
 def test_publisher_client_refuses_before_sending(fresh_broker_url: str, pki) -> None:
     config = make_config(fresh_broker_url, pki, "http://127.0.0.1:9/xta")
     connection = pika.BlockingConnection(pika.URLParameters(fresh_broker_url))
-    apply_topology(connection.channel(), plan_topology(config))
+    apply_configured(connection.channel(), config)
     connection.close()
     limits = SizeLimits(max_content_bytes=4096)
     good, _ = make_ozg_application(reader=Party("azr:000100"), author=Party("alp:000001"), seed=9)

@@ -44,7 +44,7 @@ pytestmark = pytest.mark.broker
 @pytest.fixture(scope="module")
 def node() -> Iterator[RabbitNode]:
     """A private broker node (its memory alarm and stops must not touch the shared one on 5672)."""
-    with rabbit_node() as rabbit:
+    with rabbit_node(plugins=("rabbitmq_management",)) as rabbit:
         yield rabbit
 
 
@@ -85,7 +85,7 @@ def _certificate(pki: Any, path: Path, *, days_from: int, days_to: int) -> Path:
 
 def test_broker_stopped_not_ready_with_the_reason_then_ready_again(node: RabbitNode, simulator: RunningSimulator,
                                                                  pki: Any, tmp_path: Path) -> None:
-    config = write_config(tmp_path, node.url, pki, simulator.url)
+    config = write_config(tmp_path, node.url, pki, simulator.url, management_url=node.management_url)
     worker = WorkerProcess(config, "alpha", tmp_path).start()
     assert "consuming hub.deliver.alpha" in wait_readyz(worker, 200, "connected")
     node.stop_app()  # every connection closed, the listener gone
@@ -100,7 +100,7 @@ def test_broker_stopped_not_ready_with_the_reason_then_ready_again(node: RabbitN
 
 def test_breaker_open_not_ready_with_the_reason_then_ready_again(node: RabbitNode, simulator: RunningSimulator,
                                                                pki: Any, tmp_path: Path) -> None:
-    config = write_config(tmp_path, node.url, pki, simulator.url,
+    config = write_config(tmp_path, node.url, pki, simulator.url, management_url=node.management_url,
                           adapter={"breaker": {"consecutive_failures": 3, "cool_down": 10}})
     worker = WorkerProcess(config, "alpha", tmp_path).start()
     wait_readyz(worker, 200, "circuit closed")
@@ -121,7 +121,8 @@ def test_breaker_open_not_ready_with_the_reason_then_ready_again(node: RabbitNod
 def test_expired_signing_certificate_not_ready_with_the_reason_then_ready_after_replacing_it(
         node: RabbitNode, simulator: RunningSimulator, pki: Any, tmp_path: Path) -> None:
     cert = _certificate(pki, tmp_path / "signing.pem", days_from=-30, days_to=-1)
-    config = write_config(tmp_path, node.url, pki, simulator.url, adapter={"signing_cert": str(cert)})
+    config = write_config(tmp_path, node.url, pki, simulator.url, management_url=node.management_url,
+                          adapter={"signing_cert": str(cert)})
     worker = WorkerProcess(config, "alpha", tmp_path).start(wait_ready=False)
     # the key store's verdict comes at once, the broker connection a moment later (a loaded machine):
     # wait for both, then the only problem left is the key
@@ -139,7 +140,7 @@ def test_broker_memory_alarm_not_ready_with_the_reason_then_ready_again(node: Ra
     """The broker blocks a connection only once it publishes during an alarm: a delivery is held at
     the endpoint (its answer delayed) while the alarm goes on, so the worker's next status event is
     what the broker blocks."""
-    config = write_config(tmp_path, node.url, pki, simulator.url)
+    config = write_config(tmp_path, node.url, pki, simulator.url, management_url=node.management_url)
     worker = WorkerProcess(config, "alpha", tmp_path).start()
     wait_readyz(worker, 200, "consuming hub.deliver.alpha")
     simulator.inject(InjectedFault(operation="sendMessage", latency=15))  # accepted, answered 15 s later

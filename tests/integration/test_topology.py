@@ -15,9 +15,8 @@ from hub.topology import (
     TRACKER_QUEUE,
     UNROUTABLE,
     Binding,
-    apply_topology,
+    apply_configured,
     deliver_queue,
-    plan_topology,
 )
 from tests.integration.helpers import drain, make_config
 
@@ -28,7 +27,7 @@ def _apply(config):
     conn = pika.BlockingConnection(pika.URLParameters(config.broker.url))
     ch = conn.channel()
     ch.confirm_delivery()
-    report = apply_topology(ch, plan_topology(config))
+    report = apply_configured(ch, config)
     conn.close()
     return report
 

@@ -37,8 +37,9 @@ READERS = ("azr:000100", "azr:000200", "azr:000300")
 
 def write_config(folder: Path, broker_url: str, pki: dict[str, tuple[Path, Path]], endpoint: str, *,
                  adapter: dict[str, Any] | None = None, schema: str = "builtin:xauslaender/ozg-antrag-130101.xsd",
-                 profile: str = "xta2") -> Path:
-    """A TOML config (as operators write them) with adapters 'alpha' and 'beta'."""
+                 profile: str = "xta2", management_url: str | None = None) -> Path:
+    """A TOML config (as operators write them) with adapters 'alpha' and 'beta'. A broker on a
+    port other than 5672 needs ``management_url`` (the queues' policies)."""
     key, cert = pki["portal"]
     adapters = {
         name: {"profile": profile, "endpoint": endpoint, "timeout": 10, "concurrency": 4, "signing_key": str(key),
@@ -47,7 +48,8 @@ def write_config(folder: Path, broker_url: str, pki: dict[str, tuple[Path, Path]
         for name in ("alpha", "beta")
     }
     doc = {
-        "broker": {"url": broker_url, "heartbeat": 5, "prefetch": 8},
+        "broker": {"url": broker_url, "heartbeat": 5, "prefetch": 8,
+                   **({"management_urls": [management_url]} if management_url else {})},
         "ledger": {"url": f"sqlite:///{folder / 'ledger.db'}"},
         "message_types": [{"code": "OZG.Antrag.130101", "schema": schema,
                            "list_uri": "urn:xoev-de:xauslaender:codeliste:nachrichtentyp", "list_version": "26.11",

@@ -69,6 +69,11 @@ class RabbitNode:
         return f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
 
     @property
+    def management_url(self) -> str | None:
+        """Base URL of its management API (``broker.management_urls``), when the plugin is on."""
+        return f"http://127.0.0.1:{self.management_port}" if self.management_port else None
+
+    @property
     def env(self) -> dict[str, str]:
         home = self.base / "home"
         return {
@@ -194,9 +199,10 @@ class RabbitNode:
 
 
 @contextlib.contextmanager
-def rabbit_node() -> Iterator[RabbitNode]:
-    """A started private node, stopped and removed afterwards whatever happens."""
-    node = RabbitNode()
+def rabbit_node(plugins: Sequence[str] = ()) -> Iterator[RabbitNode]:
+    """A started private node, stopped and removed afterwards whatever happens. Workers on it need
+    ``rabbitmq_management`` (their queues' policies) and ``management_url`` in their config."""
+    node = RabbitNode(plugins=plugins)
     try:
         yield node.start()
     finally:

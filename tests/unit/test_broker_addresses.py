@@ -131,3 +131,19 @@ def test_redacted_addresses() -> None:
     assert redacted_addresses(BrokerConfig(url=NODES[0])) == "amqp://hub:***@mq1.example:5672/hub"
     assert redacted_addresses(BrokerConfig(urls=NODES[:2])) == (
         "any of amqp://hub:***@mq1.example:5672/hub, amqp://hub:***@mq2.example:5672/hub")
+
+
+def test_management_api_addresses_follow_the_nodes_unless_configured() -> None:
+    from hub.management import ManagementApi
+
+    assert _broker({"urls": list(NODES)}).management_addresses == (
+        "http://mq1.example:15672", "http://mq2.example:15672", "http://mq3.example:15672")
+    assert _broker({"url": "amqps://hub:pw@mq.example:5671/hub"}).management_addresses == (
+        "https://mq.example:15671",)
+    configured = _broker({"urls": list(NODES), "management_urls": ["https://mq-admin.example/rabbit/"]})
+    assert configured.management_addresses == ("https://mq-admin.example/rabbit",)
+    api = ManagementApi.from_config(_broker({"url": "amqp://hub:p%40ss@mq1.example:5672/a%2Fb"}))
+    assert api.vhost == "a/b" and api._session.auth == ("hub", "p@ss")
+    assert ManagementApi.from_config(_broker({})).vhost == "/"
+    with pytest.raises(ConfigError, match="broker.management_urls"):
+        _broker({"management_urls": ["mq1.example:15672"]})

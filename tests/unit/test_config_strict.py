@@ -30,6 +30,7 @@ from hub.config import (
     PartyConfig,
     SimulatorConfigModel,
     StatusConfig,
+    TopologyConfig,
     TrackerConfig,
     parse_config,
 )
@@ -59,6 +60,7 @@ SECTIONS: list[tuple[tuple[str | int, ...], type[BaseModel], str]] = [
     (("simulator",), SimulatorConfigModel, "simulator."),
     (("status",), StatusConfig, "status."),
     (("tracker",), TrackerConfig, "tracker."),
+    (("topology",), TopologyConfig, "topology."),
     (("mailboxes", "portal-a"), MailboxConfig, "mailboxes.portal-a."),
     (("mailboxes", "portal-a", "account"), PartyConfig, "mailboxes.portal-a.account."),
     (("message_types", 0), MessageTypeConfig, "message_types[0]."),

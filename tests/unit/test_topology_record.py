@@ -17,6 +17,19 @@ from hub.topology import STATE_QUEUE, apply_topology, plan_topology
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "demo.toml"
 
 
+class _Probe:
+    """The channel an existence probe runs on: no queue exists yet."""
+
+    def queue_declare(self, name: str, passive: bool = False) -> None:
+        assert passive
+        raise pika.exceptions.ChannelClosedByBroker(404, f"NOT_FOUND - no queue '{name}' in vhost '/'")
+
+
+class _Connection:
+    def channel(self) -> _Probe:
+        return _Probe()
+
+
 class _Channel:
     """Records declarations; the state queue's home node is down (404, the channel closes)."""
 
@@ -24,6 +37,7 @@ class _Channel:
         self.queues: list[str] = []
         self.bindings: list[tuple[str, str, str]] = []
         self.is_open = True
+        self.connection = _Connection()
 
     def exchange_declare(self, *args: Any, **kwargs: Any) -> None:
         assert self.is_open
@@ -44,7 +58,7 @@ class _Channel:
 def test_a_worker_declares_everything_while_the_record_is_unavailable() -> None:
     plan = plan_topology(load_config(EXAMPLE, environ={}))
     channel = _Channel()
-    report = apply_topology(channel, plan, remove_stale=False)
+    report = apply_topology(channel, plan, management=None, remove_stale=False)
     assert channel.queues == [q.name for q in plan.queues] == report.queues
     assert {(b.exchange, b.routing_key, b.queue) for b in plan.bindings} <= set(channel.bindings)
 
@@ -52,4 +66,4 @@ def test_a_worker_declares_everything_while_the_record_is_unavailable() -> None:
 def test_the_operators_apply_says_the_record_is_unavailable() -> None:
     plan = plan_topology(load_config(EXAMPLE, environ={}))
     with pytest.raises(BrokerUnavailable, match=rf"{STATE_QUEUE}\) is unavailable: NOT_FOUND - home node"):
-        apply_topology(_Channel(), plan)
+        apply_topology(_Channel(), plan, management=None)
