@@ -1,5 +1,5 @@
-"""Hub processes on the cluster: configs listing every node in ``broker.urls`` (a shared SQLite
-ledger), a portal that publishes in batches, where each client is connected (as the broker sees
+"""Hub processes on the cluster: configs listing every node in ``broker.urls`` and one PostgreSQL
+ledger shared by every worker (a fresh database per test), a portal that publishes in batches, where each client is connected (as the broker sees
 it), a delivery clock that measures failover pauses.
 
 Clients shuffle ``broker.urls`` on every connect and no config turns that off, so a worker
@@ -10,13 +10,15 @@ be pinned (``in_configured_order``), so a test knows the node it starts on.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import threading
 import time
 import tomllib
 import urllib.parse
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,14 +38,56 @@ WORKER_CONNECTION = "hub-worker-alpha"  # hub/worker.py names its consuming conn
 PORTAL_CONNECTION = "cluster-portal"
 
 
-def node_config(folder: Path, urls: Sequence[str], ledger: Path, pki: dict[str, tuple[Path, Path]], endpoint: str,
-                **adapter: Any) -> Path:
-    """A hub config whose ``broker.urls`` lists ``urls`` (all nodes: the client picks) and whose
-    ledger is the one every worker shares (the issue's PostgreSQL ledger, one SQLite file here)."""
+PG_URL = os.environ.get("HUB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@contextlib.contextmanager
+def fresh_ledger() -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database for a ledger, dropped afterwards. FAILS (never
+    skips) when PostgreSQL is not reachable: the issue's workers share a PostgreSQL ledger."""
+    import psycopg
+
+    try:
+        admin = psycopg.connect(PG_URL, autocommit=True, connect_timeout=10)
+    except psycopg.Error as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {PG_URL} ({str(exc).strip()}); start it or set "
+                    "HUB_TEST_POSTGRES_URL")
+    name = f"hub_cluster_{uuid.uuid4().hex[:12]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{PG_URL.rsplit('/', 1)[0]}/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def ledger_delivered(ledger_url: str) -> int:
+    """How many applications the ledger records as delivered (0 when no worker created its table)."""
+    import psycopg
+
+    with psycopg.connect(ledger_url, autocommit=True, connect_timeout=10) as db:
+        if db.execute("SELECT to_regclass('hub_deliveries')").fetchone() == (None,):
+            return 0
+        row = db.execute("SELECT count(*) FROM hub_deliveries WHERE state = 'delivered'").fetchone()
+        return int(row[0]) if row else 0
+
+
+def wait_ledger_delivered(ledger_url: str, count: int, timeout: float = 60.0) -> None:
+    """The shared ledger records exactly ``count`` applications as delivered (the workers really
+    used it; a mark is written just after the simulator got the message, so polled)."""
+    poll(lambda: ledger_delivered(ledger_url) == count, timeout,
+         lambda: f"the ledger records {ledger_delivered(ledger_url)} of {count} as delivered")
+
+
+def node_config(folder: Path, urls: Sequence[str], ledger_url: str, pki: dict[str, tuple[Path, Path]],
+                endpoint: str, **adapter: Any) -> Path:
+    """The one place a cluster test's hub config is written: ``broker.urls`` lists ``urls`` (all
+    nodes: the client picks) and ``ledger.url`` is ``ledger_url``, the PostgreSQL ledger every
+    worker of the adapter shares (``fresh_ledger``)."""
     path = write_config(folder, urls[0], pki, endpoint, adapter=adapter or None)
     doc = tomllib.loads(path.read_text())
     assert doc["ledger"]["url"] == f"sqlite:///{folder / 'ledger.db'}", "write_config's ledger path changed"
-    doc["ledger"]["url"] = f"sqlite:///{ledger}"
+    doc["ledger"]["url"] = ledger_url
     del doc["broker"]["url"]
     doc["broker"]["urls"] = list(urls)
     path.write_text(tomli_w.dumps(doc))
