@@ -112,8 +112,9 @@ def in_configured_order(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hub.broker, "_ORDER", _InOrder())
 
 
-def _client_ports(pid: int) -> set[int]:
-    """Local TCP ports of the sockets process ``pid`` holds open (from /proc: no psutil here)."""
+def _sockets(pid: int) -> list[tuple[int, int, str]]:
+    """(local port, remote port, TCP state in hex) of the TCP sockets process ``pid`` holds open
+    (from /proc: no psutil here; the net tables list the whole namespace, so matched by inode)."""
     inodes = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         try:
@@ -122,13 +123,29 @@ def _client_ports(pid: int) -> set[int]:
             continue
         if target.startswith("socket:["):
             inodes.add(target[len("socket:["):-1])
-    ports = set()
+    found = []
     for table in ("tcp", "tcp6"):
         for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
             fields = line.split()
             if fields[9] in inodes:
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
+                found.append((int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16), fields[3]))
+    return found
+
+
+def _client_ports(pid: int) -> set[int]:
+    """Local TCP ports of the sockets process ``pid`` holds open."""
+    return {local for local, _remote, _state in _sockets(pid)}
+
+
+_ESTABLISHED = "01"
+
+
+def amqp_nodes(cluster: Cluster, pid: int) -> set[str]:
+    """Erlang names of the nodes process ``pid`` has an established AMQP connection to, seen from
+    the process's own sockets: no management API, which can hang while the cluster is partitioned
+    (it waits on the cut-off node). Every broker connection of the process, not one by name."""
+    ports = {n.port: n.node for n in cluster.nodes}
+    return {ports[remote] for _local, remote, state in _sockets(pid) if state == _ESTABLISHED and remote in ports}
 
 
 def _connections(cluster: Cluster, vhost: str, pid: int, name: str) -> list[dict[str, Any]]:
