@@ -1,4 +1,5 @@
-"""One three-node cluster per test session of tests/cluster (starting one costs ~15 s)."""
+"""One three-node cluster per test session of tests/cluster (starting one costs ~15 s); a fresh
+PostgreSQL ledger per test."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.cluster.harness import Cluster, running_cluster
+from tests.cluster.scenario import fresh_ledger
 from tests.reliability.support import reap_processes
 
 
@@ -23,3 +25,11 @@ def _healthy(cluster: Cluster) -> Iterator[None]:
     cluster.recover()
     yield
     reap_processes()
+
+
+@pytest.fixture()
+def ledger_url() -> Iterator[str]:
+    """A new PostgreSQL database for the test's workers to share as their ledger (dropped afterwards);
+    the test fails when PostgreSQL is not reachable."""
+    with fresh_ledger() as url:
+        yield url

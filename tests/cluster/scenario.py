@@ -1,5 +1,5 @@
-"""Hub processes on the cluster: configs listing every node in ``broker.urls`` (a shared SQLite
-ledger), a portal that publishes in batches, where each client is connected (as the broker sees
+"""Hub processes on the cluster: configs listing every node in ``broker.urls`` and one PostgreSQL
+ledger shared by every worker (a fresh database per test), a portal that publishes in batches, where each client is connected (as the broker sees
 it), a delivery clock that measures failover pauses.
 
 Clients shuffle ``broker.urls`` on every connect and no config turns that off, so a worker
@@ -10,13 +10,15 @@ be pinned (``in_configured_order``), so a test knows the node it starts on.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import threading
 import time
 import tomllib
 import urllib.parse
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,14 +38,56 @@ WORKER_CONNECTION = "hub-worker-alpha"  # hub/worker.py names its consuming conn
 PORTAL_CONNECTION = "cluster-portal"
 
 
-def node_config(folder: Path, urls: Sequence[str], ledger: Path, pki: dict[str, tuple[Path, Path]], endpoint: str,
-                **adapter: Any) -> Path:
-    """A hub config whose ``broker.urls`` lists ``urls`` (all nodes: the client picks) and whose
-    ledger is the one every worker shares (the issue's PostgreSQL ledger, one SQLite file here)."""
+PG_URL = os.environ.get("HUB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@contextlib.contextmanager
+def fresh_ledger() -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database for a ledger, dropped afterwards. FAILS (never
+    skips) when PostgreSQL is not reachable: the issue's workers share a PostgreSQL ledger."""
+    import psycopg
+
+    try:
+        admin = psycopg.connect(PG_URL, autocommit=True, connect_timeout=10)
+    except psycopg.Error as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {PG_URL} ({str(exc).strip()}); start it or set "
+                    "HUB_TEST_POSTGRES_URL")
+    name = f"hub_cluster_{uuid.uuid4().hex[:12]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{PG_URL.rsplit('/', 1)[0]}/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def ledger_delivered(ledger_url: str) -> int:
+    """How many applications the ledger records as delivered (0 when no worker created its table)."""
+    import psycopg
+
+    with psycopg.connect(ledger_url, autocommit=True, connect_timeout=10) as db:
+        if db.execute("SELECT to_regclass('hub_deliveries')").fetchone() == (None,):
+            return 0
+        row = db.execute("SELECT count(*) FROM hub_deliveries WHERE state = 'delivered'").fetchone()
+        return int(row[0]) if row else 0
+
+
+def wait_ledger_delivered(ledger_url: str, count: int, timeout: float = 60.0) -> None:
+    """The shared ledger records exactly ``count`` applications as delivered (the workers really
+    used it; a mark is written just after the simulator got the message, so polled)."""
+    poll(lambda: ledger_delivered(ledger_url) == count, timeout,
+         lambda: f"the ledger records {ledger_delivered(ledger_url)} of {count} as delivered")
+
+
+def node_config(folder: Path, urls: Sequence[str], ledger_url: str, pki: dict[str, tuple[Path, Path]],
+                endpoint: str, **adapter: Any) -> Path:
+    """The one place a cluster test's hub config is written: ``broker.urls`` lists ``urls`` (all
+    nodes: the client picks) and ``ledger.url`` is ``ledger_url``, the PostgreSQL ledger every
+    worker of the adapter shares (``fresh_ledger``)."""
     path = write_config(folder, urls[0], pki, endpoint, adapter=adapter or None)
     doc = tomllib.loads(path.read_text())
     assert doc["ledger"]["url"] == f"sqlite:///{folder / 'ledger.db'}", "write_config's ledger path changed"
-    doc["ledger"]["url"] = f"sqlite:///{ledger}"
+    doc["ledger"]["url"] = ledger_url
     del doc["broker"]["url"]
     doc["broker"]["urls"] = list(urls)
     path.write_text(tomli_w.dumps(doc))
@@ -68,8 +112,9 @@ def in_configured_order(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hub.broker, "_ORDER", _InOrder())
 
 
-def _client_ports(pid: int) -> set[int]:
-    """Local TCP ports of the sockets process ``pid`` holds open (from /proc: no psutil here)."""
+def _sockets(pid: int) -> list[tuple[int, int, str]]:
+    """(local port, remote port, TCP state in hex) of the TCP sockets process ``pid`` holds open
+    (from /proc: no psutil here; the net tables list the whole namespace, so matched by inode)."""
     inodes = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         try:
@@ -78,13 +123,29 @@ def _client_ports(pid: int) -> set[int]:
             continue
         if target.startswith("socket:["):
             inodes.add(target[len("socket:["):-1])
-    ports = set()
+    found = []
     for table in ("tcp", "tcp6"):
         for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
             fields = line.split()
             if fields[9] in inodes:
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
+                found.append((int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16), fields[3]))
+    return found
+
+
+def _client_ports(pid: int) -> set[int]:
+    """Local TCP ports of the sockets process ``pid`` holds open."""
+    return {local for local, _remote, _state in _sockets(pid)}
+
+
+_ESTABLISHED = "01"
+
+
+def amqp_nodes(cluster: Cluster, pid: int) -> set[str]:
+    """Erlang names of the nodes process ``pid`` has an established AMQP connection to, seen from
+    the process's own sockets: no management API, which can hang while the cluster is partitioned
+    (it waits on the cut-off node). Every broker connection of the process, not one by name."""
+    ports = {n.port: n.node for n in cluster.nodes}
+    return {ports[remote] for _local, remote, state in _sockets(pid) if state == _ESTABLISHED and remote in ports}
 
 
 def _connections(cluster: Cluster, vhost: str, pid: int, name: str) -> list[dict[str, Any]]:

@@ -26,6 +26,7 @@ from tests.cluster.scenario import (
     node_config,
     starting_at,
     wait_count,
+    wait_ledger_delivered,
     wait_queues_empty,
 )
 from tests.reliability.support import (
@@ -55,13 +56,12 @@ class StayedOffline(AssertionError):
 # off until the node came back. Workers now declare their topology without touching that record when
 # it is unavailable (hub/topology.py), so the worker on the killed node moves to another one.
 def test_leader_node_killed_mid_run_delivers_everything_exactly_once(
-        cluster: Cluster, pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        cluster: Cluster, pki, tmp_path: Path, ledger_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     in_configured_order(monkeypatch)  # the portal (this process) starts on the first of its urls
     vhost = f"nodeloss-{secrets.token_hex(3)}"
     urls = cluster.add_vhost(vhost)
     simulator = serve(simulator_settings(pki))
-    ledger = tmp_path / "ledger.db"
-    workers = [WorkerProcess(node_config(tmp_path / name, starting_at(urls, first), ledger, pki, simulator.url,
+    workers = [WorkerProcess(node_config(tmp_path / name, starting_at(urls, first), ledger_url, pki, simulator.url,
                                          delivery_limit=20), "alpha", tmp_path / name)
                for name, first in (("w1", 1), ("w2", 2))]
     envelopes = applications(COUNT, f"nodeloss-{vhost}", readers=ALPHA_READERS)
@@ -79,7 +79,7 @@ def test_leader_node_killed_mid_run_delivers_everything_exactly_once(
                              lambda n: n is not first and (victim is first or n is victim))
         moving = workers[0] if first is victim else workers[1]
         (portal_node,) = [n for n in cluster.nodes if n not in (first, second)]
-        portal_cfg = node_config(tmp_path / "portal", starting_at(urls, cluster.nodes.index(portal_node)), ledger,
+        portal_cfg = node_config(tmp_path / "portal", starting_at(urls, cluster.nodes.index(portal_node)), ledger_url,
                                  pki, simulator.url)
         portal = Portal(portal_cfg, envelopes)
         portal.start()
@@ -132,3 +132,4 @@ def test_leader_node_killed_mid_run_delivers_everything_exactly_once(
     if landed is None:
         raise StayedOffline(f"the worker on {victim.name} found no other node in {DOWN_SECONDS:.0f}s: "
                             f"see {moving.log_path}")
+    wait_ledger_delivered(ledger_url, COUNT)  # the workers shared the PostgreSQL ledger

@@ -21,6 +21,7 @@ from tests.cluster.scenario import (
     in_configured_order,
     node_config,
     starting_at,
+    wait_ledger_delivered,
     wait_queues_empty,
 )
 from tests.reliability.support import (
@@ -39,15 +40,14 @@ ALPHA_READERS = ("azr:000100", "azr:000200")
 
 
 def test_publisher_node_killed_with_confirms_outstanding_loses_nothing(
-        cluster: Cluster, pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        cluster: Cluster, pki, tmp_path: Path, ledger_url: str, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
     in_configured_order(monkeypatch)
     caplog.set_level(logging.WARNING, logger="hub.publisher")
     vhost = f"pubfail-{secrets.token_hex(3)}"
     urls = cluster.add_vhost(vhost)
     simulator = serve(simulator_settings(pki))
-    ledger = tmp_path / "ledger.db"
-    worker = WorkerProcess(node_config(tmp_path / "w", urls, ledger, pki, simulator.url, delivery_limit=20),
+    worker = WorkerProcess(node_config(tmp_path / "w", urls, ledger_url, pki, simulator.url, delivery_limit=20),
                            "alpha", tmp_path / "w")
     envelopes = applications(COUNT, f"pubfail-{vhost}", readers=ALPHA_READERS)
     clock = DeliveryClock(simulator.store)
@@ -57,7 +57,7 @@ def test_publisher_node_killed_with_confirms_outstanding_loses_nothing(
         assert worker.proc is not None
         consumer = client_node(cluster, vhost, worker.proc.pid)  # also the topology's home: keep it alive
         victim = next(n for n in cluster.nodes if n is not consumer)
-        portal_cfg = node_config(tmp_path / "portal", starting_at(urls, cluster.nodes.index(victim)), ledger, pki,
+        portal_cfg = node_config(tmp_path / "portal", starting_at(urls, cluster.nodes.index(victim)), ledger_url, pki,
                                  simulator.url)
         portal = Portal(portal_cfg, envelopes, batch=50, gap=0.25)
         portal.start()
@@ -94,3 +94,4 @@ def test_publisher_node_killed_with_confirms_outstanding_loses_nothing(
     assert sum(acc.delivered.values()) == COUNT
     assert portal.reconnects >= 1, "the portal never left the killed node"
     assert republished, "no unconfirmed message was published again"
+    wait_ledger_delivered(ledger_url, COUNT)  # the worker wrote to the PostgreSQL ledger

@@ -21,6 +21,7 @@ from tests.cluster.scenario import (
     node_config,
     starting_at,
     wait_count,
+    wait_ledger_delivered,
     wait_queues_empty,
 )
 from tests.reliability.support import (
@@ -36,7 +37,7 @@ from transport.xta.simulator import serve
 
 pytestmark = pytest.mark.broker
 
-COUNT = int(os.environ.get("HUB_CLUSTER_ROLLING_COUNT", "1400"))  # an upper bound: the portal stops after the roll
+COUNT = int(os.environ.get("HUB_CLUSTER_ROLLING_COUNT", "2400"))  # an upper bound: the portal stops after the roll
 ALPHA_READERS = ("azr:000100", "azr:000200")
 
 
@@ -56,17 +57,16 @@ def _graceful_restart(cluster: Cluster, node: RabbitNode, vhost: str) -> float:
 
 
 def test_rolling_restart_of_every_node_under_load_delivers_everything_exactly_once(
-        cluster: Cluster, pki, tmp_path: Path) -> None:
+        cluster: Cluster, pki, tmp_path: Path, ledger_url: str) -> None:
     vhost = f"rolling-{secrets.token_hex(3)}"
     urls = cluster.add_vhost(vhost)
     simulator = serve(simulator_settings(pki))
-    ledger = tmp_path / "ledger.db"
-    workers = [WorkerProcess(node_config(tmp_path / name, starting_at(urls, first), ledger, pki, simulator.url,
+    workers = [WorkerProcess(node_config(tmp_path / name, starting_at(urls, first), ledger_url, pki, simulator.url,
                                          delivery_limit=20), "alpha", tmp_path / name)
                for name, first in (("w1", 1), ("w2", 2))]
     envelopes = applications(COUNT, f"rolling-{vhost}", readers=ALPHA_READERS)
     clock = DeliveryClock(simulator.store)
-    portal_cfg = node_config(tmp_path / "portal", urls, ledger, pki, simulator.url)
+    portal_cfg = node_config(tmp_path / "portal", urls, ledger_url, pki, simulator.url)
     portal = Portal(portal_cfg, envelopes, batch=10, gap=0.5)
     restarts: list[tuple[str, float, int]] = []
     started = time.monotonic()
@@ -105,3 +105,4 @@ def test_rolling_restart_of_every_node_under_load_delivers_everything_exactly_on
     assert acc.dead == {}, f"unexpected dead letters: {acc.dead}"
     assert sum(acc.delivered.values()) == len(sent)
     assert all(meanwhile > 0 for _name, _s, meanwhile in restarts), f"the portal stalled during a restart: {restarts}"
+    wait_ledger_delivered(ledger_url, len(sent))  # the workers shared the PostgreSQL ledger
