@@ -3,7 +3,7 @@ node on 5672, side by side in one run (issue 13).
 
 Each round runs the four variants in turn (order rotated per round): single node with 1 and 2
 workers, cluster with 1 and 2 workers. A variant starts its workers (real `hub worker` processes,
-broker.urls = every node of its broker, one shared SQLite ledger), publishes ``--count``
+broker.urls = every node of its broker, one shared PostgreSQL ledger), publishes ``--count``
 applications of 2 KB through the confirming publisher and measures from the first publish to the
 last delivery at the in-process XTA simulator. Every variant gets its own vhost. The cluster is
 three private nodes of the installed rabbitmq-server (tests/cluster/harness.py); the node on 5672
@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.cluster.harness import running_cluster
-from tests.cluster.scenario import node_config
+from tests.cluster.scenario import fresh_ledger, node_config
 from tests.reliability.support import (
     WorkerProcess,
     applications,
@@ -69,8 +69,9 @@ def run_variant(folder: Path, urls: list[str], workers: int, count: int, pki: di
     """Applications per second from the first publish to the last delivery."""
     simulator = serve(simulator_settings(pki))
     processes: list[WorkerProcess] = []
+    ledger_db = fresh_ledger()  # one PostgreSQL ledger the workers share, as on several hosts
+    ledger = ledger_db.__enter__()
     try:
-        ledger = folder / "ledger.db"
         for n in range(workers):
             path = node_config(folder / f"w{n}", urls, ledger, pki, simulator.url, concurrency=4)
             processes.append(WorkerProcess(path, "alpha", folder).start())
@@ -88,6 +89,7 @@ def run_variant(folder: Path, urls: list[str], workers: int, count: int, pki: di
             process.terminate()
         simulator.stop()
         reap_processes()
+        ledger_db.__exit__(None, None, None)
 
 
 def main() -> None:

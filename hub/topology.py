@@ -29,7 +29,7 @@ override policies and cannot be removed from a queue: the apply reports them
 (``TopologyReport.legacy``) and ``hub topology apply --migrate`` moves such a queue's messages to a
 fresh queue of the same name (``hub/topology_migrate.py``).
 
-Bindings the hub made are remembered in the one-message queue ``hub.topology.state`` (AMQP cannot
+Bindings the hub made are remembered in the one-message quorum queue ``hub.topology.bindings`` (AMQP cannot
 list bindings); the next apply removes those no longer configured and never touches others.
 """
 
@@ -57,7 +57,8 @@ DEAD_EXCHANGE = "hub.dead"
 DEAD_QUEUE = "hub.dead"
 UNROUTABLE = "hub.unroutable"
 STATUS_EXCHANGE = "hub.status"
-STATE_QUEUE = "hub.topology.state"
+STATE_QUEUE = "hub.topology.bindings"  # quorum: readable while a majority of the nodes is up
+LEGACY_STATE_QUEUE = "hub.topology.state"  # the classic queue earlier releases kept it in (one node)
 TRACKER_QUEUE = "hub.tracker"
 REPLIES_EXCHANGE = "hub.replies"
 REPLIES_PARKED = "hub.replies.parked"
@@ -241,17 +242,45 @@ def _declare_exchanges(channel: BlockingChannel) -> None:
     channel.exchange_declare(REPLIES_EXCHANGE, "topic", durable=True)
 
 
-def _read_state(channel: BlockingChannel) -> set[Binding]:
-    """Peek at the last applied binding set (get + requeue keeps it for the next apply)."""
-    channel.queue_declare(STATE_QUEUE, durable=True, arguments={"x-max-length": 1})
-    method, _props, body = channel.basic_get(STATE_QUEUE, auto_ack=False)
+def _peek(channel: BlockingChannel, queue: str) -> set[Binding] | None:
+    """The binding set in ``queue``'s one message, left there (get + requeue); None when empty."""
+    method, _props, body = channel.basic_get(queue, auto_ack=False)
     if method is None:
-        return set()
+        return None
     channel.basic_nack(method.delivery_tag, requeue=True)
     try:
         return {Binding(**b) for b in json.loads(body)["bindings"]}
     except (ValueError, KeyError, TypeError):
         return set()
+
+
+def _read_state(channel: BlockingChannel) -> set[Binding]:
+    """The last applied binding set: from the quorum record, else from an earlier release's
+    classic one (a 404 for its node being down closes the channel, like an unavailable record)."""
+    channel.queue_declare(STATE_QUEUE, durable=True, arguments={"x-queue-type": "quorum", "x-max-length": 1})
+    found = _peek(channel, STATE_QUEUE)
+    if found is not None:
+        return found
+    probe = channel.connection.channel()
+    try:
+        probe.queue_declare(LEGACY_STATE_QUEUE, passive=True)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code == 404 and "home node" in exc.reply_text:
+            raise
+        return set()
+    legacy = _peek(probe, LEGACY_STATE_QUEUE)
+    probe.close()
+    return legacy or set()
+
+
+def _drop_legacy_state(channel: BlockingChannel) -> None:
+    """Delete an earlier release's classic record once the quorum one holds the set."""
+    probe = channel.connection.channel()
+    try:
+        probe.queue_delete(LEGACY_STATE_QUEUE)
+    except pika.exceptions.ChannelClosedByBroker:
+        return  # its node is down: the next apply deletes it
+    probe.close()
 
 
 def _write_state(channel: BlockingChannel, bindings: frozenset[Binding]) -> None:
@@ -278,10 +307,12 @@ def apply_topology(channel: BlockingChannel, plan: TopologyPlan, *, management: 
 
     The channel must be in confirm mode (so the state write is confirmed).
 
-    The record of applied bindings (``hub.topology.state``) is a classic queue: on a cluster it
-    lives on one node. While that node is down a worker (``remove_stale=False``) declares its
-    topology all the same and leaves the record alone (the channel is closed then); the operator's
-    apply, which needs the record to remove stale bindings, fails saying so.
+    The record of applied bindings (``hub.topology.bindings``) is a quorum queue. An earlier
+    release kept it in the classic queue ``hub.topology.state``, on one node: it is read while the
+    new record is empty and deleted by the operator's apply. While it is unavailable (its node
+    down) a worker (``remove_stale=False``) declares its topology all the same and leaves the
+    record alone (the channel is closed then); the operator's apply, which needs the record to
+    remove stale bindings, fails saying so.
     """
     report = TopologyReport()
     states: dict[str, QueueState] | None = None
@@ -430,6 +461,7 @@ def _record(channel: BlockingChannel, plan: TopologyPlan, report: TopologyReport
         report.removed.append(binding)
     if previous != plan.bindings:
         _write_state(channel, plan.bindings)
+    _drop_legacy_state(channel)
 
 
 def apply_configured(channel: BlockingChannel, config: HubConfig, *, remove_stale: bool = True) -> TopologyReport:

@@ -32,7 +32,7 @@ from hub.publisher import ResilientPublisher
 from hub.topology import INBOUND_CHECKED
 from tests.cluster.harness import Cluster, poll
 from tests.reliability.support import WorkerProcess, load, write_config
-from tests.support.rabbitmq_node import RabbitNode
+from tests.support.rabbitmq_node import RabbitNode, management_urls_for
 
 WORKER_CONNECTION = "hub-worker-alpha"  # hub/worker.py names its consuming connection after the adapter
 PORTAL_CONNECTION = "cluster-portal"
@@ -90,6 +90,9 @@ def node_config(folder: Path, urls: Sequence[str], ledger_url: str, pki: dict[st
     doc["ledger"]["url"] = ledger_url
     del doc["broker"]["url"]
     doc["broker"]["urls"] = list(urls)
+    management = management_urls_for(urls)  # the private nodes' APIs (policies), not 15672's
+    if management:
+        doc["broker"]["management_urls"] = management
     path.write_text(tomli_w.dumps(doc))
     return path
 

@@ -54,7 +54,8 @@ class StayedOffline(AssertionError):
 # Found by this test: hub.topology.state is a classic queue, homed on one node; while that node was
 # down every reconnecting worker's topology declare failed (404 "home node ... is down") and it backed
 # off until the node came back. Workers now declare their topology without touching that record when
-# it is unavailable (hub/topology.py), so the worker on the killed node moves to another one.
+# it is unavailable (hub/topology.py), so the worker on the killed node moves to another one; the
+# record is now the quorum queue hub.topology.bindings.
 def test_leader_node_killed_mid_run_delivers_everything_exactly_once(
         cluster: Cluster, pki, tmp_path: Path, ledger_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     in_configured_order(monkeypatch)  # the portal (this process) starts on the first of its urls

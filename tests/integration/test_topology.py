@@ -88,3 +88,38 @@ def test_unknown_destination_reported_to_publisher(broker_url, pki):
             f_unknown.result(timeout=10)
     assert _queue_depth(broker_url, deliver_queue("alpha")) == 1
     assert _queue_depth(broker_url, UNROUTABLE) == 0
+
+
+def test_the_record_moves_from_the_classic_queue_of_an_earlier_release(fresh_broker_url, pki):
+    """An earlier release remembered its bindings in the classic queue hub.topology.state: the
+    first apply reads them from there (so a binding it made is still removed when it goes), keeps
+    them in the quorum record and deletes the classic queue."""
+    import json
+
+    from hub.topology import LEGACY_STATE_QUEUE, STATE_QUEUE
+
+    config = make_config(fresh_broker_url, pki, "http://127.0.0.1:9/xta")
+    old = Binding(INBOUND, "azr:000900", deliver_queue("alpha"))  # an authority no longer configured
+    conn = pika.BlockingConnection(pika.URLParameters(fresh_broker_url))
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.exchange_declare(INBOUND, "topic", durable=True, arguments={"alternate-exchange": UNROUTABLE})
+    ch.queue_declare(deliver_queue("alpha"), durable=True, arguments={"x-queue-type": "quorum"})
+    ch.queue_bind(old.queue, old.exchange, routing_key=old.routing_key)
+    ch.queue_declare(LEGACY_STATE_QUEUE, durable=True, arguments={"x-max-length": 1})
+    ch.basic_publish("", LEGACY_STATE_QUEUE, json.dumps({"bindings": [old.__dict__]}).encode(),
+                     pika.BasicProperties(delivery_mode=2))
+    conn.close()
+
+    first = _apply(config)
+    assert first.removed == [old]
+    conn = pika.BlockingConnection(pika.URLParameters(fresh_broker_url))
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker, match="NOT_FOUND"):
+        conn.channel().queue_declare(LEGACY_STATE_QUEUE, passive=True)
+    ch = conn.channel()
+    record = ch.queue_declare(STATE_QUEUE, passive=True)
+    assert record.method.message_count == 1
+    conn.close()
+    second = _apply(config)
+    assert second.added == [] and second.removed == []
+    assert _queue_depth(fresh_broker_url, STATE_QUEUE) == 1

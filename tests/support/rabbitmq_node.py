@@ -22,6 +22,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -39,6 +40,20 @@ def _tool(name: str) -> str:
     found = shutil.which(name)
     if found is None:
         raise RuntimeError(f"{name} not found: install Debian's rabbitmq-server (scripts/bootstrap.sh)")
+    return found
+
+
+# every private node by its AMQP port: a config naming a node finds its management API here
+NODES_BY_PORT: dict[int, RabbitNode] = {}
+
+
+def management_urls_for(urls: Sequence[str]) -> list[str]:
+    """``broker.management_urls`` for AMQP URLs of private nodes (with the plugin on)."""
+    found = []
+    for url in urls:
+        node = NODES_BY_PORT.get(urllib.parse.urlsplit(url).port or 5672)
+        if node is not None and node.management_url is not None:
+            found.append(node.management_url)
     return found
 
 
@@ -62,6 +77,7 @@ class RabbitNode:
         self.erl_args = erl_args  # RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS: no spaces inside one term
         self.plugins = tuple(plugins)
         self.management_port = free_port() if "rabbitmq_management" in self.plugins else None
+        NODES_BY_PORT[self.port] = self
 
     @property
     def url(self) -> str:

@@ -1,6 +1,7 @@
-"""The record of applied bindings (``hub.topology.state``) is a classic queue, homed on one node of a
-cluster. While that node is down a worker still declares its whole topology (and starts); the
-operator's apply, which needs the record to remove stale bindings, fails saying so."""
+"""The record of applied bindings (``hub.topology.bindings``, a quorum queue; an earlier release's
+classic ``hub.topology.state`` homed on one node). While it is unavailable a worker still declares
+its whole topology (and starts); the operator's apply, which needs the record to remove stale
+bindings, fails saying so."""
 
 from __future__ import annotations
 
