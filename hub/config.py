@@ -93,6 +93,9 @@ class BrokerConfig(_Strict):
             raise ValueError("both url and urls are set: keep one (urls lists several nodes of a cluster)")
         if self.urls is not None and not self.urls:  # a template's empty list must not mean localhost
             raise ValueError("urls is empty: list every node of the cluster (or set url)")
+        if any("@" in urlsplit(u).netloc for u in self.management_urls or ()):
+            # (it would show in messages; the API is called with the AMQP user's credentials)
+            raise ValueError("management_urls: no user or password in the URL (the AMQP user's are used)")
         if self.urls is not None and len({_login(u) for u in self.urls}) > 1:
             # users and vhosts are cluster-wide: a node with other credentials would refuse at random
             raise ValueError("urls: every node must be given with the same user, password and vhost")

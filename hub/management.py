@@ -25,7 +25,8 @@ from hub.config import BrokerConfig
 from hub.errors import BrokerAccessRefused, BrokerUnavailable, ConfigError
 
 _ORDER = random.SystemRandom()
-TIMEOUT = 5.0  # seconds per call and node: a paused node must not stall a reconnecting worker long
+TIMEOUT = 5.0  # seconds per call and node (the operator's apply)
+WORKER_TIMEOUT = 2.0  # a reconnecting worker's: during a partition the majority's API can take 15-20 s
 
 
 @dataclass(frozen=True)
@@ -65,12 +66,12 @@ class ManagementApi:
         self._session.auth = (user, password)
 
     @classmethod
-    def from_config(cls, config: BrokerConfig) -> ManagementApi:
+    def from_config(cls, config: BrokerConfig, *, timeout: float = TIMEOUT) -> ManagementApi:
         """The API of the broker the AMQP URLs name, with their user and vhost."""
         parts = urlsplit(config.url)
         vhost = parts.path[1:] if parts.path not in ("", "/") else "/"
         return cls(config.management_addresses, unquote(parts.username or "guest"),
-                   unquote(parts.password or "guest"), unquote(vhost))
+                   unquote(parts.password or "guest"), unquote(vhost), timeout=timeout)
 
     def close(self) -> None:
         self._session.close()

@@ -47,7 +47,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from hub.config import HubConfig, TopologyConfig
 from hub.errors import BrokerUnavailable, ConfigError, HubError
-from hub.management import ManagementApi, Policy, QueueState
+from hub.management import TIMEOUT, WORKER_TIMEOUT, ManagementApi, Policy, QueueState
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,9 @@ LEGACY_STATE_QUEUE = "hub.topology.state"  # the classic queue earlier releases 
 TRACKER_QUEUE = "hub.tracker"
 REPLIES_EXCHANGE = "hub.replies"
 REPLIES_PARKED = "hub.replies.parked"
-# queue arguments that policies carry now: an earlier release's queue with one of them overrides
-# the hub's policy (RabbitMQ: arguments win; for lengths and TTLs the lower value applies)
+# queue arguments that policies carry now: on an earlier release's queue with one of them the
+# argument wins over the hub's policy (dead-lettering), or the lower of the two applies (delivery
+# limit, lengths, TTL): a raised limit or a longer delay never takes effect there
 POLICY_ARGUMENTS = {
     "x-delivery-limit": "delivery-limit",
     "x-dead-letter-exchange": "dead-letter-exchange",
@@ -147,7 +148,7 @@ class LegacyQueue:
     def describe(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in sorted(self.arguments.items()))
         return (f"{self.name}: declared by an earlier release with queue arguments {args}; they override "
-                f"its policy, so the configured values do not apply to it ({self.messages} messages, "
+                f"its policy (a raised limit or a longer delay does not apply) ({self.messages} messages, "
                 f"{self.consumers} consumers). Stop its workers and run `hub topology apply --migrate`")
 
 
@@ -254,23 +255,25 @@ def _peek(channel: BlockingChannel, queue: str) -> set[Binding] | None:
         return set()
 
 
-def _read_state(channel: BlockingChannel) -> set[Binding]:
-    """The last applied binding set: from the quorum record, else from an earlier release's
-    classic one (a 404 for its node being down closes the channel, like an unavailable record)."""
+def _read_state(channel: BlockingChannel) -> tuple[set[Binding], bool]:
+    """The last applied binding set, and whether the quorum record holds it: else it comes from
+    an earlier release's classic record (or there is none), and must be written to the quorum
+    record. A 404 for the classic record's node being down closes the channel, like an
+    unavailable record."""
     channel.queue_declare(STATE_QUEUE, durable=True, arguments={"x-queue-type": "quorum", "x-max-length": 1})
     found = _peek(channel, STATE_QUEUE)
     if found is not None:
-        return found
+        return found, True
     probe = channel.connection.channel()
     try:
         probe.queue_declare(LEGACY_STATE_QUEUE, passive=True)
     except pika.exceptions.ChannelClosedByBroker as exc:
         if exc.reply_code == 404 and "home node" in exc.reply_text:
             raise
-        return set()
+        return set(), False
     legacy = _peek(probe, LEGACY_STATE_QUEUE)
     probe.close()
-    return legacy or set()
+    return legacy or set(), False
 
 
 def _drop_legacy_state(channel: BlockingChannel) -> None:
@@ -323,7 +326,7 @@ def apply_topology(channel: BlockingChannel, plan: TopologyPlan, *, management: 
         else:
             try:
                 _same_broker(channel, management)
-                _apply_policies(management, plan, report, remove_stale)  # before the queues: born with them
+                _apply_policies(channel, management, plan, report, remove_stale)  # before the queues: born with them
                 states = management.queues("hub.")
             except HubError as exc:
                 if remove_stale:
@@ -375,8 +378,23 @@ def _same_broker(channel: BlockingChannel, management: ManagementApi) -> None:
                           "nodes in broker.url(s)")
 
 
-def _apply_policies(management: ManagementApi, plan: TopologyPlan, report: TopologyReport,
-                    remove_stale: bool) -> None:
+def _live_depth(channel: BlockingChannel, queue: str) -> int:
+    """Messages in ``queue`` now (a passive declare on a channel of its own; 0 when it is gone)."""
+    probe = channel.connection.channel()
+    try:
+        depth = int(probe.queue_declare(queue, passive=True).method.message_count)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code == 404:
+            return 0
+        raise
+    probe.close()
+    return depth
+
+
+def _apply_policies(channel: BlockingChannel, management: ManagementApi, plan: TopologyPlan,
+                    report: TopologyReport, remove_stale: bool) -> None:
+    """Set the plan's policies; remove the hub's policies of queues no longer configured, except
+    while such a queue still holds messages (a wait queue's TTL and dead-lettering return them)."""
     current = management.policies()
     wanted = plan.policies()
     for name, policy in sorted(wanted.items()):
@@ -388,6 +406,11 @@ def _apply_policies(management: ManagementApi, plan: TopologyPlan, report: Topol
     if remove_stale:
         for name, policy in sorted(current.items()):
             if name not in wanted and is_hub_policy(policy):
+                held = _live_depth(channel, name)  # (the API's count lags by seconds)
+                if held:
+                    report.notes.append(f"{name} is no longer configured but holds {held} messages: its "
+                                        "policy stays until it is empty (then apply again, and delete the queue)")
+                    continue
                 management.delete_policy(name)
                 report.policies_removed.append(name)
 
@@ -450,21 +473,33 @@ def _declare(channel: BlockingChannel, plan: TopologyPlan, report: TopologyRepor
 def _record(channel: BlockingChannel, plan: TopologyPlan, report: TopologyReport, remove_stale: bool) -> None:
     """Compare with the last applied bindings: report what is new, remove what is gone (operators
     only), remember the set."""
-    previous = _read_state(channel)
+    previous, recorded = _read_state(channel)
     report.added.extend(b for b in sorted(plan.bindings) if b not in previous)
     if not remove_stale:
-        if not plan.bindings <= previous:  # remember new bindings, keep the old ones for the operator
+        if not recorded or not plan.bindings <= previous:  # remember new bindings, keep the old ones
             _write_state(channel, plan.bindings | previous)
         return
     for binding in sorted(previous - plan.bindings):
         channel.queue_unbind(binding.queue, binding.exchange, routing_key=binding.routing_key)
         report.removed.append(binding)
-    if previous != plan.bindings:
-        _write_state(channel, plan.bindings)
-    _drop_legacy_state(channel)
+    if not recorded or previous != plan.bindings:
+        _write_state(channel, plan.bindings)  # confirmed (confirm mode) before the classic record goes
+    if not recorded:
+        _drop_legacy_state(channel)
 
 
 def apply_configured(channel: BlockingChannel, config: HubConfig, *, remove_stale: bool = True) -> TopologyReport:
-    """``apply_topology`` of the configured topology, with the configured broker's management API."""
-    with ManagementApi.from_config(config.broker) as management:
+    """``apply_topology`` of the configured topology, with the configured broker's management API
+    (a worker's calls with a short timeout: its reconnect must not wait on a slow API)."""
+    timeout = TIMEOUT if remove_stale else WORKER_TIMEOUT
+    try:
+        management = ManagementApi.from_config(config.broker, timeout=timeout)
+    except ConfigError as exc:
+        if remove_stale:
+            raise
+        log.warning("topology: queue policies not checked (%s); `hub topology apply` sets them", exc)
+        report = apply_topology(channel, plan_topology(config), management=None, remove_stale=False)
+        report.policy_problem = str(exc)
+        return report
+    with management:
         return apply_topology(channel, plan_topology(config), management=management, remove_stale=remove_stale)

@@ -22,6 +22,7 @@ anywhere leaves every message in one of the two durable queues; running the comm
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 MIGRATING_SUFFIX = ".migrating"
 _DELETE_ATTEMPTS = 5
+SETTLE = 1.0  # seconds for publishes routed just before the bindings moved to reach the queue
 
 
 def parking_queue(queue: str) -> str:
@@ -66,12 +68,22 @@ def migrate_queues(connection: BlockingConnection, plan: TopologyPlan, managemen
     unknown = sorted(wanted - set(specs))
     if unknown:
         raise ConfigError(f"not queues of the configured topology: {', '.join(unknown)}")
-    # a worker consumes its delivery (and report) queue and publishes into its wait queues
-    busy = [f"{name} ({state.consumers})" for name, state in sorted(states.items())
-            if state.consumers and (name in wanted or name.startswith(("hub.deliver.", "hub.report.")))]
-    if wanted and busy:
+    # a wait queue dead-letters into its target: parked with it, so nothing expires towards a queue
+    # that is momentarily gone (legacy or not)
+    wanted |= {spec.name for spec in plan.queues if _is_wait_queue(spec) and spec.name in states
+               and (spec.policy or {}).get("dead-letter-routing-key") in wanted}
+    if not wanted:
+        return MigrationReport()
+    # a worker consumes its delivery (and report) queue and publishes into its wait queues; the
+    # live count (the API's lags by seconds)
+    watched = sorted(name for name in set(states) | wanted
+                     if name in wanted or name.startswith(("hub.deliver.", "hub.report.")))
+    busy = [f"{name} ({count})" for name in watched if (count := _consumers(connection, name))]
+    if busy:
         raise ConfigError("stop the workers first: consumers on " + ", ".join(busy)
                           + " (queues are migrated while no worker runs)")
+    for name in wanted:
+        _check_fits(specs[name], sum(states[q].messages for q in (name, parking_queue(name)) if q in states))
     # wait queues first when parking (they dead-letter into the others), last when restoring
     order = sorted(wanted, key=lambda name: (not _is_wait_queue(specs[name]), name))
     report = MigrationReport()
@@ -84,6 +96,28 @@ def migrate_queues(connection: BlockingConnection, plan: TopologyPlan, managemen
         report.moved[name] = _restore(channel, specs[name], plan)
     channel.close()
     return report
+
+
+def _consumers(connection: BlockingConnection, queue: str) -> int:
+    """The queue's consumers now (a passive declare; 0 when it does not exist)."""
+    probe = connection.channel()
+    try:
+        count = int(probe.queue_declare(queue, passive=True).method.consumer_count)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code == 404:
+            return 0
+        raise
+    probe.close()
+    return count
+
+
+def _check_fits(spec: QueueSpec, messages: int) -> None:
+    """The fresh queue refuses publishes beyond its lengths (reject-publish): a backlog above
+    ``queue_max_length`` could never move back."""
+    limit = (spec.policy or {}).get("max-length")
+    if limit is not None and messages > int(limit):
+        raise ConfigError(f"{spec.name} holds {messages} messages, more than its configured max length {limit}: "
+                          "raise queue_max_length (at least for the migration), then migrate")
 
 
 def _bindings(plan: TopologyPlan, queue: str) -> list[tuple[str, str]]:
@@ -136,13 +170,20 @@ def _move(channel: BlockingChannel, source: str, target: str) -> int:
 
 
 def _move_and_delete(channel: BlockingChannel, source: str, target: str) -> None:
-    """Move everything from ``source`` to ``target``, then delete ``source`` once it is empty (a
-    message that arrived meanwhile is moved in the next round). Quorum queues have no
-    delete-if-empty: nothing routes to ``source`` any more (its bindings moved, its workers are
-    stopped, the wait queues that dead-letter into it are parked), so empty stays empty."""
+    """Move everything from ``source`` to ``target``, then delete ``source`` once it stayed empty
+    for ``SETTLE`` seconds with no consumer. Quorum queues have no delete-if-empty: nothing routes
+    to ``source`` any more (its bindings moved, its workers are stopped, the wait queues that
+    dead-letter into it are parked), but a publish routed just before its binding moved may still
+    be on its way."""
+    time.sleep(SETTLE)
     for _ in range(_DELETE_ATTEMPTS):
         _move(channel, source, target)
-        if channel.queue_declare(source, passive=True).method.message_count == 0:
+        time.sleep(SETTLE)
+        declared = channel.queue_declare(source, passive=True).method
+        if declared.consumer_count:
+            raise ConfigError(f"a consumer appeared on {source} while it was being migrated: stop the workers and "
+                              "run `hub topology apply --migrate` again (nothing was lost)")
+        if declared.message_count == 0:
             channel.queue_delete(source)
             return
     raise ConfigError(f"{source} keeps receiving messages while being migrated: stop what publishes to it "

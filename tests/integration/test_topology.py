@@ -123,3 +123,25 @@ def test_the_record_moves_from_the_classic_queue_of_an_earlier_release(fresh_bro
     second = _apply(config)
     assert second.added == [] and second.removed == []
     assert _queue_depth(fresh_broker_url, STATE_QUEUE) == 1
+
+
+def test_an_unchanged_classic_record_is_kept_in_the_quorum_record(fresh_broker_url, pki):
+    """The usual upgrade: the classic record holds exactly the configured bindings. It must not be
+    deleted without writing them to the quorum record (the next apply would forget them)."""
+    import json
+
+    from hub.topology import LEGACY_STATE_QUEUE, STATE_QUEUE, plan_topology
+
+    config = make_config(fresh_broker_url, pki, "http://127.0.0.1:9/xta")
+    bindings = sorted(plan_topology(config).bindings)
+    conn = pika.BlockingConnection(pika.URLParameters(fresh_broker_url))
+    ch = conn.channel()
+    ch.queue_declare(LEGACY_STATE_QUEUE, durable=True, arguments={"x-max-length": 1})
+    ch.basic_publish("", LEGACY_STATE_QUEUE, json.dumps({"bindings": [b.__dict__ for b in bindings]}).encode(),
+                     pika.BasicProperties(delivery_mode=2))
+    conn.close()
+    first = _apply(config)
+    assert first.added == [] and first.removed == []
+    assert _queue_depth(fresh_broker_url, STATE_QUEUE) == 1
+    second = _apply(config)
+    assert second.added == [] and second.removed == []

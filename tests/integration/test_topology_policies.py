@@ -143,7 +143,9 @@ def _declare_like_an_earlier_release(url: str) -> None:
 
 
 def _ids(url: str, queue: str, count: int) -> list[str]:
-    return [str(p.message_id) for p, _ in drain(url, queue, count)]
+    got = [str(p.message_id) for p, _ in drain(url, queue, count, timeout=120)]
+    assert len(got) == count, f"drained {len(got)} of {count}"
+    return got
 
 
 def test_queues_of_an_earlier_release_are_reported_then_migrated(fresh_broker_url: str, pki: Any,
@@ -200,6 +202,7 @@ def test_queues_of_an_earlier_release_are_reported_then_migrated(fresh_broker_ur
                                                mandatory=True)
                     published.append(message_id)
                     i += 1
+                    time.sleep(0.01)  # a portal's pace, not a flood: the check drains them one by one
         except BaseException as exc:  # noqa: BLE001 - e.g. UnknownDestination: no queue was bound
             errors.append(exc)
 
@@ -250,7 +253,8 @@ def test_an_interrupted_migration_resumes(fresh_broker_url: str, pki: Any) -> No
     with ManagementApi.from_config(config.broker) as management:
         report = migrate_queues(connection, plan, management, [])  # nothing legacy left: the leftover resumes
     connection.close()
-    assert report.moved == {QUEUE: 31}
+    assert report.moved[QUEUE] == 31  # (its wait queue, which dead-letters into it, moved along)
+    assert report.moved == {QUEUE: 31, retry_queue("alpha", 1): 0}
     assert sorted(_ids(url, QUEUE, 31)) == sorted(f"m-{i}" for i in range(31))
 
 
@@ -296,3 +300,24 @@ def test_without_a_management_api_a_worker_declares_and_the_operator_stops(fresh
     # the operator's apply later gives the worker-made queue its policy
     assert QUEUE in _apply(config).policies_set
     assert _deliveries_until_dead_lettered(fresh_broker_url, "poison") == 4
+
+
+def test_the_policy_of_a_removed_wait_queue_stays_while_it_holds_messages(fresh_broker_url: str, pki: Any) -> None:
+    """Shortening retry_delays: hub.retry.alpha.2 is no longer configured, but what waits in it must
+    still come back (its TTL and dead-lettering are its policy)."""
+    url = fresh_broker_url
+    _apply(_config(url, pki, limit=5, delays=[1, 15]))
+    _publish(url, retry_queue("alpha", 2), b"<r/>", "still-waiting")
+    shorter = _apply(_config(url, pki, limit=5, delays=[1]))
+    assert retry_queue("alpha", 2) not in shorter.policies_removed
+    assert any(note.startswith(f"{retry_queue('alpha', 2)} is no longer configured but holds 1 messages")
+               for note in shorter.notes), shorter.notes
+    got = drain(url, QUEUE, 1, timeout=60)  # its TTL still returns it
+    assert [p.message_id for p, _ in got] == ["still-waiting"]
+    assert retry_queue("alpha", 2) in _apply(_config(url, pki, limit=5, delays=[1])).policies_removed
+
+
+def _messages(broker: BrokerConfig, queue: str) -> int:
+    with ManagementApi.from_config(broker) as management:
+        state = management.queues(queue).get(queue)
+    return state.messages if state else -1

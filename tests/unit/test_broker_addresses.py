@@ -147,3 +147,8 @@ def test_management_api_addresses_follow_the_nodes_unless_configured() -> None:
     assert ManagementApi.from_config(_broker({})).vhost == "/"
     with pytest.raises(ConfigError, match="broker.management_urls"):
         _broker({"management_urls": ["mq1.example:15672"]})
+    with pytest.raises(ConfigError, match="no user or password in the URL") as refused:
+        _broker({"management_urls": [f"http://hub:{SECRET}@mq1.example:15672"]})
+    assert SECRET not in str(refused.value)
+    # a node on another AMQP port gets no guessed API (it could be another broker's)
+    assert _broker({"url": "amqp://hub:pw@mq.example:5673/hub"}).management_addresses == ()
