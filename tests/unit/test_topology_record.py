@@ -68,3 +68,32 @@ def test_the_operators_apply_says_the_record_is_unavailable() -> None:
     plan = plan_topology(load_config(EXAMPLE, environ={}))
     with pytest.raises(BrokerUnavailable, match=rf"{STATE_QUEUE}\) is unavailable: NOT_FOUND - home node"):
         apply_topology(_Channel(), plan, management=None)
+
+
+def test_a_worker_without_a_management_address_declares_without_policies() -> None:
+    """A broker on another AMQP port and no broker.management_urls: the operator's apply stops with
+    the configuration error, a worker declares its topology and says why its policies are unchecked."""
+    from hub.errors import ConfigError
+    from hub.topology import apply_configured
+
+    config = load_config(EXAMPLE, environ={"AMQP_URL": "amqp://hub:pw@mq.example:5673/hub"})
+    channel = _OpenRecordChannel()
+    report = apply_configured(channel, config, remove_stale=False)
+    assert report.policy_problem is not None and "broker.management_urls: not set" in report.policy_problem
+    assert channel.queues == [q.name for q in plan_topology(config).queues]
+    with pytest.raises(ConfigError, match="broker.management_urls: not set"):
+        apply_configured(_OpenRecordChannel(), config)
+
+
+class _OpenRecordChannel(_Channel):
+    """Like ``_Channel``, but the record is there (empty) and takes writes."""
+
+    def queue_declare(self, name: str, **kwargs: Any) -> None:
+        if name != STATE_QUEUE:
+            super().queue_declare(name, **kwargs)
+
+    def basic_get(self, queue: str, auto_ack: bool = False) -> tuple[None, None, None]:
+        return None, None, None
+
+    def basic_publish(self, *args: Any, **kwargs: Any) -> None:
+        pass
