@@ -1,4 +1,5 @@
-"""One three-node cluster per test session of tests/cluster (starting one costs ~15 s); a fresh
+"""One three-node cluster for the tests of tests/cluster (starting one costs 15-40 s), stopped
+after the last of them (package scope: it must not idle through the rest of the suite); a fresh
 PostgreSQL ledger per test."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from tests.cluster.scenario import fresh_ledger
 from tests.reliability.support import reap_processes
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster() -> Iterator[Cluster]:
     with running_cluster() as started:
         print(f"\ncluster of {len(started.nodes)} started in {started.start_seconds:.1f}s")
