@@ -378,17 +378,28 @@ def _same_broker(channel: BlockingChannel, management: ManagementApi) -> None:
                           "nodes in broker.url(s)")
 
 
-def _live_depth(channel: BlockingChannel, queue: str) -> int:
-    """Messages in ``queue`` now (a passive declare on a channel of its own; 0 when it is gone)."""
+def queue_counts(channel: BlockingChannel, queue: str) -> tuple[int, int] | None:
+    """(ready messages, consumers) of ``queue`` now, or None when it does not exist: a passive
+    declare on a channel of its own, which the broker closes when the queue is not there (the
+    management API's counts lag by seconds)."""
     probe = channel.connection.channel()
     try:
-        depth = int(probe.queue_declare(queue, passive=True).method.message_count)
+        declared = probe.queue_declare(queue, passive=True).method
     except pika.exceptions.ChannelClosedByBroker as exc:
         if exc.reply_code == 404:
-            return 0
+            return None
         raise
     probe.close()
-    return depth
+    return int(declared.message_count), int(declared.consumer_count)
+
+
+def declare_unless_exists(channel: BlockingChannel, name: str, arguments: dict[str, Any]) -> bool:
+    """Declare ``name`` with ``arguments`` unless it exists (then it is taken as it is: declaration
+    arguments are fixed, an earlier release's differ); True when it was created."""
+    if queue_counts(channel, name) is not None:
+        return False
+    channel.queue_declare(name, durable=True, arguments=arguments)
+    return True
 
 
 def _apply_policies(channel: BlockingChannel, management: ManagementApi, plan: TopologyPlan,
@@ -406,7 +417,7 @@ def _apply_policies(channel: BlockingChannel, management: ManagementApi, plan: T
     if remove_stale:
         for name, policy in sorted(current.items()):
             if name not in wanted and is_hub_policy(policy):
-                held = _live_depth(channel, name)  # (the API's count lags by seconds)
+                held = (queue_counts(channel, name) or (0, 0))[0]
                 if held:
                     report.notes.append(f"{name} is no longer configured but holds {held} messages: its "
                                         "policy stays until it is empty (then apply again, and delete the queue)")
@@ -436,26 +447,15 @@ def _inspect(plan: TopologyPlan, states: dict[str, QueueState], report: Topology
 
 
 def _declare_queue(channel: BlockingChannel, spec: QueueSpec, states: dict[str, QueueState] | None) -> bool:
-    """Declare ``spec`` unless it exists (then it is taken as it is: its declaration arguments are
-    fixed, an earlier release's differ); True when it was created. Whether it exists, the
-    management API said (``states``); without it, a probe on a channel of its own, which the
-    broker closes when the queue is not there."""
-    if states is not None:
-        if spec.name in states:
-            channel.queue_declare(spec.name, passive=True)
-            return False
-        channel.queue_declare(spec.name, durable=True, arguments=spec.arguments)
-        return True
-    probe = channel.connection.channel()
-    try:
-        probe.queue_declare(spec.name, passive=True)
-    except pika.exceptions.ChannelClosedByBroker as exc:
-        if exc.reply_code != 404:
-            raise
-        channel.queue_declare(spec.name, durable=True, arguments=spec.arguments)
-        return True
-    probe.close()
-    return False
+    """Declare ``spec`` unless it exists (``declare_unless_exists``); True when it was created.
+    Whether it exists, the management API said (``states``: no probe channel per queue)."""
+    if states is None:
+        return declare_unless_exists(channel, spec.name, spec.arguments)
+    if spec.name in states:
+        channel.queue_declare(spec.name, passive=True)
+        return False
+    channel.queue_declare(spec.name, durable=True, arguments=spec.arguments)
+    return True
 
 
 def _declare(channel: BlockingChannel, plan: TopologyPlan, report: TopologyReport,

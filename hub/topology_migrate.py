@@ -26,13 +26,11 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import pika
-import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from hub.errors import ConfigError
 from hub.management import ManagementApi
-from hub.topology import QueueSpec, TopologyPlan
+from hub.topology import QueueSpec, TopologyPlan, declare_unless_exists, queue_counts
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +76,9 @@ def migrate_queues(connection: BlockingConnection, plan: TopologyPlan, managemen
     # live count (the API's lags by seconds)
     watched = sorted(name for name in set(states) | wanted
                      if name in wanted or name.startswith(("hub.deliver.", "hub.report.")))
-    busy = [f"{name} ({count})" for name in watched if (count := _consumers(connection, name))]
+    channel = connection.channel()
+    channel.confirm_delivery()
+    busy = [f"{name} ({counts[1]})" for name in watched if (counts := queue_counts(channel, name)) and counts[1]]
     if busy:
         raise ConfigError("stop the workers first: consumers on " + ", ".join(busy)
                           + " (queues are migrated while no worker runs)")
@@ -87,8 +87,6 @@ def migrate_queues(connection: BlockingConnection, plan: TopologyPlan, managemen
     # wait queues first when parking (they dead-letter into the others), last when restoring
     order = sorted(wanted, key=lambda name: (not _is_wait_queue(specs[name]), name))
     report = MigrationReport()
-    channel = connection.channel()
-    channel.confirm_delivery()
     for name in order:
         if name in states:  # (absent: parked by an earlier, interrupted run)
             _park(channel, specs[name], plan)
@@ -96,19 +94,6 @@ def migrate_queues(connection: BlockingConnection, plan: TopologyPlan, managemen
         report.moved[name] = _restore(channel, specs[name], plan)
     channel.close()
     return report
-
-
-def _consumers(connection: BlockingConnection, queue: str) -> int:
-    """The queue's consumers now (a passive declare; 0 when it does not exist)."""
-    probe = connection.channel()
-    try:
-        count = int(probe.queue_declare(queue, passive=True).method.consumer_count)
-    except pika.exceptions.ChannelClosedByBroker as exc:
-        if exc.reply_code == 404:
-            return 0
-        raise
-    probe.close()
-    return count
 
 
 def _check_fits(spec: QueueSpec, messages: int) -> None:
@@ -124,21 +109,9 @@ def _bindings(plan: TopologyPlan, queue: str) -> list[tuple[str, str]]:
     return sorted((b.exchange, b.routing_key) for b in plan.bindings if b.queue == queue)
 
 
-def _declare(channel: BlockingChannel, spec: QueueSpec, name: str) -> None:
-    probe = channel.connection.channel()
-    try:
-        probe.queue_declare(name, passive=True)
-    except pika.exceptions.ChannelClosedByBroker as exc:
-        if exc.reply_code != 404:
-            raise
-        channel.queue_declare(name, durable=True, arguments=spec.arguments)
-        return
-    probe.close()
-
-
 def _park(channel: BlockingChannel, spec: QueueSpec, plan: TopologyPlan) -> None:
     parked = parking_queue(spec.name)
-    _declare(channel, spec, parked)  # no policy matches it: nothing expires or dead-letters there
+    declare_unless_exists(channel, parked, spec.arguments)  # no policy matches it: nothing expires there
     for exchange, key in _bindings(plan, spec.name):
         channel.queue_bind(parked, exchange, routing_key=key)
         channel.queue_unbind(spec.name, exchange, routing_key=key)
@@ -147,7 +120,7 @@ def _park(channel: BlockingChannel, spec: QueueSpec, plan: TopologyPlan) -> None
 
 def _restore(channel: BlockingChannel, spec: QueueSpec, plan: TopologyPlan) -> int:
     parked = parking_queue(spec.name)
-    _declare(channel, spec, spec.name)
+    declare_unless_exists(channel, spec.name, spec.arguments)
     for exchange, key in _bindings(plan, spec.name):
         channel.queue_bind(spec.name, exchange, routing_key=key)
         channel.queue_unbind(parked, exchange, routing_key=key)
