@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import urllib.parse
 import urllib.request
 from functools import partial
@@ -76,6 +77,12 @@ def test_reports_open_then_green_without_broker_report_traffic(fresh_broker_url,
                                           pika.BasicProperties(message_id=old.message_id, delivery_mode=2))
                     wait_for(lambda: channel.queue_declare("hub.report.alpha", passive=True).method.message_count
                              == 0, 30, what="the poll request to be taken over and acked")
+                    # the channel stays open until the management stats count its publish (a channel's
+                    # stats are sampled every few seconds: a short-lived one can be missed)
+                    deadline = time.monotonic() + 90
+                    while _published(_queue_stats(fresh_broker_url), "hub.report.alpha") < 1:
+                        assert time.monotonic() < deadline, "the stats never counted the test's publish"
+                        connection.sleep(1.0)
                 wait_for(lambda: [e for e in status.of(apps[0].message_id, "transport_report") if e.attempt == 7],
                          30, what="the report of the taken-over poll request")
                 polled_green = alpha.metrics.transport_reports.labels("alpha", "green")._value.get()
@@ -83,7 +90,7 @@ def test_reports_open_then_green_without_broker_report_traffic(fresh_broker_url,
             status.close()
         # the management stats catch up with the deliveries (the barrier), then: which queues got messages
         stats = wait_for(lambda: (s := _queue_stats(fresh_broker_url)) and _published(s, "hub.deliver.alpha") >= 4
-                         and _published(s, "hub.report.alpha") >= 1 and s, 60, interval=1.0,
+                         and _published(s, "hub.report.alpha") >= 1 and s, 120, interval=1.0,
                          what="the broker's queue statistics")
     assert {app.message_id: _lights(status, app.message_id)[:2] for app in apps} == {
         app.message_id: ["open", "yellow" if app.destination == "azr:000200" else "green"] for app in apps}
